@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class ReportingConfig(AppConfig):
+    name = "reporting"
+    verbose_name = "Scheduled reports"
+
+    def ready(self) -> None:
+        from reporting import signals  # noqa: F401  (connects the receivers)

@@ -1,0 +1,137 @@
+"""Admin forms: the report with its schedule, and the run-now and resend confirmations."""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from reporting import runs, schedules
+from reporting.models import Report, report_template_choices
+from reporting.pipeline.render import RenderError, render_subject
+
+CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+
+
+class ReportForm(forms.ModelForm):
+    """The report definition plus its schedule, stored in the report's own PeriodicTask."""
+
+    template = forms.ChoiceField(choices=report_template_choices, help_text="Body templates under templates/reports/.")
+    schedule_enabled = forms.BooleanField(
+        label="Send on a schedule", required=False, initial=True, help_text="Untick to run this report only by hand."
+    )
+    minute = forms.CharField(initial="0", max_length=240, help_text='0-59, e.g. "0" or "0,30" or "*/15".')
+    hour = forms.CharField(initial="7", max_length=96, help_text='0-23, e.g. "7" or "8-18".')
+    day_of_month = forms.CharField(initial="*", max_length=124, help_text='1-31, e.g. "1" or "*".')
+    month_of_year = forms.CharField(initial="*", max_length=64, help_text='1-12, e.g. "*" or "1,4,7,10".')
+    day_of_week = forms.CharField(
+        initial="*", max_length=64, help_text='0-6 with Sunday 0, or names: "mon-fri". Both day fields must match.'
+    )
+
+    class Meta:
+        model = Report
+        fields = [
+            "name",
+            "slug",
+            "description",
+            "owner",
+            "enabled",
+            "data_source",
+            "path",
+            "query_params",
+            "records_path",
+            "period_kind",
+            "timezone",
+            "template",
+            "subject_template",
+            "attach_csv",
+            "recipients",
+            "recipient_lists",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        spec = schedules.spec_for(self.instance) if self.instance.pk else None
+        if self.instance.pk:
+            self.fields["schedule_enabled"].initial = spec is not None
+        for field in CRON_FIELDS:
+            if spec is not None:
+                self.fields[field].initial = getattr(spec, field)
+
+    def clean_subject_template(self) -> str:
+        subject = self.cleaned_data["subject_template"]
+        try:
+            render_subject(subject, {"report": {"name": "Report", "slug": "report"}, "period": _SamplePeriod()})
+        except RenderError as exc:
+            raise ValidationError(exc.message) from exc
+        return subject
+
+    def clean_query_params(self) -> dict:
+        params = self.cleaned_data["query_params"] or {}
+        if not isinstance(params, dict) or any(isinstance(value, dict | list) for value in params.values()):
+            raise ValidationError('Give the query parameters as a JSON object of names to values, e.g. {"date": "…"}.')
+        return params
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("schedule_enabled") and all(field in cleaned for field in CRON_FIELDS):
+            try:
+                schedules.validate(self.schedule_spec())
+            except ValidationError as exc:
+                if hasattr(exc, "error_dict"):
+                    for field, errors in exc.error_dict.items():
+                        self.add_error(field if field in self.fields else None, errors)
+                else:
+                    self.add_error(None, exc)
+        return cleaned
+
+    def schedule_spec(self) -> schedules.CronSpec | None:
+        if not self.cleaned_data.get("schedule_enabled"):
+            return None
+        values = {field: self.cleaned_data[field].strip() for field in CRON_FIELDS}
+        return schedules.CronSpec(timezone=self.cleaned_data.get("timezone") or "UTC", **values)
+
+
+class _SamplePeriod:
+    """Stands in for a period when checking a subject template on the form."""
+
+    start = end = None
+    label = "sample period"
+    kind = "daily"
+
+
+class RunNowForm(forms.Form):
+    period_day = forms.DateField(
+        label="Period containing",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Any day in the period to report on. Leave empty for the last complete period.",
+    )
+
+
+class ResendForm(forms.Form):
+    ORIGINAL, TYPED = "original", "typed"
+    target = forms.ChoiceField(
+        choices=[(ORIGINAL, "The original recipients"), (TYPED, "Only these addresses")],
+        initial=ORIGINAL,
+        widget=forms.RadioSelect,
+    )
+    addresses = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="One address per line, or separated by commas.",
+    )
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("target") == self.TYPED:
+            raw = cleaned.get("addresses", "").replace(",", "\n").splitlines()
+            try:
+                cleaned["address_list"] = runs.clean_addresses(raw)
+            except ValidationError as exc:
+                self.add_error("addresses", exc)
+                return cleaned
+            if not cleaned["address_list"]:
+                self.add_error("addresses", "Type at least one address.")
+        else:
+            cleaned["address_list"] = None
+        return cleaned

@@ -1,0 +1,307 @@
+"""Data sources, report definitions, recipients, and the archive of runs and deliveries."""
+
+from pathlib import Path
+from zoneinfo import available_timezones
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+ENV_VAR_NAME = RegexValidator(
+    r"^[A-Z_][A-Z0-9_]*$",
+    "Use the name of an environment variable: capital letters, digits and underscores.",
+)
+TIMEZONE_CHOICES = sorted((name, name) for name in available_timezones())
+
+
+class DataSource(models.Model):
+    """An HTTP JSON API that reports read from."""
+
+    class AuthScheme(models.TextChoices):
+        NONE = "none", "No authentication"
+        BEARER = "bearer", "Bearer token (Authorization: Bearer …)"
+        HEADER = "header", "Secret in a custom header"
+        BASIC = "basic", "HTTP basic (variable holds user:password)"
+
+    name = models.CharField(max_length=200, unique=True)
+    base_url = models.URLField(max_length=500, help_text="e.g. https://api.internal.example/v1/")
+    auth_scheme = models.CharField(max_length=10, choices=AuthScheme, default=AuthScheme.NONE)
+    auth_header_name = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Header that carries the secret when the scheme is 'custom header', e.g. X-API-Key.",
+    )
+    secret_env_var = models.CharField(
+        "secret environment variable",
+        max_length=100,
+        blank=True,
+        validators=[ENV_VAR_NAME],
+        help_text="The NAME of the environment variable that holds the secret on the workers. "
+        "The secret itself is never stored here.",
+    )
+    connect_timeout = models.FloatField(default=5.0, help_text="Seconds to wait for a connection.")
+    read_timeout = models.FloatField(default=30.0, help_text="Seconds to wait for data between reads.")
+    verify_tls = models.BooleanField("verify TLS certificates", default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Recipient(models.Model):
+    email = models.EmailField(unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    active = models.BooleanField(default=True, help_text="Inactive recipients get no reports.")
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+class RecipientList(models.Model):
+    """A reusable group of recipients, e.g. 'Finance leadership'."""
+
+    name = models.CharField(max_length=200, unique=True)
+    recipients = models.ManyToManyField(Recipient, related_name="lists", blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def report_template_choices() -> list[tuple[str, str]]:
+    """The report body templates under templates/reports/, by file name."""
+    folder = Path(settings.BASE_DIR) / "templates" / "reports"
+    names = sorted(path.name for path in folder.glob("*.html") if not path.name.startswith("_"))
+    return [(f"reports/{name}", name.removesuffix(".html").replace("_", " ").capitalize()) for name in names]
+
+
+class Report(models.Model):
+    class PeriodKind(models.TextChoices):
+        DAILY = "daily", "Daily"
+        WEEKLY = "weekly", "Weekly (Monday to Sunday)"
+        MONTHLY = "monthly", "Monthly"
+        QUARTERLY = "quarterly", "Quarterly"
+        NONE = "none", "None (a snapshot at the scheduled time)"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    data_source = models.ForeignKey(DataSource, on_delete=models.PROTECT, related_name="reports")
+    path = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Path under the data source's base URL; may use the period, e.g. "
+        "\"portfolio/{{ period.start|date:'Y-m' }}\".",
+    )
+    query_params = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Query parameters as a JSON object; values may use the period, e.g. "
+        '{"from": "{{ period.start|date:\'Y-m-d\' }}", "to": "{{ period.end|date:\'Y-m-d\' }}"}.',
+    )
+    records_path = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Dotted path to the list of rows in the response, e.g. data.positions. "
+        "Empty when the response itself is the list.",
+    )
+    period_kind = models.CharField("period", max_length=10, choices=PeriodKind, default=PeriodKind.DAILY)
+    timezone = models.CharField(max_length=64, choices=TIMEZONE_CHOICES, default="UTC")
+    template = models.CharField(max_length=200, help_text="Body template under templates/reports/.")
+    subject_template = models.CharField(
+        max_length=300, default="{{ report.name }} — {{ period.label }}", help_text="A Django template."
+    )
+    recipients = models.ManyToManyField(Recipient, blank=True, related_name="reports")
+    recipient_lists = models.ManyToManyField(RecipientList, blank=True, related_name="reports")
+    attach_csv = models.BooleanField("attach CSV", default=True)
+    enabled = models.BooleanField(default=True)
+    periodic_task = models.OneToOneField(
+        PeriodicTask, null=True, blank=True, editable=False, on_delete=models.SET_NULL, related_name="report"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("admin:reporting_report_change", args=[self.pk])
+
+    def recipient_addresses(self) -> list[str]:
+        """Active addresses from the report and its lists, each once, in a stable order."""
+        emails = (
+            Recipient.objects.filter(active=True)
+            .filter(Q(reports=self) | Q(lists__reports=self))
+            .values_list("email", flat=True)
+            .distinct()
+        )
+        unique: dict[str, str] = {}
+        for email in sorted(emails):
+            unique.setdefault(email.lower(), email)
+        return list(unique.values())
+
+
+def attachment_upload_to(instance: "RunAttachment", filename: str) -> str:
+    return f"runs/{instance.run_id}/{filename}"
+
+
+def snapshot_upload_to(instance: "ReportRun", filename: str) -> str:
+    return f"runs/{instance.pk}/{filename}"
+
+
+class ReportRun(models.Model):
+    """One execution of a report for one period: the archive entry."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        MANUAL = "manual", "Run now"
+        CATCH_UP = "catch-up", "Catch-up"
+        TEST = "test", "Test send"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        FETCHING = "fetching", "Fetching"
+        RENDERING = "rendering", "Rendering"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        PARTIALLY_SENT = "partially_sent", "Partially sent"
+        FAILED = "failed", "Failed"
+
+    WORKING = (Status.QUEUED, Status.FETCHING, Status.RENDERING, Status.SENDING)
+    FINISHED = (Status.SENT, Status.PARTIALLY_SENT, Status.FAILED)
+    # Triggers that stand for "the" run of a period: at most one each per period.
+    SCHEDULED_TRIGGERS = (Trigger.SCHEDULE, Trigger.CATCH_UP)
+
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="runs")
+    period_start = models.DateField()
+    period_end = models.DateField(help_text="Last day of the period, inclusive.")
+    period_key = models.CharField(max_length=64, editable=False)
+    scheduled_for = models.DateTimeField(null=True, blank=True, help_text="The schedule slot this run belongs to.")
+    trigger = models.CharField(max_length=10, choices=Trigger)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED, db_index=True)
+    recipients = models.JSONField(default=list, help_text="The addresses this run is for.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    fetched_at = models.DateTimeField(null=True, blank=True)
+    rendered_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="What went wrong, in words.")
+    error_detail = models.TextField(blank=True, help_text="Technical detail (traceback).")
+    request_url = models.CharField(max_length=2000, blank=True)
+    data_snapshot = models.FileField(upload_to=snapshot_upload_to, blank=True, max_length=300)
+    row_count = models.PositiveIntegerField(null=True, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    body_html = models.TextField(blank=True)
+    body_text = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        get_latest_by = "created_at"
+        permissions = [("resend_reportrun", "Can resend an archived report run")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["report", "period_key"],
+                condition=Q(trigger__in=["schedule", "catch-up"]),
+                name="one_scheduled_run_per_period",
+            )
+        ]
+        indexes = [models.Index(fields=["report", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.report} · {self.period_label} · {self.get_status_display()}"
+
+    @property
+    def period_label(self) -> str:
+        from reporting.periods import Period
+
+        return Period.from_run(self).label
+
+    @property
+    def is_rendered(self) -> bool:
+        return self.rendered_at is not None
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class RunAttachment(models.Model):
+    run = models.ForeignKey(ReportRun, on_delete=models.CASCADE, related_name="attachments")
+    filename = models.CharField(max_length=200)
+    mimetype = models.CharField(max_length=100)
+    file = models.FileField(upload_to=attachment_upload_to, max_length=300)
+    size = models.PositiveBigIntegerField()
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [models.UniqueConstraint(fields=["run", "filename"], name="unique_attachment_name")]
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class Delivery(models.Model):
+    """One email of a run to one address: the original send or a resend."""
+
+    class Kind(models.TextChoices):
+        ORIGINAL = "original", "Original send"
+        RESEND = "resend", "Resend"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        BOUNCED = "bounced", "Bounced"
+        FAILED = "failed", "Failed"
+
+    ACCEPTED = (Status.SENT, Status.DELIVERED)
+
+    run = models.ForeignKey(ReportRun, on_delete=models.CASCADE, related_name="deliveries")
+    address = models.EmailField()
+    kind = models.CharField(max_length=10, choices=Kind, default=Kind.ORIGINAL)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED, db_index=True)
+    message_id = models.CharField(max_length=300, blank=True, db_index=True)
+    esp_status = models.CharField("ESP status", max_length=50, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "address"], condition=Q(kind="original"), name="one_original_delivery_per_address"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.get_status_display()})"

@@ -1,0 +1,93 @@
+"""Period arithmetic: pure functions on dates, in the report's own timezone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from django.utils import timezone
+from django.utils.dateformat import format as format_date
+
+if TYPE_CHECKING:
+    from reporting.models import ReportRun
+
+DAILY, WEEKLY, MONTHLY, QUARTERLY, NONE = "daily", "weekly", "monthly", "quarterly", "none"
+
+
+@dataclass(frozen=True)
+class Period:
+    """The span of data a run reports on: `start` to `end`, both days inclusive."""
+
+    kind: str
+    start: date
+    end: date
+    # For reports without a period: the scheduled instant the snapshot belongs to.
+    at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        """What makes two runs 'the same period' for the once-per-period rule."""
+        if self.kind == NONE and self.at is not None:
+            return f"at:{self.at.astimezone(UTC):%Y-%m-%dT%H:%M}Z"
+        return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+    @property
+    def label(self) -> str:
+        if self.kind == DAILY:
+            return format_date(self.start, "j F Y")
+        if self.kind == WEEKLY:
+            return f"week of {format_date(self.start, 'j F Y')}"
+        if self.kind == MONTHLY:
+            return format_date(self.start, "F Y")
+        if self.kind == QUARTERLY:
+            return f"Q{(self.start.month - 1) // 3 + 1} {self.start.year}"
+        if self.at is not None:
+            return format_date(self.at, "j F Y, H:i T")
+        return format_date(self.start, "j F Y")
+
+    @classmethod
+    def from_run(cls, run: ReportRun) -> Period:
+        at = run.scheduled_for
+        if at is not None:
+            at = at.astimezone(ZoneInfo(run.report.timezone))
+        return cls(kind=run.report.period_kind, start=run.period_start, end=run.period_end, at=at)
+
+
+def period_containing(kind: str, day: date) -> Period:
+    """Return the period of `kind` that contains `day`."""
+    if kind in (DAILY, NONE):
+        return Period(kind, day, day)
+    if kind == WEEKLY:
+        start = day - timedelta(days=day.weekday())
+        return Period(kind, start, start + timedelta(days=6))
+    if kind == MONTHLY:
+        start = day.replace(day=1)
+        return Period(kind, start, _add_months(start, 1) - timedelta(days=1))
+    if kind == QUARTERLY:
+        start = date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+        return Period(kind, start, _add_months(start, 3) - timedelta(days=1))
+    raise ValueError(f"Unknown period kind {kind!r}.")
+
+
+def period_for_slot(kind: str, slot: datetime, tz: ZoneInfo) -> Period:
+    """Return the period a run scheduled at `slot` reports on.
+
+    That is the last complete period before the slot's local day; a report without a
+    period reports on the slot itself.
+    """
+    local_day = slot.astimezone(tz).date()
+    if kind == NONE:
+        return Period(kind, local_day, local_day, at=slot.astimezone(tz))
+    return period_containing(kind, period_containing(kind, local_day).start - timedelta(days=1))
+
+
+def last_complete_period(kind: str, tz: ZoneInfo, moment: datetime | None = None) -> Period:
+    """Return the last complete period before `moment` (default: now) in `tz`."""
+    return period_for_slot(kind, moment or timezone.now(), tz)
+
+
+def _add_months(day: date, months: int) -> date:
+    month_index = day.month - 1 + months
+    return day.replace(year=day.year + month_index // 12, month=month_index % 12 + 1)

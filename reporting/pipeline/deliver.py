@@ -1,0 +1,117 @@
+"""Deliver: one email per address through Django's email API.
+
+Any Django email backend works: django-anymail's ESP backends, SMTP, or the `.eml`
+file backend of the embedded default. The caller owns the bookkeeping; this module
+builds messages and sends them one at a time over one connection.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.base import BaseEmailBackend
+from django.core.mail.message import make_msgid
+
+from reporting.pipeline.render import Attachment
+
+_FAILED_ESP_STATUSES = {"rejected", "failed", "invalid"}
+
+
+class DeliveryError(Exception):
+    """One message was not accepted; `permanent` says retrying will not help."""
+
+    def __init__(self, message: str, *, permanent: bool):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    subject: str
+    html: str
+    text: str
+    attachments: list[Attachment]
+    from_email: str = ""
+    reply_to: str = ""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message_id: str
+    esp_status: str  # anymail's status for this recipient, or "" when the backend gives none
+
+
+@contextmanager
+def connection() -> Iterator[BaseEmailBackend]:
+    """One open connection to the configured email backend, closed afterwards."""
+    backend = get_connection(fail_silently=False)
+    backend.open()
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def send(email: OutgoingEmail, address: str, *, backend: BaseEmailBackend) -> SendResult:
+    """Send `email` to `address` alone; raise DeliveryError when it is not accepted."""
+    message = build_message(email, address, backend=backend)
+    try:
+        backend.send_messages([message])
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, reason = next(iter(exc.recipients.values()))
+        raise DeliveryError(_smtp_words(code, reason), permanent=code >= 500) from exc
+    except smtplib.SMTPResponseException as exc:
+        raise DeliveryError(_smtp_words(exc.smtp_code, exc.smtp_error), permanent=exc.smtp_code >= 500) from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise DeliveryError(f"The mail server could not be reached: {exc}", permanent=False) from exc
+    except Exception as exc:  # ESP backends raise their own errors (anymail.exceptions.AnymailError, …)
+        raise DeliveryError(f"The email service refused the message: {exc}", permanent=False) from exc
+    return _result(message)
+
+
+def build_message(
+    email: OutgoingEmail, address: str, *, backend: BaseEmailBackend | None = None
+) -> EmailMultiAlternatives:
+    message = EmailMultiAlternatives(
+        subject=email.subject,
+        body=email.text,
+        from_email=email.from_email or settings.DEFAULT_FROM_EMAIL,
+        to=[address],
+        reply_to=[email.reply_to] if email.reply_to else None,
+        headers={"Message-ID": make_msgid(domain=_domain())},
+        connection=backend,
+    )
+    message.attach_alternative(email.html, "text/html")
+    for attachment in email.attachments:
+        message.attach(attachment.filename, attachment.content, attachment.mimetype)
+    return message
+
+
+def _result(message: EmailMultiAlternatives) -> SendResult:
+    message_id = message.extra_headers["Message-ID"]
+    status = getattr(message, "anymail_status", None)
+    if status is None:
+        return SendResult(message_id=message_id, esp_status="")
+    statuses = set(status.status or ())
+    if statuses & _FAILED_ESP_STATUSES:
+        raise DeliveryError(
+            f"The email service did not accept the message (status: {', '.join(sorted(statuses))}).", permanent=True
+        )
+    return SendResult(message_id=status.message_id or message_id, esp_status=",".join(sorted(statuses)))
+
+
+def _smtp_words(code: int, reason: bytes | str) -> str:
+    text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+    kind = "permanently refused" if code >= 500 else "temporarily refused"
+    return f"The mail server {kind} the message ({code} {text})."
+
+
+def _domain() -> str:
+    sender = settings.DEFAULT_FROM_EMAIL
+    return sender.rsplit("@", 1)[-1].strip(" >") if "@" in sender else "localhost"

@@ -1,0 +1,223 @@
+"""Fetch: one HTTP GET of a JSON data source, with timeouts, a size cap and clear errors.
+
+Plain values in, plain values out: the caller passes a `FetchRequest` and gets a
+`FetchResult` or a `FetchError` that says whether retrying can help.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from django.utils import timezone
+
+USER_AGENT = "ScheduledReports/1.0"
+_CHUNK = 64 * 1024
+
+
+class FetchError(Exception):
+    """The data could not be fetched; `permanent` says retrying will not help."""
+
+    def __init__(self, message: str, *, permanent: bool, retry_after: float | None = None, detail: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Auth:
+    scheme: str = "none"  # none | bearer | header | basic
+    header_name: str = ""
+    secret_env_var: str = ""
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    base_url: str
+    path: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    auth: Auth = Auth()
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    verify_tls: bool = True
+    max_bytes: int = 50 * 1024 * 1024
+
+    @property
+    def url(self) -> str:
+        base = self.base_url if self.base_url.endswith("/") else self.base_url + "/"
+        return urljoin(base, self.path.lstrip("/")) if self.path else self.base_url
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    url: str  # the URL as requested, without any secret
+    content: bytes  # the response body exactly as received
+    data: Any  # the parsed JSON
+
+
+def fetch(request: FetchRequest, *, session: requests.Session | None = None) -> FetchResult:
+    """GET `request.url` and parse it as JSON; raise FetchError on any failure."""
+    prepared = requests.Request("GET", request.url, params=request.params, headers=_headers(request.auth))
+    http = session or requests.Session()
+    try:
+        response = http.send(
+            http.prepare_request(prepared),
+            timeout=(request.connect_timeout, request.read_timeout),
+            verify=request.verify_tls,
+            stream=True,
+            allow_redirects=True,
+        )
+    except requests.Timeout as exc:
+        raise FetchError(
+            f"The data source did not answer in time (connect {request.connect_timeout:g}s, "
+            f"read {request.read_timeout:g}s).",
+            permanent=False,
+            detail=str(exc),
+        ) from exc
+    except requests.ConnectionError as exc:
+        raise FetchError(
+            f"Could not connect to the data source at {_origin(request.url)}.", permanent=False, detail=str(exc)
+        ) from exc
+    except requests.RequestException as exc:
+        raise FetchError(f"The request to the data source failed: {exc}", permanent=True) from exc
+    with response:
+        _check_status(response)
+        content = _read_capped(response, request.max_bytes)
+        _check_content_type(response)
+    return FetchResult(url=response.url, content=content, data=parse_json(content))
+
+
+def parse_json(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except UnicodeDecodeError as exc:
+        raise FetchError("The data source's answer is not valid UTF-8 text.", permanent=True, detail=str(exc)) from exc
+    except json.JSONDecodeError as exc:
+        raise FetchError(
+            f"The data source's answer is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}).",
+            permanent=True,
+            detail=content[:500].decode("utf-8", "replace"),
+        ) from exc
+
+
+def select_rows(data: Any, records_path: str) -> list[Any]:
+    """Return the list at the dotted `records_path` in `data` (the data itself when empty)."""
+    node = data
+    walked = []
+    for key in [part for part in records_path.split(".") if part]:
+        walked.append(key)
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            where = ".".join(walked)
+            raise FetchError(
+                f"The records path '{records_path}' was not found in the data (no '{where}').", permanent=True
+            )
+    if not isinstance(node, list):
+        raise FetchError(
+            f"The records path '{records_path or '(the whole response)'}' points to "
+            f"{_json_kind(node)}, not to a list of rows.",
+            permanent=True,
+        )
+    return node
+
+
+def _headers(auth: Auth) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    if auth.scheme == "none":
+        return headers
+    secret = os.environ.get(auth.secret_env_var, "") if auth.secret_env_var else ""
+    if not secret:
+        raise FetchError(
+            f"The data source's secret is missing: the environment variable "
+            f"'{auth.secret_env_var or '(none named)'}' is not set on the worker.",
+            permanent=True,
+        )
+    if auth.scheme == "bearer":
+        headers["Authorization"] = f"Bearer {secret}"
+    elif auth.scheme == "header":
+        headers[auth.header_name or "X-API-Key"] = secret
+    elif auth.scheme == "basic":
+        user, _, password = secret.partition(":")
+        headers["Authorization"] = requests.auth._basic_auth_str(user, password)
+    return headers
+
+
+def _check_status(response: requests.Response) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    if status == 429 or status >= 500:
+        raise FetchError(
+            f"The data source is unavailable right now (HTTP {status} {response.reason}).",
+            permanent=False,
+            retry_after=_retry_after(response.headers.get("Retry-After")),
+        )
+    words = {401: "refused our credentials", 403: "refused access", 404: "has no such resource"}
+    raise FetchError(
+        f"The data source {words.get(status, 'rejected the request')} (HTTP {status} {response.reason}).",
+        permanent=True,
+        detail=next(response.iter_content(500), b"").decode("utf-8", "replace"),
+    )
+
+
+def _check_content_type(response: requests.Response) -> None:
+    content_type = response.headers.get("Content-Type", "")
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        raise FetchError(
+            f"The data source answered with '{media_type}', not JSON. It may be an error page or a login page.",
+            permanent=True,
+        )
+
+
+def _read_capped(response: requests.Response, max_bytes: int) -> bytes:
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise FetchError(_too_large(int(declared), max_bytes), permanent=True)
+    chunks, size = [], 0
+    try:
+        for chunk in response.iter_content(_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise FetchError(_too_large(size, max_bytes, at_least=True), permanent=True)
+            chunks.append(chunk)
+    except requests.RequestException as exc:
+        raise FetchError("The connection broke while reading the data.", permanent=False, detail=str(exc)) from exc
+    return b"".join(chunks)
+
+
+def _too_large(size: int, max_bytes: int, *, at_least: bool = False) -> str:
+    amount = f"{'more than ' if at_least else ''}{size / 1_048_576:.1f} MB"
+    return f"The data source's answer is too large ({amount}; the limit is {max_bytes / 1_048_576:.1f} MB)."
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - timezone.now()).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _json_kind(node: Any) -> str:
+    names = {dict: "an object", str: "a text", bool: "true/false", int: "a number", float: "a number"}
+    return "nothing (null)" if node is None else names.get(type(node), type(node).__name__)

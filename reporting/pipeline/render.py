@@ -1,0 +1,166 @@
+"""Render: subject, HTML and text parts and attachments from a report's data.
+
+Plain values in, plain values out. Templates are Django templates; the HTML part is
+autoescaped, the subject and the text part are not (they are not HTML).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.template import TemplateDoesNotExist, TemplateSyntaxError, engines
+from django.template.loader import get_template, select_template
+
+from reporting.periods import Period
+
+GENERIC_TEXT_TEMPLATE = "reporting/email/report.txt"
+
+
+class RenderError(Exception):
+    """The report could not be rendered; always permanent: the same input fails again."""
+
+    def __init__(self, message: str, *, detail: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    mimetype: str
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    template_name: str  # e.g. "reports/portfolio_summary.html"
+    subject_template: str
+    report: dict[str, Any]  # name, slug, description: what templates may show
+    period: Period
+    data: Any
+    rows: list[Any]
+    generated_at: datetime
+    attach_csv: bool = True
+    context_extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+    attachments: list[Attachment]
+
+
+def render(request: RenderRequest) -> RenderedEmail:
+    columns = columns_of(request.rows)
+    context = {
+        "report": request.report,
+        "period": request.period,
+        "data": request.data,
+        "rows": request.rows,
+        "columns": columns,
+        "table": [[_cell(row, column) for column in columns] for row in request.rows],
+        "generated_at": request.generated_at,
+        **request.context_extra,
+    }
+    subject = render_subject(request.subject_template, context)
+    html = _render_file([request.template_name], context, "body")
+    text = _render_file([_text_template_for(request.template_name), GENERIC_TEXT_TEMPLATE], context, "text part")
+    attachments = []
+    if request.attach_csv:
+        attachments.append(Attachment(_csv_filename(request), rows_to_csv(request.rows, columns), "text/csv"))
+    return RenderedEmail(subject=subject, html=html, text=text, attachments=attachments)
+
+
+def render_subject(subject_template: str, context: dict[str, Any]) -> str:
+    try:
+        template = engines["django"].from_string("{% autoescape off %}" + subject_template + "{% endautoescape %}")
+        subject = template.render(context).strip()
+    except TemplateSyntaxError as exc:
+        raise RenderError(f"The subject template has an error: {exc}") from exc
+    if "\n" in subject or "\r" in subject:
+        raise RenderError("The subject would contain a line break, which email headers cannot carry.")
+    if not subject:
+        raise RenderError("The subject template rendered to an empty subject.")
+    return subject
+
+
+def render_string(template_text: str, context: dict[str, Any], *, what: str) -> str:
+    """Render a one-line template such as a path or query parameter (not HTML)."""
+    try:
+        template = engines["django"].from_string("{% autoescape off %}" + template_text + "{% endautoescape %}")
+        return template.render(context).strip()
+    except TemplateSyntaxError as exc:
+        raise RenderError(f"The {what} has a template error: {exc}") from exc
+
+
+def columns_of(rows: list[Any]) -> list[str]:
+    """Column names in order of first appearance across the rows."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        if isinstance(row, dict):
+            columns.update(dict.fromkeys(str(key) for key in row))
+        elif isinstance(row, list):
+            columns.update(dict.fromkeys(f"column {index + 1}" for index in range(len(row))))
+        else:
+            columns["value"] = None
+    return list(columns)
+
+
+def rows_to_csv(rows: list[Any], columns: list[str] | None = None) -> bytes:
+    """CSV with a header row, UTF-8 with a byte-order mark so spreadsheet programs read it right."""
+    columns = columns if columns is not None else columns_of(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_value(_cell(row, column)) for column in columns])
+    return buffer.getvalue().encode("utf-8-sig")
+
+
+def _cell(row: Any, column: str) -> Any:
+    if isinstance(row, dict):
+        return row.get(column)
+    if isinstance(row, list):
+        index = int(column.removeprefix("column ")) - 1 if column.startswith("column ") else -1
+        return row[index] if 0 <= index < len(row) else None
+    return row if column == "value" else None
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _render_file(names: list[str], context: dict[str, Any], what: str) -> str:
+    try:
+        template = select_template(names) if len(names) > 1 else get_template(names[0])
+        return template.render(context)
+    except TemplateDoesNotExist as exc:
+        raise RenderError(f"The {what} template '{names[0]}' does not exist.") from exc
+    except TemplateSyntaxError as exc:
+        raise RenderError(f"The {what} template has an error: {exc}") from exc
+    except Exception as exc:  # a filter or tag failing on unexpected data
+        raise RenderError(f"The {what} template failed on this data: {type(exc).__name__}: {exc}") from exc
+
+
+def _text_template_for(html_template: str) -> str:
+    return html_template.removesuffix(".html") + ".txt"
+
+
+def _csv_filename(request: RenderRequest) -> str:
+    period = request.period
+    stamp = period.start.isoformat() if period.start == period.end else f"{period.start}_{period.end}"
+    if period.at is not None:
+        stamp = period.at.strftime("%Y-%m-%d_%H%M")
+    return f"{request.report['slug']}_{stamp}.csv"
