@@ -119,6 +119,10 @@ class ReportAdmin(admin.ModelAdmin):
             else:
                 schedules.save_schedule(report=report, spec=spec)
 
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        buttons = [("run_now", "Run now…"), ("send_test", "Send test…")] if self.has_run_permission(request) else []
+        return super().change_view(request, object_id, form_url, {"report_buttons": buttons, **(extra_context or {})})
+
     @admin.display(description="schedule")
     def schedule_in_words(self, report: Report) -> str:
         spec = schedules.spec_for(report) if report.pk else None

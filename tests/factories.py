@@ -1,0 +1,54 @@
+"""Small builders for the objects most tests need."""
+
+from __future__ import annotations
+
+from reporting import schedules
+from reporting.models import DataSource, Recipient, RecipientList, Report
+
+POSITIONS = {
+    "as_of": "2026-11-20",
+    "summary": {"total_value": 1234567.89, "day_pnl": -2500.5},
+    "data": {
+        "positions": [
+            {"instrument": "Acme Corp", "quantity": 100, "market_value": 15000.25},
+            {"instrument": "Globex 4.25% 2032", "quantity": 50, "market_value": 49875.0},
+            {"instrument": "Initech ETF", "quantity": 10, "market_value": 987.65},
+        ]
+    },
+}
+
+
+def data_source(base_url: str, **fields) -> DataSource:
+    return DataSource.objects.create(name=fields.pop("name", f"Source {base_url}"), base_url=base_url, **fields)
+
+
+def report(source: DataSource, *, addresses: list[str] = ("ann@example.com", "bob@example.com"), **fields) -> Report:
+    defaults = {
+        "name": "Portfolio",
+        "slug": "portfolio",
+        "path": "positions",
+        "records_path": "data.positions",
+        "period_kind": Report.PeriodKind.DAILY,
+        "timezone": "Europe/London",
+        "template": "reports/table.html",
+        "subject_template": "Portfolio — {{ period.label }}",
+    }
+    created = Report.objects.create(data_source=source, **{**defaults, **fields})
+    for address in addresses:
+        recipient, _ = Recipient.objects.get_or_create(email=address)
+        created.recipients.add(recipient)
+    return created
+
+
+def recipient_list(name: str, addresses: list[str]) -> RecipientList:
+    created = RecipientList.objects.create(name=name)
+    for address in addresses:
+        recipient, _ = Recipient.objects.get_or_create(email=address)
+        created.recipients.add(recipient)
+    return created
+
+
+def schedule(report_obj: Report, **cron) -> None:
+    spec = schedules.CronSpec(**{"timezone": report_obj.timezone, **cron})
+    schedules.save_schedule(report=report_obj, spec=spec)
+    report_obj.refresh_from_db()

@@ -1,0 +1,293 @@
+"""The admin as a staff user meets it: schedules on the report page, run now, test sends, the archive, resend."""
+
+import json
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from django.contrib.auth.models import Permission
+from django.core import mail
+from django.urls import reverse
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+from project.celery import app as celery_app
+from reporting import runs
+from reporting.models import Delivery, Report, ReportRun
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+LONDON = ZoneInfo("Europe/London")
+
+
+@pytest.fixture(autouse=True)
+def eager_celery():
+    """Tasks queued by the admin run in-process when the transaction commits."""
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def source(httpserver):
+    httpserver.expect_request("/api/positions").respond_with_json(factories.POSITIONS)
+    return factories.data_source(httpserver.url_for("/api/"))
+
+
+@pytest.fixture
+def report(source):
+    return factories.report(source)
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_superuser("kim", "kim@example.com", "pw")
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    client.force_login(staff)
+    return client
+
+
+def report_form(source, **overrides):
+    form = {
+        "name": "Collections",
+        "slug": "collections",
+        "description": "",
+        "owner": "",
+        "enabled": "on",
+        "data_source": source.pk,
+        "path": "positions",
+        "query_params": "{}",
+        "records_path": "data.positions",
+        "period_kind": "weekly",
+        "timezone": "America/New_York",
+        "schedule_enabled": "on",
+        "minute": "30",
+        "hour": "6",
+        "day_of_month": "*",
+        "month_of_year": "*",
+        "day_of_week": "mon",
+        "template": "reports/table.html",
+        "subject_template": "Collections — {{ period.label }}",
+        "attach_csv": "on",
+    }
+    return {**form, **overrides}
+
+
+def post_action(client, url_name, action, ids, **extra):
+    data = {"action": action, "_selected_action": [str(pk) for pk in ids], **extra}
+    return client.post(reverse(url_name), data)
+
+
+def test_it_stores_the_schedule_from_the_report_page_in_the_reports_own_task(staff_client, source):
+    response = staff_client.post(reverse("admin:reporting_report_add"), report_form(source))
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    report = Report.objects.get(slug="collections")
+    task = report.periodic_task
+    assert json.loads(task.kwargs) == {"report_id": report.pk}
+    assert (task.crontab.minute, task.crontab.hour, task.crontab.day_of_week) == ("30", "6", "mon")
+    assert str(task.crontab.timezone) == "America/New_York"
+    assert task.enabled
+
+
+@time_machine.travel(datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("UTC")))
+def test_it_shows_the_schedule_in_words_and_the_next_five_runs(staff_client, report):
+    factories.schedule(report, minute="0", hour="7", day_of_month="1")
+
+    page = staff_client.get(reverse("admin:reporting_report_change", args=[report.pk])).content.decode()
+
+    assert "At 07:00, on day 1 of the month (Europe/London)" in page
+    for expected in [
+        "Tue 01 Dec 2026, 07:00 GMT",
+        "Fri 01 Jan 2027",
+        "Mon 01 Feb 2027",
+        "Sun 01 Mar 2027",
+        "Wed 01 Apr 2027, 07:00 BST",
+    ]:
+        assert expected in page
+
+
+def test_it_edits_the_schedule_in_place(staff_client, source):
+    staff_client.post(reverse("admin:reporting_report_add"), report_form(source))
+    report = Report.objects.get()
+    task_id, crontab_id = report.periodic_task_id, report.periodic_task.crontab_id
+
+    staff_client.post(reverse("admin:reporting_report_change", args=[report.pk]), report_form(source, hour="9"))
+
+    task = PeriodicTask.objects.get(pk=task_id)
+    assert task.crontab_id == crontab_id and task.crontab.hour == "9"
+    assert PeriodicTask.objects.filter(report__isnull=False).count() == 1
+    assert CrontabSchedule.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("minute", "61", "Minute (0-59)"),
+        ("hour", "24", "Hour (0-23)"),
+        ("day_of_week", "7", "Day of week"),
+        ("day_of_month", "31", "never fires"),
+    ],
+)
+def test_it_explains_an_invalid_schedule_on_the_form(staff_client, source, field, value, words):
+    overrides = {field: value, **({"month_of_year": "2"} if field == "day_of_month" else {})}
+
+    response = staff_client.post(reverse("admin:reporting_report_add"), report_form(source, **overrides))
+
+    assert response.status_code == 200
+    assert words in response.content.decode()
+    assert not Report.objects.exists() and not PeriodicTask.objects.exists()
+
+
+def test_it_explains_a_subject_with_a_line_break_on_the_form(staff_client, source):
+    response = staff_client.post(
+        reverse("admin:reporting_report_add"), report_form(source, subject_template="Hello\n{{ period.label }}")
+    )
+
+    assert "line break" in response.content.decode()
+
+
+def test_disabling_the_report_disables_its_task_and_deleting_it_deletes_the_task(staff_client, source):
+    staff_client.post(reverse("admin:reporting_report_add"), report_form(source))
+    report = Report.objects.get()
+    form = report_form(source)
+    del form["enabled"]
+
+    staff_client.post(reverse("admin:reporting_report_change", args=[report.pk]), form)
+    assert PeriodicTask.objects.get(pk=report.periodic_task_id).enabled is False
+
+    staff_client.post(reverse("admin:reporting_report_delete", args=[report.pk]), {"post": "yes"})
+    assert not PeriodicTask.objects.exists() and not CrontabSchedule.objects.exists()
+
+
+@time_machine.travel(datetime(2026, 11, 23, 9, 0, tzinfo=LONDON))
+def test_run_now_asks_for_the_period_then_runs_the_last_complete_one(
+    staff_client, report, django_capture_on_commit_callbacks
+):
+    page = post_action(staff_client, "admin:reporting_report_changelist", "run_now", [report.pk])
+    assert "Period containing" in page.content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        post_action(staff_client, "admin:reporting_report_changelist", "run_now", [report.pk], confirm="yes")
+
+    run = ReportRun.objects.get()
+    assert (run.trigger, run.status, run.period_start) == ("manual", "sent", date(2026, 11, 22))
+    assert sorted(m.to[0] for m in mail.outbox) == ["ann@example.com", "bob@example.com"]
+
+
+def test_run_now_runs_the_chosen_period(staff_client, report, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        post_action(
+            staff_client,
+            "admin:reporting_report_changelist",
+            "run_now",
+            [report.pk],
+            confirm="yes",
+            period_day="2026-02-28",
+        )
+
+    assert ReportRun.objects.get().period_start == date(2026, 2, 28)
+    assert mail.outbox[0].subject == "Portfolio — 28 February 2026"
+
+
+def test_send_test_goes_only_to_the_staff_users_address(staff_client, report, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        post_action(staff_client, "admin:reporting_report_changelist", "send_test", [report.pk], confirm="yes")
+
+    assert [m.to for m in mail.outbox] == [["kim@example.com"]]
+    assert ReportRun.objects.get().trigger == ReportRun.Trigger.TEST
+
+
+def test_the_run_page_shows_the_email_as_sent_its_files_and_deliveries(staff_client, report):
+    run = runs.execute_run(run_id=runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None).pk)
+
+    page = staff_client.get(reverse("admin:reporting_reportrun_change", args=[run.pk])).content.decode()
+
+    assert 'sandbox=""' in page and "srcdoc=" in page
+    assert "Globex 4.25% 2032" in page
+    assert "ann@example.com" in page and "bob@example.com" in page
+    attachment = run.attachments.get()
+    download = staff_client.get(reverse("admin:reporting_reportrun_attachment", args=[run.pk, attachment.pk]))
+    assert b"".join(download.streaming_content).decode("utf-8-sig").startswith("instrument,quantity,market_value")
+
+
+def test_the_run_page_explains_a_failure_in_words(staff_client, report):
+    report.records_path = "data.missing"
+    report.save()
+    run = runs.execute_run(run_id=runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None).pk)
+
+    page = staff_client.get(reverse("admin:reporting_reportrun_change", args=[run.pk])).content.decode()
+
+    assert "The records path &#x27;data.missing&#x27; was not found" in page
+
+
+def test_the_archive_filters_by_report_status_and_trigger(staff_client, report):
+    runs.execute_run(run_id=runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None).pk)
+    url = reverse("admin:reporting_reportrun_changelist")
+
+    assert "Portfolio" in staff_client.get(url, {"status__exact": "sent", "trigger__exact": "manual"}).content.decode()
+    assert "0 report runs" in staff_client.get(url, {"status__exact": "failed"}).content.decode()
+    assert "1 result" in staff_client.get(url, {"q": "ann@example.com"}).content.decode()
+
+
+def test_resend_to_typed_addresses_records_who_asked(staff_client, staff, report, django_capture_on_commit_callbacks):
+    run = runs.execute_run(run_id=runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None).pk)
+    mail.outbox.clear()
+
+    page = post_action(staff_client, "admin:reporting_reportrun_changelist", "resend", [run.pk])
+    assert "Only these addresses" in page.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        post_action(
+            staff_client,
+            "admin:reporting_reportrun_changelist",
+            "resend",
+            [run.pk],
+            confirm="yes",
+            target="typed",
+            addresses="carol@example.com, dan@example.com",
+        )
+
+    assert sorted(m.to[0] for m in mail.outbox) == ["carol@example.com", "dan@example.com"]
+    resends = run.deliveries.filter(kind=Delivery.Kind.RESEND)
+    assert {(d.address, d.status, d.requested_by_id) for d in resends} == {
+        ("carol@example.com", "sent", staff.pk),
+        ("dan@example.com", "sent", staff.pk),
+    }
+
+
+def test_resend_rejects_an_invalid_typed_address_and_sends_nothing(staff_client, report):
+    run = runs.execute_run(run_id=runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None).pk)
+    mail.outbox.clear()
+
+    page = staff_client.post(
+        reverse("admin:reporting_reportrun_resend", args=[run.pk]),
+        {"confirm": "yes", "target": "typed", "addresses": "carol@example.com\nnot an address"},
+    )
+
+    assert "Not a valid email address: not an address" in page.content.decode()
+    assert not mail.outbox and not run.deliveries.filter(kind=Delivery.Kind.RESEND).exists()
+
+
+def test_only_users_with_the_resend_permission_see_or_use_resend(client, django_user_model, report):
+    run = runs.execute_run(run_id=runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None).pk)
+    viewer = django_user_model.objects.create_user("vic", "vic@example.com", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_reportrun", "view_delivery"]))
+    client.force_login(viewer)
+
+    listing = client.get(reverse("admin:reporting_reportrun_changelist")).content.decode()
+    page = client.get(reverse("admin:reporting_reportrun_change", args=[run.pk])).content.decode()
+    direct = client.post(
+        reverse("admin:reporting_reportrun_resend", args=[run.pk]), {"confirm": "yes", "target": "original"}
+    )
+
+    assert 'value="resend"' not in listing and "Resend…" not in page
+    assert direct.status_code == 403
+    assert run.deliveries.filter(kind=Delivery.Kind.RESEND).count() == 0
+
+    viewer.user_permissions.add(Permission.objects.get(codename="resend_reportrun"))
+    viewer = django_user_model.objects.get(pk=viewer.pk)
+    client.force_login(viewer)
+    assert 'value="resend"' in client.get(reverse("admin:reporting_reportrun_changelist")).content.decode()

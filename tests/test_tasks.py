@@ -1,0 +1,75 @@
+"""Celery tasks run by a real worker (in a thread) against the real database."""
+
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from celery.contrib.testing.worker import start_worker
+from django.core import mail
+
+from project.celery import app as celery_app
+from reporting import tasks
+from reporting.models import ReportRun
+from tests import factories
+
+LONDON = ZoneInfo("Europe/London")
+
+
+@pytest.fixture
+def worker(transactional_db):
+    """A real Celery worker thread consuming from an in-memory broker."""
+    saved = {key: celery_app.conf[key] for key in ("broker_url", "broker_transport_options")}
+    celery_app.conf.update(broker_url="memory://", broker_transport_options={})
+    celery_app._pool = None
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as running:
+        yield running
+    celery_app.conf.update(saved)
+    celery_app._pool = None
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for the worker")
+
+
+def test_a_worker_runs_a_scheduled_report_end_to_end(worker, httpserver):
+    httpserver.expect_request("/api/positions").respond_with_json(factories.POSITIONS)
+    report = factories.report(factories.data_source(httpserver.url_for("/api/")))
+    factories.schedule(report, minute="0", hour="7")
+
+    with time_machine.travel(datetime(2026, 11, 21, 7, 0, 1, tzinfo=LONDON), tick=True):
+        tasks.run_scheduled_report.delay(report_id=report.pk)
+        wait_for(lambda: ReportRun.objects.filter(status=ReportRun.Status.SENT).exists())
+
+    run = ReportRun.objects.get()
+    assert run.period_label == "20 November 2026"
+    assert sorted(m.to[0] for m in mail.outbox) == ["ann@example.com", "bob@example.com"]
+    assert "Acme Corp" in mail.outbox[0].alternatives[0][0]
+
+
+def test_a_worker_retries_a_transient_failure_then_succeeds(worker, httpserver, settings):
+    settings.REPORTING = {**settings.REPORTING, "FETCH_RETRY_BASE_SECONDS": 1, "FETCH_RETRY_MAX_SECONDS": 1}
+    httpserver.expect_ordered_request("/api/positions").respond_with_data("down", status=502)
+    httpserver.expect_ordered_request("/api/positions").respond_with_json(factories.POSITIONS)
+    report = factories.report(factories.data_source(httpserver.url_for("/api/")))
+    run = ReportRun.objects.create(
+        report=report,
+        period_start="2026-11-20",
+        period_end="2026-11-20",
+        period_key="k",
+        trigger="manual",
+        recipients=["ann@example.com"],
+    )
+
+    tasks.execute_run.delay(run_id=run.pk)
+    wait_for(lambda: ReportRun.objects.get(pk=run.pk).status == ReportRun.Status.SENT)
+
+    run.refresh_from_db()
+    assert run.attempts == 2
+    assert [m.to for m in mail.outbox] == [["ann@example.com"]]
