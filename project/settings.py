@@ -60,6 +60,14 @@ TEMPLATES = [
             ],
         },
     },
+    {
+        # Plain-text email parts and subjects: the same templates, without HTML escaping.
+        "NAME": "text",
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": False,
+        "OPTIONS": {"autoescape": False},
+    },
 ]
 
 # --- database -------------------------------------------------------------------------

@@ -171,6 +171,13 @@ def execute_run(*, run_id: int, final_attempt: bool = True) -> ReportRun:
         else:
             _requeue(run, exc.message)
             raise RunRetryLater(exc.message, exc.retry_after) from exc
+    except deliver.DeliveryError as exc:  # the mail server could not be reached at all
+        if final_attempt:
+            _fail_queued_deliveries(run.deliveries.filter(kind=Delivery.Kind.ORIGINAL), exc.message)
+            _finish(run)
+        else:
+            _requeue(run, exc.message)
+            raise RunRetryLater(exc.message, None) from exc
     except render.RenderError as exc:
         _fail(run, exc.message, exc.detail)
     except Exception as exc:
@@ -232,14 +239,8 @@ def _fetch_stage(run: ReportRun) -> object:
     result = fetch.fetch(request)
     # Keep the exact bytes first: whatever happens next, what was fetched stays archived.
     run.data_snapshot.save("data.json", ContentFile(result.content), save=False)
-    rows = fetch.select_rows(result.data, report.records_path)
-    _set(
-        run,
-        data_snapshot=run.data_snapshot.name,
-        request_url=result.url,
-        fetched_at=timezone.now(),
-        row_count=len(rows),
-    )
+    _set(run, data_snapshot=run.data_snapshot.name, request_url=result.url, fetched_at=timezone.now())
+    _set(run, row_count=len(fetch.select_rows(result.data, report.records_path)))
     return result.data
 
 
@@ -264,6 +265,7 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
             data=data,
             rows=fetch.select_rows(data, report.records_path),
             generated_at=timezone.now(),
+            timezone=report.timezone,
             attach_csv=report.attach_csv,
         )
     )
@@ -398,7 +400,15 @@ def queue_resend(*, run_id: int, addresses: list[str] | None, requested_by_id: i
 
 def send_resend(*, run_id: int, delivery_ids: list[int]) -> None:
     run = ReportRun.objects.get(pk=run_id)
-    send_deliveries(run, list(run.deliveries.filter(pk__in=delivery_ids, kind=Delivery.Kind.RESEND)))
+    resends = run.deliveries.filter(pk__in=delivery_ids, kind=Delivery.Kind.RESEND)
+    try:
+        send_deliveries(run, list(resends))
+    except deliver.DeliveryError as exc:
+        _fail_queued_deliveries(resends, exc.message)
+
+
+def _fail_queued_deliveries(deliveries, message: str) -> None:
+    deliveries.filter(status=Delivery.Status.QUEUED).update(status=Delivery.Status.FAILED, error=message)
 
 
 def clean_addresses(addresses: list[str]) -> list[str]:

@@ -65,13 +65,16 @@ class CronSpec:
                 errors[field] = f"{label}: {getattr(self, field)!r} is not valid here ({exc})."
         if errors:
             raise ValidationError(errors)
-        return crontab(
-            minute=self.minute,
-            hour=self.hour,
-            day_of_month=self.day_of_month,
-            month_of_year=self.month_of_year,
-            day_of_week=self.day_of_week,
-        )
+        try:
+            return crontab(
+                minute=self.minute,
+                hour=self.hour,
+                day_of_month=self.day_of_month,
+                month_of_year=self.month_of_year,
+                day_of_week=self.day_of_week,
+            )
+        except ValueError as exc:  # e.g. day 31 with only months that have no 31st
+            raise ValidationError(f"This schedule never fires: {exc}") from exc
 
 
 _FIELD_LABELS = {

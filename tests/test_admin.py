@@ -104,8 +104,8 @@ def test_it_shows_the_schedule_in_words_and_the_next_five_runs(staff_client, rep
         "Tue 01 Dec 2026, 07:00 GMT",
         "Fri 01 Jan 2027",
         "Mon 01 Feb 2027",
-        "Sun 01 Mar 2027",
-        "Wed 01 Apr 2027, 07:00 BST",
+        "Mon 01 Mar 2027",
+        "Thu 01 Apr 2027, 07:00 BST",
     ]:
         assert expected in page
 
@@ -224,13 +224,16 @@ def test_the_run_page_explains_a_failure_in_words(staff_client, report):
     assert "The records path &#x27;data.missing&#x27; was not found" in page
 
 
-def test_the_archive_filters_by_report_status_and_trigger(staff_client, report):
+def test_the_archive_filters_by_report_status_and_trigger(staff_client, report, source):
     runs.execute_run(run_id=runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None).pk)
+    other = factories.report(source, name="Other", slug="other", addresses=["zed@example.com"])
+    runs.execute_run(run_id=runs.create_manual_run(report_id=other.pk, period_day=None, requested_by_id=None).pk)
     url = reverse("admin:reporting_reportrun_changelist")
 
     assert "Portfolio" in staff_client.get(url, {"status__exact": "sent", "trigger__exact": "manual"}).content.decode()
     assert "0 report runs" in staff_client.get(url, {"status__exact": "failed"}).content.decode()
-    assert "1 result" in staff_client.get(url, {"q": "ann@example.com"}).content.decode()
+    found = staff_client.get(url, {"q": "ann@example.com"}).content.decode()
+    assert "1 result" in found and "Portfolio ·" in found and "Other ·" not in found
 
 
 def test_resend_to_typed_addresses_records_who_asked(staff_client, staff, report, django_capture_on_commit_callbacks):

@@ -19,14 +19,9 @@ LONDON = ZoneInfo("Europe/London")
 
 @pytest.fixture
 def worker(transactional_db):
-    """A real Celery worker thread consuming from an in-memory broker."""
-    saved = {key: celery_app.conf[key] for key in ("broker_url", "broker_transport_options")}
-    celery_app.conf.update(broker_url="memory://", broker_transport_options={})
-    celery_app._pool = None
+    """A real Celery worker thread consuming from the in-memory broker of tests/settings.py."""
     with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as running:
         yield running
-    celery_app.conf.update(saved)
-    celery_app._pool = None
 
 
 def wait_for(predicate, timeout=20.0):

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from anymail.exceptions import AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
@@ -51,7 +52,10 @@ class SendResult:
 def connection() -> Iterator[BaseEmailBackend]:
     """One open connection to the configured email backend, closed afterwards."""
     backend = get_connection(fail_silently=False)
-    backend.open()
+    try:
+        backend.open()
+    except (smtplib.SMTPException, OSError) as exc:
+        raise DeliveryError(f"The mail server could not be reached: {exc}", permanent=False) from exc
     try:
         yield backend
     finally:
@@ -70,6 +74,8 @@ def send(email: OutgoingEmail, address: str, *, backend: BaseEmailBackend) -> Se
         raise DeliveryError(_smtp_words(exc.smtp_code, exc.smtp_error), permanent=exc.smtp_code >= 500) from exc
     except (smtplib.SMTPException, OSError) as exc:
         raise DeliveryError(f"The mail server could not be reached: {exc}", permanent=False) from exc
+    except AnymailRecipientsRefused as exc:
+        raise DeliveryError(f"The email service refused the address: {exc}", permanent=True) from exc
     except Exception as exc:  # ESP backends raise their own errors (anymail.exceptions.AnymailError, …)
         raise DeliveryError(f"The email service refused the message: {exc}", permanent=False) from exc
     return _result(message)
@@ -103,7 +109,8 @@ def _result(message: EmailMultiAlternatives) -> SendResult:
         raise DeliveryError(
             f"The email service did not accept the message (status: {', '.join(sorted(statuses))}).", permanent=True
         )
-    return SendResult(message_id=status.message_id or message_id, esp_status=",".join(sorted(statuses)))
+    esp_id = str(status.message_id) if status.message_id is not None else message_id
+    return SendResult(message_id=esp_id, esp_status=",".join(sorted(statuses)))
 
 
 def _smtp_words(code: int, reason: bytes | str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 USER_AGENT = "ScheduledReports/1.0"
@@ -36,6 +37,11 @@ class Auth:
     scheme: str = "none"  # none | bearer | header | basic
     header_name: str = ""
     secret_env_var: str = ""
+
+    @property
+    def custom_header(self) -> str:
+        """The header that carries the secret for the 'custom header' scheme, else ''."""
+        return (self.header_name or "X-API-Key") if self.scheme == "header" else ""
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ class FetchResult:
 def fetch(request: FetchRequest, *, session: requests.Session | None = None) -> FetchResult:
     """GET `request.url` and parse it as JSON; raise FetchError on any failure."""
     prepared = requests.Request("GET", request.url, params=request.params, headers=_headers(request.auth))
-    http = session or requests.Session()
+    http = session or _SourceSession(secret_header=request.auth.custom_header)
     try:
         response = http.send(
             http.prepare_request(prepared),
@@ -86,7 +92,8 @@ def fetch(request: FetchRequest, *, session: requests.Session | None = None) -> 
             f"Could not connect to the data source at {_origin(request.url)}.", permanent=False, detail=str(exc)
         ) from exc
     except requests.RequestException as exc:
-        raise FetchError(f"The request to the data source failed: {exc}", permanent=True) from exc
+        # Not `{exc}`: some of requests' messages quote header values, and so the secret.
+        raise FetchError(f"The request to the data source failed ({type(exc).__name__}).", permanent=True) from exc
     with response:
         _check_status(response)
         content = _read_capped(response, request.max_bytes)
@@ -118,10 +125,9 @@ def select_rows(data: Any, records_path: str) -> list[Any]:
         elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
             node = node[int(key)]
         else:
-            where = ".".join(walked)
-            raise FetchError(
-                f"The records path '{records_path}' was not found in the data (no '{where}').", permanent=True
-            )
+            parent = ".".join(walked[:-1])
+            where = f"'{parent}' has no '{key}'" if parent else f"the response has no '{key}'"
+            raise FetchError(f"The records path '{records_path}' was not found in the data: {where}.", permanent=True)
     if not isinstance(node, list):
         raise FetchError(
             f"The records path '{records_path or '(the whole response)'}' points to "
@@ -135,21 +141,44 @@ def _headers(auth: Auth) -> dict[str, str]:
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
     if auth.scheme == "none":
         return headers
-    secret = os.environ.get(auth.secret_env_var, "") if auth.secret_env_var else ""
+    # Surrounding whitespace is dropped: secrets read from files often end in a newline.
+    secret = os.environ.get(auth.secret_env_var, "").strip() if auth.secret_env_var else ""
     if not secret:
         raise FetchError(
             f"The data source's secret is missing: the environment variable "
             f"'{auth.secret_env_var or '(none named)'}' is not set on the worker.",
             permanent=True,
         )
+    if any(not character.isprintable() for character in secret):
+        raise FetchError(
+            f"The secret in the environment variable '{auth.secret_env_var}' contains a line break or another "
+            "control character, which an HTTP header cannot carry.",
+            permanent=True,
+        )
     if auth.scheme == "bearer":
         headers["Authorization"] = f"Bearer {secret}"
     elif auth.scheme == "header":
-        headers[auth.header_name or "X-API-Key"] = secret
+        headers[auth.custom_header] = secret
     elif auth.scheme == "basic":
         user, _, password = secret.partition(":")
         headers["Authorization"] = requests.auth._basic_auth_str(user, password)
     return headers
+
+
+class _SourceSession(requests.Session):
+    """A session that drops a custom secret header on a redirect to another host.
+
+    requests itself drops only the Authorization header there.
+    """
+
+    def __init__(self, *, secret_header: str = ""):
+        super().__init__()
+        self.secret_header = secret_header
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if self.secret_header and self.should_strip_auth(response.request.url, prepared_request.url):
+            prepared_request.headers.pop(self.secret_header, None)
 
 
 def _check_status(response: requests.Response) -> None:
@@ -197,8 +226,8 @@ def _read_capped(response: requests.Response, max_bytes: int) -> bytes:
 
 
 def _too_large(size: int, max_bytes: int, *, at_least: bool = False) -> str:
-    amount = f"{'more than ' if at_least else ''}{size / 1_048_576:.1f} MB"
-    return f"The data source's answer is too large ({amount}; the limit is {max_bytes / 1_048_576:.1f} MB)."
+    amount = f"{'more than ' if at_least else ''}{filesizeformat(size)}"
+    return f"The data source's answer is too large ({amount}; the limit is {filesizeformat(max_bytes)})."
 
 
 def _retry_after(value: str | None) -> float | None:

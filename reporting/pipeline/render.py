@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.template import TemplateDoesNotExist, TemplateSyntaxError, engines
-from django.template.loader import get_template, select_template
+from django.utils import timezone, translation
 
 from reporting.periods import Period
 
@@ -46,6 +47,7 @@ class RenderRequest:
     data: Any
     rows: list[Any]
     generated_at: datetime
+    timezone: str = "UTC"  # dates and times in the email are shown in the report's timezone
     attach_csv: bool = True
     context_extra: dict[str, Any] = field(default_factory=dict)
 
@@ -59,6 +61,12 @@ class RenderedEmail:
 
 
 def render(request: RenderRequest) -> RenderedEmail:
+    # The same email whichever process renders it: the report's timezone, the site's language.
+    with timezone.override(request.timezone), translation.override(settings.LANGUAGE_CODE):
+        return _render(request)
+
+
+def _render(request: RenderRequest) -> RenderedEmail:
     columns = columns_of(request.rows)
     context = {
         "report": request.report,
@@ -68,11 +76,13 @@ def render(request: RenderRequest) -> RenderedEmail:
         "columns": columns,
         "table": [[_cell(row, column) for column in columns] for row in request.rows],
         "generated_at": request.generated_at,
+        "attach_csv": request.attach_csv,
         **request.context_extra,
     }
     subject = render_subject(request.subject_template, context)
-    html = _render_file([request.template_name], context, "body")
-    text = _render_file([_text_template_for(request.template_name), GENERIC_TEXT_TEMPLATE], context, "text part")
+    html = _render_file("django", [request.template_name], context, "body")
+    text_names = [_text_template_for(request.template_name), GENERIC_TEXT_TEMPLATE]
+    text = _render_file("text", text_names, context, "text part")
     attachments = []
     if request.attach_csv:
         attachments.append(Attachment(_csv_filename(request), rows_to_csv(request.rows, columns), "text/csv"))
@@ -81,7 +91,7 @@ def render(request: RenderRequest) -> RenderedEmail:
 
 def render_subject(subject_template: str, context: dict[str, Any]) -> str:
     try:
-        template = engines["django"].from_string("{% autoescape off %}" + subject_template + "{% endautoescape %}")
+        template = engines["text"].from_string(subject_template)
         subject = template.render(context).strip()
     except TemplateSyntaxError as exc:
         raise RenderError(f"The subject template has an error: {exc}") from exc
@@ -95,7 +105,7 @@ def render_subject(subject_template: str, context: dict[str, Any]) -> str:
 def render_string(template_text: str, context: dict[str, Any], *, what: str) -> str:
     """Render a one-line template such as a path or query parameter (not HTML)."""
     try:
-        template = engines["django"].from_string("{% autoescape off %}" + template_text + "{% endautoescape %}")
+        template = engines["text"].from_string(template_text)
         return template.render(context).strip()
     except TemplateSyntaxError as exc:
         raise RenderError(f"The {what} has a template error: {exc}") from exc
@@ -142,9 +152,10 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def _render_file(names: list[str], context: dict[str, Any], what: str) -> str:
+def _render_file(engine: str, names: list[str], context: dict[str, Any], what: str) -> str:
+    """Render the first of `names` that exists with the `engine` ("text" does not escape HTML)."""
     try:
-        template = select_template(names) if len(names) > 1 else get_template(names[0])
+        template = _first_template(engines[engine], names)
         return template.render(context)
     except TemplateDoesNotExist as exc:
         raise RenderError(f"The {what} template '{names[0]}' does not exist.") from exc
@@ -152,6 +163,15 @@ def _render_file(names: list[str], context: dict[str, Any], what: str) -> str:
         raise RenderError(f"The {what} template has an error: {exc}") from exc
     except Exception as exc:  # a filter or tag failing on unexpected data
         raise RenderError(f"The {what} template failed on this data: {type(exc).__name__}: {exc}") from exc
+
+
+def _first_template(engine, names: list[str]):
+    for name in names[:-1]:
+        try:
+            return engine.get_template(name)
+        except TemplateDoesNotExist:
+            continue
+    return engine.get_template(names[-1])
 
 
 def _text_template_for(html_template: str) -> str:
