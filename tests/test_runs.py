@@ -301,3 +301,17 @@ def test_the_run_report_command_runs_and_the_resend_command_resends(report, caps
     assert "eve@example.com: Sent" in out
     assert [m.to[0] for m in mail.outbox] == ["ann@example.com", "bob@example.com", "eve@example.com"]
     assert json.loads(json.dumps(run.recipients)) == ["ann@example.com", "bob@example.com"]
+
+
+def test_it_stores_the_esps_message_id_and_status_on_each_delivery(report, settings):
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+
+    run = runs.execute_run(run_id=manual_run(report).pk)
+
+    sent = {m.to[0]: m for m in mail.outbox}
+    for delivery in run.deliveries.all():
+        message = sent[delivery.address]
+        assert delivery.message_id == str(message.anymail_status.message_id)
+        assert delivery.esp_status == "sent"
+        assert "Initech ETF" in message.alternatives[0][0]
+    assert len({d.message_id for d in run.deliveries.all()}) == 2
