@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export REPORTING_SITE_URL ?= http://127.0.0.1:$(PORT)
 
-.PHONY: run test lint format install install-dev clean
+.PHONY: run test test-sqlite test-postgres lint format install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,17 @@ run: install
 	$(BIN)/python manage.py setup_demo
 	PORT=$(PORT) $(BIN)/honcho start -f Procfile.embedded
 
-## make test: install the test tools and run the whole test suite.
-test: install-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+## make test: the whole suite on SQLite (the embedded default), then again on PostgreSQL
+## with the end-to-end tests of the production stack (real gunicorn, workers, beat,
+## Redis and RabbitMQ). Needs PostgreSQL, Redis and RabbitMQ on 127.0.0.1 (.ci/services).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/reporting
+test: test-sqlite test-postgres
+
+test-sqlite: install-dev
+	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+test-postgres: install-dev
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -1,11 +1,15 @@
 """Settings for Scheduled Reports: environment variables only, the embedded default when unset.
 
 The embedded default needs no services: SQLite and a filesystem Celery broker under
-`var/`, emails written as `.eml` files under `var/mail/`.
+`var/`, emails written as `.eml` files under `var/mail/`. Production sets DATABASE_URL,
+CELERY_BROKER_URL, an email backend and the security variables; see .env.example.
 """
 
+import json
+import os
 from pathlib import Path
 
+import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from project.env import env_bool, env_int, env_list, env_str
@@ -36,6 +40,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -70,6 +75,17 @@ TEMPLATES = [
     },
 ]
 
+# --- security (production: DEBUG off) -----------------------------------------------------
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    if env_bool("SECURE_PROXY_SSL_HEADER", False):  # behind a proxy that sets X-Forwarded-Proto
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 # --- database -------------------------------------------------------------------------
 SQLITE_PATH = VAR_DIR / "reporting.sqlite3"
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -88,6 +104,13 @@ DATABASES = {
         "TEST": {"NAME": env_str("REPORTING_TEST_SQLITE", "") or None},
     }
 }
+if os.environ.get("DATABASE_URL"):
+    try:
+        DATABASES["default"] = dj_database_url.parse(
+            os.environ["DATABASE_URL"], conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django understands: {exc}") from exc
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- i18n / time ----------------------------------------------------------------------
@@ -101,6 +124,15 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
+# Archived snapshots and attachments: local files by default; any Django storage, e.g.
+# STORAGE_BACKEND=storages.backends.s3.S3Storage with STORAGE_OPTIONS='{"bucket_name": "…"}'.
+STORAGES = {
+    "default": {
+        "BACKEND": env_str("STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
+        "OPTIONS": json.loads(env_str("STORAGE_OPTIONS", "{}")),
+    },
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # --- email ----------------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "reporting.mail.EmlFileBackend")
@@ -113,7 +145,9 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Scheduled Reports <reports@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
-ANYMAIL: dict[str, str] = {}
+# django-anymail: every ANYMAIL_* variable becomes a key of ANYMAIL, e.g.
+# ANYMAIL_POSTMARK_SERVER_TOKEN, ANYMAIL_MAILGUN_API_KEY, ANYMAIL_WEBHOOK_SECRET (user:password).
+ANYMAIL = {name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")}
 
 # --- Celery ---------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
@@ -128,6 +162,14 @@ if CELERY_BROKER_URL == "filesystem://":
     }
     # The filesystem transport has no fanout exchange worth relying on.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Redis gives an unacknowledged message to another worker after this many seconds.
+    # It must be longer than the longest task (CELERY_TASK_TIME_LIMIT) and the longest
+    # retry countdown (REPORTING_FETCH_RETRY_MAX_SECONDS), or a healthy run would be
+    # delivered twice (harmless, but wasteful: the second finds the run claimed).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 7200, minimum=1)}
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -136,12 +178,19 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # skip what the first already did (see reporting/runs.py).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Report runs are long and uneven: a worker takes one message at a time, so a slow run
+# does not hold others back in its prefetch buffer.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A run that hangs is stopped: soft limit first (the run records why), then the hard one.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 600, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660, minimum=1)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# After beat was down, it fires a missed slot once on start only when the slot is less
+# than an hour old: a stale report is worse than a late one, and the period logic
+# (reporting/runs.py) still files a late run under the slot it belongs to.
+CELERY_BEAT_CRON_STARTING_DEADLINE = env_int("CELERY_BEAT_CRON_STARTING_DEADLINE", 3600, minimum=1)
 
 # --- reporting ------------------------------------------------------------------------
 REPORTING = {

@@ -5,5 +5,6 @@ from django.views.generic import RedirectView
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
+    path("anymail/", include("anymail.urls")),  # ESP tracking webhooks
     path("demo-api/", include("reporting.demo.urls")),
 ]

@@ -8,3 +8,7 @@ from project.settings import *  # noqa: F403
 
 CELERY_BROKER_URL = "memory://"
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+
+# Serve static files from the apps, as in development: tests do not run collectstatic.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
