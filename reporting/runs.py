@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
@@ -180,6 +181,11 @@ def execute_run(*, run_id: int, final_attempt: bool = True) -> ReportRun:
             raise RunRetryLater(exc.message, None) from exc
     except render.RenderError as exc:
         _fail(run, exc.message, exc.detail)
+    except SoftTimeLimitExceeded:
+        limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
+        _fail(
+            run, f"The run took longer than its time limit ({limit} seconds) and was stopped.", traceback.format_exc()
+        )
     except Exception as exc:
         log.exception("run %s failed unexpectedly", run.pk)
         _fail(run, f"Unexpected error: {type(exc).__name__}: {exc}", traceback.format_exc())
