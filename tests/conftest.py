@@ -12,6 +12,8 @@ from email.message import EmailMessage
 import pytest
 from aiosmtpd.controller import Controller
 
+from tests import factories
+
 
 @pytest.fixture(autouse=True)
 def _files_under_tmp_path(settings, tmp_path):
@@ -132,3 +134,16 @@ def pytest_report_header(config):
 
     database = settings.DATABASES["default"]
     return f"database: {database['ENGINE'].rsplit('.', 1)[-1]} {database.get('HOST') or ''} (tests use a test_ copy)"
+
+
+@pytest.fixture
+def source(httpserver):
+    """A data source on a real HTTP server on loopback, serving `factories.POSITIONS`."""
+    httpserver.expect_request("/api/positions").respond_with_json(factories.POSITIONS)
+    return factories.data_source(httpserver.url_for("/api/"))
+
+
+@pytest.fixture
+def report(source):
+    """A daily report of `source` for ann@ and bob@example.com."""
+    return factories.report(source)

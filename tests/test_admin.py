@@ -29,17 +29,6 @@ def eager_celery():
 
 
 @pytest.fixture
-def source(httpserver):
-    httpserver.expect_request("/api/positions").respond_with_json(factories.POSITIONS)
-    return factories.data_source(httpserver.url_for("/api/"))
-
-
-@pytest.fixture
-def report(source):
-    return factories.report(source)
-
-
-@pytest.fixture
 def staff(django_user_model):
     return django_user_model.objects.create_superuser("kim", "kim@example.com", "pw")
 

@@ -21,17 +21,6 @@ LONDON = ZoneInfo("Europe/London")
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def source(httpserver):
-    httpserver.expect_request("/api/positions").respond_with_json(factories.POSITIONS)
-    return factories.data_source(httpserver.url_for("/api/"))
-
-
-@pytest.fixture
-def report(source):
-    return factories.report(source)
-
-
 def manual_run(report, day=date(2026, 11, 20)):
     return runs.create_manual_run(report_id=report.pk, period_day=day, requested_by_id=None)
 

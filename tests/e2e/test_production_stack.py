@@ -25,12 +25,6 @@ NEW_YORK = ZoneInfo("America/New_York")
 TEAM = ["ann@example.com", "bob@example.com", "cy@example.com", "dee@example.com"]
 
 
-@pytest.fixture
-def source(httpserver):
-    httpserver.expect_request("/api/positions").respond_with_json(factories.POSITIONS)
-    return factories.data_source(httpserver.url_for("/api/"))
-
-
 def report_due_at(source, slot, *, addresses=TEAM, **fields):
     """A daily report in New York time whose crontab fires at `slot`."""
     report = factories.report(source, addresses=addresses, timezone="America/New_York", **fields)
