@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export REPORTING_SITE_URL ?= http://127.0.0.1:$(PORT)
 
-.PHONY: run test test-sqlite test-postgres lint format install install-dev clean
+.PHONY: run test test-sqlite test-postgres bench lint format install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,8 @@ format: install-dev
 
 clean:
 	rm -rf var/ $(VENV)
+
+## make bench: every benchmark under bench/; prints tables and writes bench/RESULTS.md.
+## Needs the same services as make test (PostgreSQL, Redis). One: make bench BENCH=pipeline
+bench: install-dev
+	$(BIN)/python bench/run_all.py $(BENCH)

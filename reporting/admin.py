@@ -91,7 +91,19 @@ class ReportAdmin(admin.ModelAdmin):
                 "description": "Kept in this report's own periodic task; it fires in the report's timezone.",
             },
         ),
-        ("Email", {"fields": ["template", "subject_template", "attach_csv", "recipients", "recipient_lists"]}),
+        (
+            "Email",
+            {
+                "fields": [
+                    "template",
+                    "subject_template",
+                    "attach_csv",
+                    "email_max_rows",
+                    "recipients",
+                    "recipient_lists",
+                ]
+            },
+        ),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:

@@ -44,6 +44,7 @@ class ReportForm(forms.ModelForm):
             "template",
             "subject_template",
             "attach_csv",
+            "email_max_rows",
             "recipients",
             "recipient_lists",
         ]

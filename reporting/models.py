@@ -128,6 +128,11 @@ class Report(models.Model):
     recipients = models.ManyToManyField(Recipient, blank=True, related_name="reports")
     recipient_lists = models.ManyToManyField(RecipientList, blank=True, related_name="reports")
     attach_csv = models.BooleanField("attach CSV", default=True)
+    email_max_rows = models.PositiveIntegerField(
+        "rows shown in the email",
+        default=100,
+        help_text="At most this many rows appear in the email's table; the attachment holds them all.",
+    )
     enabled = models.BooleanField(default=True)
     periodic_task = models.OneToOneField(
         PeriodicTask, null=True, blank=True, editable=False, on_delete=models.SET_NULL, related_name="report"

@@ -61,6 +61,7 @@ def report_form(source, **overrides):
         "template": "reports/table.html",
         "subject_template": "Collections — {{ period.label }}",
         "attach_csv": "on",
+        "email_max_rows": "100",
     }
     return {**form, **overrides}
 

@@ -234,6 +234,7 @@ def report_change_form(report, local_slot) -> dict:
         "template": report.template,
         "subject_template": report.subject_template,
         "attach_csv": "on",
+        "email_max_rows": "100",
         "recipients": [str(pk) for pk in report.recipients.values_list("pk", flat=True)],
         "_save": "Save",
     }

@@ -1,0 +1,37 @@
+"""Run every benchmark (or those named) and join their results into bench/RESULTS.md."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS_DIR, machine
+
+BENCH_DIR = Path(__file__).resolve().parent
+ORDER = ["pipeline", "throughput", "schedules", "large", "admin"]
+
+
+def main(names: list[str]) -> int:
+    failed = []
+    for name in names or ORDER:
+        script = BENCH_DIR / f"bench_{name}.py"
+        print(f"\n=== {script.name} ===", flush=True)
+        if subprocess.run([sys.executable, str(script)], cwd=BENCH_DIR.parent).returncode != 0:
+            failed.append(name)
+    sections = [(RESULTS_DIR / f"{name}.md") for name in ORDER]
+    header = [
+        "# Benchmark results",
+        "",
+        f"Machine: {machine()}. Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `make bench`.",
+        "Every figure is measured against a baseline in the same run; ratios are subject ÷ baseline.",
+        "",
+    ]
+    body = [path.read_text() for path in sections if path.exists()]
+    (BENCH_DIR / "RESULTS.md").write_text("\n".join(header + body))
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
