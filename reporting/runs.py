@@ -78,8 +78,8 @@ def start_scheduled_run(
 ) -> ReportRun | None:
     """Create the run for the schedule slot at or before `started_at`, once per period.
 
-    Returns the run to execute: the new one, or an existing one that nobody has picked
-    up yet; None when the report is disabled, unscheduled, or its period already ran.
+    Returns the run to execute: the new one, or an existing one that has not finished;
+    None when the report is disabled, unscheduled, or its period's run has finished.
     """
     report = Report.objects.select_related("periodic_task__crontab").get(pk=report_id)
     spec = schedules.spec_for(report)
@@ -97,7 +97,9 @@ def start_scheduled_run(
     except IntegrityError:
         existing = ReportRun.objects.get(report=report, period_key=period.key, trigger__in=ReportRun.SCHEDULED_TRIGGERS)
         log.info("report %s period %s already has run %s (%s)", report_id, period.key, existing.pk, existing.status)
-        return existing if existing.status == Status.QUEUED and existing.lease_expires_at is None else None
+        # Not finished: a redelivered message after a crash, or a duplicate; the claim
+        # in execute_run decides who works on it.
+        return existing if existing.status in ReportRun.WORKING else None
 
 
 def create_run(request: RunRequest) -> ReportRun:
@@ -216,9 +218,9 @@ def _lease() -> timedelta:
     return timedelta(seconds=settings.REPORTING["RUN_LEASE_SECONDS"])
 
 
-def _set(run: ReportRun, **fields) -> None:
-    """Write `fields` and renew the lease: the worker is still alive and working."""
-    fields["lease_expires_at"] = timezone.now() + _lease()
+def _set(run: ReportRun, *, release: bool = False, **fields) -> None:
+    """Write `fields` and renew the lease (the worker is alive), or `release` it when done."""
+    fields["lease_expires_at"] = None if release else timezone.now() + _lease()
     for name, value in fields.items():
         setattr(run, name, value)
     ReportRun.objects.filter(pk=run.pk).update(**fields)
@@ -316,8 +318,7 @@ def _finish(run: ReportRun) -> None:
         error = f"{len(failed)} of {len(originals)} addresses did not get the email: " + _first_errors(failed)
     else:
         status, error = Status.FAILED, "No address got the email: " + _first_errors(failed)
-    _set(run, status=status, error=error, finished_at=timezone.now())
-    ReportRun.objects.filter(pk=run.pk).update(lease_expires_at=None)
+    _set(run, status=status, error=error, finished_at=timezone.now(), release=True)
 
 
 def _first_errors(deliveries: list[Delivery]) -> str:
@@ -327,13 +328,11 @@ def _first_errors(deliveries: list[Delivery]) -> str:
 
 def _fail(run: ReportRun, message: str, detail: str = "") -> None:
     log.warning("run %s failed: %s", run.pk, message)
-    _set(run, status=Status.FAILED, error=message, error_detail=detail, finished_at=timezone.now())
-    ReportRun.objects.filter(pk=run.pk).update(lease_expires_at=None)
+    _set(run, status=Status.FAILED, error=message, error_detail=detail, finished_at=timezone.now(), release=True)
 
 
 def _requeue(run: ReportRun, message: str) -> None:
-    _set(run, status=Status.QUEUED, error=f"Will retry: {message}")
-    ReportRun.objects.filter(pk=run.pk).update(lease_expires_at=None)
+    _set(run, status=Status.QUEUED, error=f"Will retry: {message}", release=True)
 
 
 # --- sending and resending --------------------------------------------------------------
@@ -363,8 +362,14 @@ def send_deliveries(run: ReportRun, deliveries: list[Delivery]) -> None:
                     esp_status=result.esp_status,
                     sent_at=timezone.now(),
                 )
-            if run.status in ReportRun.WORKING:
-                _set(run)  # heartbeat: renew the lease between messages
+            _heartbeat(run)
+
+
+def _heartbeat(run: ReportRun) -> None:
+    """Renew the lease between messages once half of it has gone by (not on every message)."""
+    lease = run.lease_expires_at
+    if run.status in ReportRun.WORKING and lease and lease - timezone.now() < _lease() / 2:
+        _set(run)
 
 
 def _record_delivery(delivery: Delivery, **fields) -> None:
