@@ -69,8 +69,21 @@ class FetchResult:
 
 
 def fetch(request: FetchRequest, *, session: requests.Session | None = None) -> FetchResult:
-    """GET `request.url` and parse it as JSON; raise FetchError on any failure."""
-    prepared = requests.Request("GET", request.url, params=request.params, headers=_headers(request.auth))
+    """GET `request.url` and parse it as JSON; raise FetchError on any failure.
+
+    An error never carries the secret, even when the data source echoes it back.
+    """
+    secret = _read_secret(request.auth)
+    try:
+        return _fetch(request, _headers(request.auth, secret), session)
+    except FetchError as exc:
+        if secret:
+            exc.message, exc.detail = (text.replace(secret, "[secret]") for text in (exc.message, exc.detail))
+        raise
+
+
+def _fetch(request: FetchRequest, headers: dict[str, str], session: requests.Session | None) -> FetchResult:
+    prepared = requests.Request("GET", request.url, params=request.params, headers=headers)
     http = session or _SourceSession(secret_header=request.auth.custom_header)
     try:
         response = http.send(
@@ -137,10 +150,10 @@ def select_rows(data: Any, records_path: str) -> list[Any]:
     return node
 
 
-def _headers(auth: Auth) -> dict[str, str]:
-    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+def _read_secret(auth: Auth) -> str:
+    """The secret from the environment variable named on the data source ('' without auth)."""
     if auth.scheme == "none":
-        return headers
+        return ""
     # Surrounding whitespace is dropped: secrets read from files often end in a newline.
     secret = os.environ.get(auth.secret_env_var, "").strip() if auth.secret_env_var else ""
     if not secret:
@@ -155,6 +168,13 @@ def _headers(auth: Auth) -> dict[str, str]:
             "control character, which an HTTP header cannot carry.",
             permanent=True,
         )
+    return secret
+
+
+def _headers(auth: Auth, secret: str) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    if auth.scheme == "none":
+        return headers
     if auth.scheme == "bearer":
         headers["Authorization"] = f"Bearer {secret}"
     elif auth.scheme == "header":
