@@ -6,7 +6,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from reporting import runs, schedules
-from reporting.models import Report, report_template_choices
+from reporting.models import Recipient, Report, report_template_choices
 from reporting.pipeline.render import RenderError, render_subject
 
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
@@ -74,6 +74,11 @@ class ReportForm(forms.ModelForm):
 
     def clean(self) -> dict:
         cleaned = super().clean()
+        if cleaned.get("enabled") and not _has_active_address(cleaned):
+            self.add_error(
+                "recipients",
+                "An enabled report needs at least one active recipient, directly or through a recipient list.",
+            )
         if cleaned.get("schedule_enabled") and all(field in cleaned for field in CRON_FIELDS):
             try:
                 schedules.validate(self.schedule_spec())
@@ -90,6 +95,14 @@ class ReportForm(forms.ModelForm):
             return None
         values = {field: self.cleaned_data[field].strip() for field in CRON_FIELDS}
         return schedules.CronSpec(timezone=self.cleaned_data.get("timezone") or "UTC", **values)
+
+
+def _has_active_address(cleaned: dict) -> bool:
+    recipients = cleaned.get("recipients")
+    lists = cleaned.get("recipient_lists")
+    if recipients is not None and recipients.filter(active=True).exists():
+        return True
+    return lists is not None and Recipient.objects.filter(active=True, lists__in=lists).exists()
 
 
 class _SamplePeriod:

@@ -13,7 +13,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from project.celery import app as celery_app
 from reporting import runs
-from reporting.models import Delivery, Report, ReportRun
+from reporting.models import Delivery, Recipient, Report, ReportRun
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -40,6 +40,7 @@ def staff_client(client, staff):
 
 
 def report_form(source, **overrides):
+    recipient, _ = Recipient.objects.get_or_create(email="ann@example.com")
     form = {
         "name": "Collections",
         "slug": "collections",
@@ -62,6 +63,7 @@ def report_form(source, **overrides):
         "subject_template": "Collections — {{ period.label }}",
         "attach_csv": "on",
         "email_max_rows": "100",
+        "recipients": [str(recipient.pk)],
     }
     return {**form, **overrides}
 
@@ -130,6 +132,16 @@ def test_it_explains_an_invalid_schedule_on_the_form(staff_client, source, field
     assert response.status_code == 200
     assert words in response.content.decode()
     assert not Report.objects.exists() and not PeriodicTask.objects.exists()
+
+
+def test_it_refuses_an_enabled_report_without_an_active_recipient(staff_client, source):
+    Recipient.objects.create(email="gone@example.com", active=False)
+    gone = Recipient.objects.get(email="gone@example.com")
+
+    response = staff_client.post(reverse("admin:reporting_report_add"), report_form(source, recipients=[str(gone.pk)]))
+
+    assert "needs at least one active recipient" in response.content.decode()
+    assert not Report.objects.exists()
 
 
 def test_it_explains_a_subject_with_a_line_break_on_the_form(staff_client, source):
