@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from datetime import date
+from datetime import date, datetime
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.templatetags.admin_list import date_hierarchy
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, Func, IntegerField, Max, Min, OuterRef, QuerySet, Subquery
+from django.db.models.functions import JSONArray
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
-from django.utils import timezone
+from django.urls import get_script_prefix, path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.text import capfirst
+from django.utils.translation import gettext as _
 
 from reporting import runs, schedules, tasks
 from reporting.forms import ReportForm, ResendForm, RunNowForm
 from reporting.models import DataSource, Delivery, Recipient, RecipientList, Report, ReportRun, RunAttachment
 
 SNAPSHOT_PREVIEW_BYTES = 200_000
+RUN_HISTORY_LENGTH = 10
+# A mark per status for the run history: shape and colour (see report/change_list.html).
+RUN_MARKS = {
+    ReportRun.Status.SENT: ("sent", "●"),
+    ReportRun.Status.PARTIALLY_SENT: ("partial", "◐"),
+    ReportRun.Status.FAILED: ("failed", "✕"),
+}
+RUN_MARK_WORKING = ("working", "○")
 
 
 @admin.register(DataSource)
@@ -67,7 +83,7 @@ class RecipientListAdmin(admin.ModelAdmin):
 @admin.register(Report)
 class ReportAdmin(admin.ModelAdmin):
     form = ReportForm
-    list_display = ["name", "period_kind", "schedule_in_words", "next_run", "enabled", "last_run"]
+    list_display = ["name", "period_kind", "schedule_in_words", "next_run", "enabled", "last_run", "run_history"]
     list_filter = ["enabled", "period_kind", "data_source"]
     search_fields = ["name", "slug", "description"]
     prepopulated_fields = {"slug": ["name"]}
@@ -107,16 +123,21 @@ class ReportAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        # The list shows the latest run of each report: one subquery, not a query per row.
+        # The list shows each report's latest runs in the same query, not a query per row:
+        # correlated subqueries, each a short probe of the (report, -created_at) index that
+        # the database evaluates only for the rows it returns (the page, after the LIMIT).
+        # One subquery per position, rather than a window over all of a report's runs, keeps
+        # the cost independent of how long the archive grows.
         latest = ReportRun.objects.filter(report=OuterRef("pk")).order_by("-created_at", "-pk")
+        statuses = [Subquery(latest.values("status")[index : index + 1]) for index in range(RUN_HISTORY_LENGTH)]
         return (
             super()
             .get_queryset(request)
             .select_related("periodic_task__crontab", "data_source")
             .annotate(
                 last_run_id=Subquery(latest.values("pk")[:1]),
-                last_run_status=Subquery(latest.values("status")[:1]),
                 last_run_at=Subquery(latest.values("created_at")[:1]),
+                recent_statuses=JSONArray(*statuses),
             )
         )
 
@@ -138,7 +159,7 @@ class ReportAdmin(admin.ModelAdmin):
     @admin.display(description="schedule")
     def schedule_in_words(self, report: Report) -> str:
         spec = schedules.spec_for(report) if report.pk else None
-        return schedules.describe(spec) if spec else "Not scheduled (runs only by hand)"
+        return _schedule_in_words(spec) if spec else "Not scheduled (runs only by hand)"
 
     @admin.display(description="next run")
     def next_run(self, report: Report) -> str:
@@ -152,27 +173,38 @@ class ReportAdmin(admin.ModelAdmin):
             return "—"
         return format_html("<ol>{}</ol>", format_html_join("", "<li>{}</li>", ((text,) for text in upcoming)))
 
-    def _upcoming(self, report: Report, count: int) -> list[str]:
+    def _upcoming(self, report: Report, count: int) -> tuple[str, ...]:
         spec = schedules.spec_for(report) if report.pk and report.enabled else None
         if spec is None:
-            return []
-        return [
-            f"{slot:%a %d %b %Y, %H:%M %Z}" for slot in schedules.next_runs(spec, after=timezone.now(), count=count)
-        ]
+            return ()
+        return _upcoming_slots(spec, timezone.now().replace(second=0, microsecond=0), count)
 
     @admin.display(description="last run")
     def last_run(self, report: Report):
         if getattr(report, "last_run_id", None) is None:
             return "—"
         url = reverse("admin:reporting_reportrun_change", args=[report.last_run_id])
-        status = ReportRun.Status(report.last_run_status).label
+        status = ReportRun.Status(report.recent_statuses[0]).label
         return format_html('<a href="{}">{} · {}</a>', url, status, f"{report.last_run_at:%d %b %H:%M}")
+
+    @admin.display(description=f"last {RUN_HISTORY_LENGTH} runs")
+    def run_history(self, report: Report):
+        """The latest runs' statuses as marks, oldest first, linking to the report's runs."""
+        statuses = [status for status in reversed(getattr(report, "recent_statuses", None) or []) if status]
+        if not statuses:
+            return "—"
+        marks = mark_safe("".join(RUN_MARK_HTML[status] for status in statuses))  # each one from format_html
+        url = _runs_of_report_url(report.pk)
+        words = ", ".join(RUN_STATUS_LABELS[status].lower() for status in statuses)
+        return format_html(
+            '<a class="run-history" href="{}" aria-label="Runs, oldest first: {}">{}</a>', url, words, marks
+        )
 
     @admin.display(description="archive")
     def runs_link(self, report: Report):
         if not report.pk:
             return "—"
-        url = reverse("admin:reporting_reportrun_changelist") + f"?report__id__exact={report.pk}"
+        url = _runs_of_report_url(report.pk)
         return format_html('<a href="{}">All runs of this report</a>', url)
 
     @admin.action(description="Run now (choose the period)", permissions=["run"])
@@ -247,15 +279,108 @@ class DeliveryInline(admin.TabularInline):
         return super().get_queryset(request).select_related("requested_by")
 
 
+class ReportFilter(admin.SimpleListFilter):
+    """The run list's filter by report, showing only the chosen report.
+
+    A link per report would put thousands of links on every page of the archive. The
+    filter is chosen from the report column, a report's page ("Runs") or the report list's
+    run history; here it shows which report is chosen, and "All" clears it.
+    """
+
+    title = "report"
+    parameter_name = "report__id__exact"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        chosen = self.value()
+        if chosen is None:
+            return []
+        name = Report.objects.filter(pk=chosen).values_list("name", flat=True).first() if chosen.isdigit() else None
+        return [(chosen, name or f"Report #{chosen}")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        chosen = self.value()
+        if chosen is None:
+            return queryset
+        if not chosen.isdigit():
+            raise IncorrectLookupParameters(f"Not a report id: {chosen!r}")
+        return queryset.filter(report_id=chosen)
+
+
+class RunChangeList(ChangeList):
+    """The run list, whose date hierarchy does not read every run to draw its links."""
+
+    def date_hierarchy_links(self) -> dict:
+        """Django's date hierarchy, with the links spanning the first to the last run in the list.
+
+        Django lists the years (or a year's months) that have runs with a DISTINCT over every
+        run in range: a scan of the whole archive on its landing page. Here they come from
+        the MIN and MAX of the date, two index probes; a year or month in between without a
+        run still shows, and lists none. Once a month is chosen, Django's own query reads
+        that month's runs only, and is used as it is.
+        """
+        field = self.date_hierarchy
+        year = self.params.get(f"{field}__year")
+        if self.params.get(f"{field}__month") or self.params.get(f"{field}__day"):
+            return date_hierarchy(self)
+        bounds = self.queryset.aggregate(first=Min(field), last=Max(field))
+        if bounds["first"] is None:
+            return {"show": True, "back": None, "choices": []}
+        first, last = timezone.localtime(bounds["first"]), timezone.localtime(bounds["last"])
+        if year is None and first.year != last.year:
+            return self._hierarchy(None, [(str(each), {"year": each}) for each in range(first.year, last.year + 1)])
+        if year is not None or first.month != last.month:
+            year = int(year or first.year)
+            months = [date(year, month, 1) for month in range(first.month, last.month + 1)]
+            choices = [
+                (_date_title(month, "YEAR_MONTH_FORMAT"), {"year": year, "month": month.month}) for month in months
+            ]
+            return self._hierarchy(({}, _("All dates")), choices)
+        days = [date(first.year, first.month, day) for day in range(first.day, last.day + 1)]
+        choices = [
+            (_date_title(day, "MONTH_DAY_FORMAT"), {"year": day.year, "month": day.month, "day": day.day})
+            for day in days
+        ]
+        return self._hierarchy(({"year": first.year}, str(first.year)), choices)
+
+    def _hierarchy(self, back: tuple[dict, str] | None, choices: list[tuple[str, dict]]) -> dict:
+        """The context of admin/date_hierarchy.html, from (title, {"year": …, …}) pairs."""
+        prefix = f"{self.date_hierarchy}__"
+
+        def link(parts: dict) -> str:
+            return self.get_query_string({prefix + part: str(value) for part, value in parts.items()}, [prefix])
+
+        return {
+            "show": True,
+            "back": {"link": link(back[0]), "title": back[1]} if back else None,
+            "choices": [{"link": link(parts), "title": title} for title, parts in choices],
+        }
+
+
+def _date_title(day: date, format_name: str) -> str:
+    return capfirst(formats.date_format(day, format_name))
+
+
+def _count_of(queryset: QuerySet) -> Subquery:
+    """The number of rows of a queryset correlated with OuterRef, as a subquery (0 when none)."""
+    counted = queryset.order_by().annotate(count=Func(F("pk"), function="COUNT", output_field=IntegerField()))
+    return Subquery(counted.values("count"))
+
+
 @admin.register(ReportRun)
 class ReportRunAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "report", "period", "trigger", "status", "created_at", "delivery_summary"]
+    list_display = ["__str__", "report_runs", "period", "trigger", "status", "created_at", "delivery_summary"]
     list_display_links = ["__str__"]
-    list_filter = ["status", "trigger", "report"]
+    list_filter = ["status", "trigger", ReportFilter]
     list_select_related = ["report"]
     date_hierarchy = "created_at"
-    search_fields = ["report__name", "report__slug", "subject", "error", "deliveries__address"]
-    search_help_text = "Search by report, subject, error or recipient address."
+    # Only columns with an index behind them sort: any other order sorts the whole archive.
+    sortable_by = ["created_at"]
+    # The archive is large: no second COUNT(*) of every run beside a filtered count, and no
+    # per-filter counts (facets), each a scan of the whole table.
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    search_fields = ["report__name", "report__slug"]
+    search_help_text = "Search by report name or slug, or by a whole email address to find the runs sent to it."
     actions = ["resend", "rerun"]
     inlines = [DeliveryInline]
     change_form_template = "admin/reporting/reportrun/change_form.html"
@@ -266,15 +391,35 @@ class ReportRunAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Counted by correlated subqueries on the deliveries' run index, not a JOIN + GROUP BY
+        # of every run with every delivery: the database evaluates them only for the rows it
+        # returns (a page after its LIMIT, one run), and COUNT(*) and the date hierarchy's
+        # queries leave them out.
+        deliveries = Delivery.objects.filter(run=OuterRef("pk"))
         return (
             super()
             .get_queryset(request)
             .select_related("report")
             .annotate(
-                accepted_count=Count("deliveries", filter=Q(deliveries__status__in=Delivery.ACCEPTED)),
-                delivery_count=Count("deliveries"),
+                accepted_count=_count_of(deliveries.filter(status__in=Delivery.ACCEPTED)),
+                delivery_count=_count_of(deliveries),
             )
         )
+
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+        return RunChangeList
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        """A whole email address finds the runs sent to it; other words match the report's name or slug.
+
+        The address is looked up with EXISTS on the deliveries' address index rather than a
+        join, so the list needs no DISTINCT over every run and its deliveries.
+        """
+        term = search_term.strip()
+        if "@" in term and len(term.split()) == 1:
+            sent_to = Delivery.objects.filter(run=OuterRef("pk"), address__iexact=term)
+            return queryset.filter(Exists(sent_to)), False
+        return super().get_search_results(request, queryset, search_term)
 
     def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
@@ -294,6 +439,11 @@ class ReportRunAdmin(admin.ModelAdmin):
     @admin.display(description="period", ordering="period_start")
     def period(self, run: ReportRun) -> str:
         return run.period_label
+
+    @admin.display(description="report")
+    def report_runs(self, run: ReportRun):
+        url = _runs_of_report_url(run.report_id)
+        return format_html('<a href="{}" title="Only the runs of this report">{}</a>', url, run.report)
 
     @admin.display(description="emails")
     def delivery_summary(self, run: ReportRun) -> str:
@@ -315,18 +465,19 @@ class ReportRunAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        run = self.get_object(request, object_id)
-        extra = {}
-        if run is not None:
-            extra = {
-                "run": run,
-                "attachments": run.attachments.all(),
-                "snapshot_preview": _snapshot_preview(run),
-                "can_resend": self.has_resend_permission(request) and run.is_rendered,
-                "resend_url": reverse("admin:reporting_reportrun_resend", args=[run.pk]),
+    def render_change_form(
+        self, request: HttpRequest, context: dict, add: bool = False, change: bool = False, form_url: str = "", obj=None
+    ) -> HttpResponse:
+        if obj is not None:
+            context = {
+                "run": obj,
+                "attachments": obj.attachments.all(),
+                "snapshot_preview": _snapshot_preview(obj),
+                "can_resend": self.has_resend_permission(request) and obj.is_rendered,
+                "resend_url": reverse("admin:reporting_reportrun_resend", args=[obj.pk]),
+                **context,
             }
-        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def attachment_view(self, request: HttpRequest, run_id: int, attachment_id: int) -> FileResponse:
         if not self.has_view_permission(request):
@@ -396,6 +547,40 @@ class ReportRunAdmin(admin.ModelAdmin):
             self.message_user(
                 request, f"Re-run of {run.report} for {run.period_label} queued as run #{new_run.pk}.", messages.SUCCESS
             )
+
+
+# The report list shows many reports, often on the same few schedules: each distinct
+# schedule is put in words, and its next runs computed, once (per minute for the latter).
+
+
+@functools.lru_cache(maxsize=1024)
+def _schedule_in_words(spec: schedules.CronSpec) -> str:
+    return schedules.describe(spec)
+
+
+@functools.lru_cache(maxsize=1024)
+def _upcoming_slots(spec: schedules.CronSpec, minute: datetime, count: int) -> tuple[str, ...]:
+    """The next `count` slots after `minute`: slots are whole minutes, so the same for any moment in it."""
+    return tuple(f"{slot:%a %d %b %Y, %H:%M %Z}" for slot in schedules.next_runs(spec, after=minute, count=count))
+
+
+def _runs_of_report_url(report_id: int) -> str:
+    """The run list filtered to one report: resolved once, not once per row of a list."""
+    return f"{_run_list_url(get_script_prefix())}?report__id__exact={report_id}"
+
+
+@functools.lru_cache(maxsize=16)
+def _run_list_url(script_prefix: str) -> str:
+    return reverse("admin:reporting_reportrun_changelist")  # under the current script prefix, the key
+
+
+def _run_mark(status: str) -> str:
+    css_class, mark = RUN_MARKS.get(status, RUN_MARK_WORKING)
+    return format_html('<span class="run-mark run-{}" title="{}">{}</span>', css_class, status.label, mark)
+
+
+RUN_MARK_HTML = {status: _run_mark(status) for status in ReportRun.Status}
+RUN_STATUS_LABELS = dict(ReportRun.Status.choices)
 
 
 def _snapshot_preview(run: ReportRun) -> str:

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -142,6 +143,9 @@ class Report(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # The admin's list order (name, then -pk to make it total): the first page is read
+        # from the index instead of sorting every report.
+        indexes = [models.Index(fields=["name", "-id"], name="report_name_id_idx")]
 
     def __str__(self) -> str:
         return self.name
@@ -307,6 +311,8 @@ class Delivery(models.Model):
                 fields=["run", "address"], condition=Q(kind="original"), name="one_original_delivery_per_address"
             )
         ]
+        # The admin finds the runs sent to an address with address__iexact (UPPER(address)).
+        indexes = [models.Index(Upper("address"), name="delivery_address_upper_idx")]
 
     def __str__(self) -> str:
         return f"{self.address} ({self.get_status_display()})"
