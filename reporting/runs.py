@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import traceback
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -23,7 +24,7 @@ from zoneinfo import ZoneInfo
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -164,9 +165,9 @@ def execute_run(*, run_id: int, final_attempt: bool = True) -> ReportRun:
     try:
         if not run.recipients:
             raise render.RenderError("The report has no active recipients: add a recipient or a recipient list.")
-        data = None if run.data_snapshot else _fetch_stage(run)
         if run.rendered_at is None:
-            _render_stage(run, data)
+            # The parsed data is passed straight through, so it is freed before sending.
+            _render_stage(run, None if run.data_snapshot else _fetch_stage(run))
         _deliver_stage(run)
     except fetch.FetchError as exc:
         if exc.permanent or final_attempt:
@@ -226,6 +227,9 @@ def _set(run: ReportRun, *, release: bool = False, **fields) -> None:
     ReportRun.objects.filter(pk=run.pk).update(**fields)
 
 
+_SPOOL_BYTES = 1024 * 1024  # a fetched answer up to this size stays in memory, a larger one goes to disk
+
+
 def _fetch_stage(run: ReportRun) -> object:
     _set(run, status=Status.FETCHING)
     report = run.report
@@ -244,12 +248,15 @@ def _fetch_stage(run: ReportRun) -> object:
         max_bytes=settings.REPORTING["MAX_RESPONSE_BYTES"],
     )
     _set(run, request_url=request.url)
-    result = fetch.fetch(request)
-    # Keep the exact bytes first: whatever happens next, what was fetched stays archived.
-    run.data_snapshot.save("data.json", ContentFile(result.content), save=False)
-    _set(run, data_snapshot=run.data_snapshot.name, request_url=result.url, fetched_at=timezone.now())
-    _set(run, row_count=len(fetch.select_rows(result.data, report.records_path)))
-    return result.data
+    # The answer goes to a file as it arrives (in memory while small): its bytes need not stay
+    # in memory beside the data parsed from them, and the snapshot is copied from the file.
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
+        url, data = fetch.download(request, body)
+        # Keep the exact bytes first: whatever happens next, what was fetched stays archived.
+        run.data_snapshot.save("data.json", File(body), save=False)
+    _set(run, data_snapshot=run.data_snapshot.name, request_url=url, fetched_at=timezone.now())
+    _set(run, row_count=len(fetch.select_rows(data, report.records_path)))
+    return data
 
 
 def _auth(source: DataSource) -> fetch.Auth:
@@ -263,7 +270,7 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
     report = run.report
     if data is None:
         with run.data_snapshot.open("rb") as snapshot:
-            data = fetch.parse_json(snapshot.read())
+            data = fetch.parse_json_file(snapshot)
     email = render.render(
         render.RenderRequest(
             template_name=report.template,
@@ -275,6 +282,7 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
             generated_at=timezone.now(),
             timezone=report.timezone,
             attach_csv=report.attach_csv,
+            max_rows=report.email_max_rows,
         )
     )
     with transaction.atomic():

@@ -12,3 +12,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 # Serve static files from the apps, as in development: tests do not run collectstatic.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# On SQLite, test against a file (WAL, busy timeout) rather than Django's shared-cache
+# in-memory database, whose table locks fail a worker thread and the test writing at once.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    import os
+    import tempfile
+
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.gettempdir(), f"reporting-tests-{os.getpid()}.sqlite3")
+    }

@@ -27,6 +27,10 @@ TEMPLATES = {
     "reports/extra.html": "<a href='{{ site_url }}'>{{ period.label }}</a>",
     "reports/stamped.html": "<p>Generated {{ generated_at|date:'j M Y, H:i T' }}</p>",
     "reports/broken.html": "<p>{% if %}</p>",
+    "reports/capped.html": (
+        "{{ table|length }} cells rows, {{ shown_rows|length }} shown of {{ rows|length }}, max {{ max_rows }}: "
+        "{% for row in shown_rows %}{{ row.name }} {% endfor %}"
+    ),
     "reporting/email/report.txt": (
         "{% autoescape off %}GENERIC {{ report.name }} — {{ period.label }}\n"
         "{% for row in table %}{% for cell in row %}{% if not forloop.first %} | {% endif %}{{ cell }}{% endfor %}\n"
@@ -145,6 +149,23 @@ def test_it_renders_the_projects_own_generic_report_templates():
     assert "instrument" in email.text
 
 
+def test_it_lays_out_only_the_rows_the_email_shows_and_attaches_them_all(templates):
+    rows = [{"name": f"R{number}", "value": number} for number in range(1, 8)]
+
+    email = render(request_for("reports/capped.html", rows=rows, max_rows=3))
+
+    assert email.html == "3 cells rows, 3 shown of 7, max 3: R1 R2 R3 "
+    assert len(read_csv(email.attachments[0].content)) == 1 + 7
+
+
+def test_it_shows_every_row_without_max_rows(templates):
+    rows = [{"name": f"R{number}", "value": number} for number in range(1, 4)]
+
+    email = render(request_for("reports/capped.html", rows=rows))
+
+    assert email.html == "3 cells rows, 3 shown of 3, max None: R1 R2 R3 "
+
+
 # --- CSV attachment -------------------------------------------------------------------
 
 
@@ -182,6 +203,19 @@ def test_it_writes_csv_of_list_rows_and_scalar_rows():
         ["2", "b", "True"],
     ]
     assert read_csv(rows_to_csv([10, None, "x"])) == [["value"], ["10"], [""], ["x"]]
+
+
+def test_it_writes_csv_of_many_rows_with_columns_that_come_and_go():
+    rows = [{"a": 1, "b": "x"}] * 3 + [{"b": "y", "c": None}, {"a": 2, "b": "z"}, [7, 8, 9], "scalar"]
+
+    assert read_csv(rows_to_csv(rows)) == [
+        ["a", "b", "c", "column 1", "column 2", "column 3", "value"],
+        *[["1", "x", "", "", "", "", ""]] * 3,
+        ["", "y", "", "", "", "", ""],
+        ["2", "z", "", "", "", "", ""],
+        ["", "", "", "7", "8", "9", ""],
+        ["", "", "", "", "", "", "scalar"],
+    ]
 
 
 def test_it_writes_a_header_only_csv_for_no_rows():

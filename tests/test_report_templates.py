@@ -18,7 +18,9 @@ def _money(amount: float) -> str:
     return f"{amount:,.2f}"
 
 
-def _render(template_name: str, data: dict[str, Any], period: Period, **context_extra: Any) -> RenderedEmail:
+def _render(
+    template_name: str, data: dict[str, Any], period: Period, max_rows: int | None = None, **context_extra: Any
+) -> RenderedEmail:
     return render(
         RenderRequest(
             template_name=template_name,
@@ -28,6 +30,7 @@ def _render(template_name: str, data: dict[str, Any], period: Period, **context_
             data=data,
             rows=data["positions"],
             generated_at=GENERATED_AT,
+            max_rows=max_rows,
             context_extra=context_extra,
         )
     )
@@ -167,6 +170,28 @@ def test_it_shows_all_rows_of_the_generic_table_by_default():
     assert _money(data["positions"][0]["market_value"]) in email.html
 
 
+def test_it_caps_the_generic_text_part_at_max_rows_too():
+    data = demo.daily_portfolio(DAY)
+
+    email = _render("reports/table.html", data, period_containing("daily", DAY), max_rows=5)
+
+    names = [position["isin"] for position in data["positions"]]
+    assert all(name in email.text for name in names[:5])
+    assert not any(name in email.text for name in names[5:])
+    assert "Showing 5 of 12 rows; the attached CSV has them all." in email.text
+
+
+def test_it_says_no_rows_only_when_there_are_none():
+    empty = _render("reports/table.html", {"positions": []}, period_containing("daily", DAY))
+    none_shown = _render("reports/table.html", demo.daily_portfolio(DAY), period_containing("daily", DAY), max_rows=0)
+
+    assert "No rows for this period." in empty.html
+    assert "No rows for this period." in empty.text
+    assert "No rows for this period." not in none_shown.html
+    assert "No rows for this period." not in none_shown.text
+    assert "Showing 0 of 12 rows." in none_shown.html
+
+
 def test_it_lists_the_first_50_rows_in_the_generic_text_part():
     rows = [{"account": f"ACC-{number:03}", "balance": number * 1000.5} for number in range(1, 61)]
 
@@ -175,5 +200,24 @@ def test_it_lists_the_first_50_rows_in_the_generic_text_part():
     assert "ACC-050" in email.text
     assert "ACC-051" not in email.text
     assert _money(50 * 1000.5) in email.text
-    assert "… 10 more rows in the attachment" in email.text
+    assert "Showing 50 of 60 rows; the attached CSV has them all." in email.text
     assert "ACC-060" in email.html
+
+
+@pytest.mark.parametrize("template_name", ["reports/portfolio_summary.html", "reports/monthly_performance.html"])
+def test_it_caps_the_positions_at_max_rows_but_keeps_the_totals_of_all(template_name):
+    data, period = _demo_data_for(template_name)
+
+    email = _render(template_name, data, period, max_rows=3)
+
+    shown, left_out = data["positions"][:3], data["positions"][3:]
+    assert all(position["isin"] in email.html for position in shown)
+    assert not any(position["isin"] in email.html for position in left_out)
+    # The text part cuts names to 28 characters.
+    assert all(position["instrument"][:27] in email.text for position in shown)
+    assert not any(position["instrument"][:27] in email.text for position in left_out)
+    summary = data["summary"]
+    total = summary["total_value"] if "total_value" in summary else summary["end_value"]
+    for part in (email.html, email.text):
+        assert f"Showing 3 of {len(data['positions'])} positions" in part
+        assert _money(total) in part

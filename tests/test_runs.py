@@ -54,6 +54,65 @@ def test_it_fetches_renders_sends_and_archives_a_run(report, use_smtp, httpserve
     assert run.deliveries.get(address="ann@example.com").message_id == message["Message-ID"]
 
 
+def test_it_shows_email_max_rows_rows_in_the_email_and_attaches_them_all(httpserver, use_smtp):
+    positions = [{"instrument": f"Position {number:03}", "quantity": number} for number in range(1, 501)]
+    httpserver.expect_request("/api/positions").respond_with_json({"data": {"positions": positions}})
+    report = factories.report(factories.data_source(httpserver.url_for("/api/")), addresses=["ann@example.com"])
+    report.email_max_rows = 100
+    report.save()
+
+    run = runs.execute_run(run_id=manual_run(report).pk)
+
+    assert run.status == ReportRun.Status.SENT
+    assert run.row_count == 500
+    [message] = use_smtp.messages
+    html = message.get_body(("html",)).get_content()
+    assert html.count("Position ") == 100
+    assert "Position 100" in html and "Position 101" not in html
+    assert "Showing 100 of 500 rows." in html
+    text = message.get_body(("plain",)).get_content()
+    assert "Showing 50 of 500 rows; the attached CSV has them all." in text
+    [attachment] = message.iter_attachments()
+    rows = list(csv.DictReader(io.StringIO(attachment.get_content().lstrip("\ufeff"))))
+    assert [row["instrument"] for row in rows] == [position["instrument"] for position in positions]
+
+
+def test_it_archives_the_exact_bytes_of_an_answer_too_large_to_keep_in_memory(httpserver, monkeypatch):
+    monkeypatch.setattr(runs, "_SPOOL_BYTES", 64)  # answers over 64 bytes go to a file while fetched
+    served = json.dumps(factories.POSITIONS, indent=4).encode()
+    httpserver.expect_request("/api/positions").respond_with_data(served, content_type="application/json")
+    report = factories.report(factories.data_source(httpserver.url_for("/api/")))
+
+    run = runs.execute_run(run_id=manual_run(report).pk)
+
+    assert run.status == ReportRun.Status.SENT
+    with run.data_snapshot.open("rb") as snapshot:
+        assert snapshot.read() == served
+    assert run.row_count == 3
+    assert "Initech ETF" in mail.outbox[0].alternatives[0][0]
+
+
+def test_it_renders_from_the_archived_data_when_resuming_after_the_fetch(report, httpserver):
+    run = manual_run(report)
+    runs.execute_run(run_id=run.pk)
+    mail.outbox.clear()
+    # As if the worker died after fetching: the data is archived, nothing rendered or sent.
+    run.refresh_from_db()
+    run.status, run.rendered_at, run.body_html = ReportRun.Status.RENDERING, None, ""
+    run.lease_expires_at = timezone.now() - timedelta(seconds=1)
+    run.save()
+    run.deliveries.all().delete()
+    requests_before = len(httpserver.log)
+
+    runs.execute_run(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert len(httpserver.log) == requests_before
+    assert run.status == ReportRun.Status.SENT
+    assert "Globex 4.25% 2032" in run.body_html
+    assert sorted(m.to[0] for m in mail.outbox) == ["ann@example.com", "bob@example.com"]
+
+
 @time_machine.travel(datetime(2026, 11, 21, 7, 0, 5, tzinfo=LONDON))
 def test_it_sends_each_period_once_when_beat_fires_twice(report):
     factories.schedule(report, minute="0", hour="7")

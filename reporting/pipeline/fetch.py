@@ -6,11 +6,12 @@ Plain values in, plain values out: the caller passes a `FetchRequest` and gets a
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -73,16 +74,28 @@ def fetch(request: FetchRequest, *, session: requests.Session | None = None) -> 
 
     An error never carries the secret, even when the data source echoes it back.
     """
+    body = io.BytesIO()
+    url, data = download(request, body, session=session)
+    return FetchResult(url=url, content=body.getvalue(), data=data)
+
+
+def download(request: FetchRequest, body: BinaryIO, *, session: requests.Session | None = None) -> tuple[str, Any]:
+    """`fetch`, writing the answer to `body` as it arrives: returns the URL and the parsed data.
+
+    With `body` a file, a large answer's bytes are not held in memory beside its parsed data.
+    """
     secret = _read_secret(request.auth)
     try:
-        return _fetch(request, _headers(request.auth, secret), session)
+        return _download(request, _headers(request.auth, secret), session, body)
     except FetchError as exc:
         if secret:
             exc.message, exc.detail = (text.replace(secret, "[secret]") for text in (exc.message, exc.detail))
         raise
 
 
-def _fetch(request: FetchRequest, headers: dict[str, str], session: requests.Session | None) -> FetchResult:
+def _download(
+    request: FetchRequest, headers: dict[str, str], session: requests.Session | None, body: BinaryIO
+) -> tuple[str, Any]:
     prepared = requests.Request("GET", request.url, params=request.params, headers=headers)
     http = session or _SourceSession(secret_header=request.auth.custom_header)
     try:
@@ -109,22 +122,38 @@ def _fetch(request: FetchRequest, headers: dict[str, str], session: requests.Ses
         raise FetchError(f"The request to the data source failed ({type(exc).__name__}).", permanent=True) from exc
     with response:
         _check_status(response)
-        content = _read_capped(response, request.max_bytes)
+        _read_capped(response, request.max_bytes, body)
         _check_content_type(response)
-    return FetchResult(url=response.url, content=content, data=parse_json(content))
+    return response.url, parse_json_file(body)
 
 
-def parse_json(content: bytes) -> Any:
+def parse_json(content: bytes | str) -> Any:
     try:
         return json.loads(content)
     except UnicodeDecodeError as exc:
-        raise FetchError("The data source's answer is not valid UTF-8 text.", permanent=True, detail=str(exc)) from exc
+        raise _not_text(exc) from exc
     except json.JSONDecodeError as exc:
         raise FetchError(
             f"The data source's answer is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}).",
             permanent=True,
-            detail=content[:500].decode("utf-8", "replace"),
+            detail=content[:500] if isinstance(content, str) else content[:500].decode("utf-8", "replace"),
         ) from exc
+
+
+def parse_json_file(body: BinaryIO) -> Any:
+    """`parse_json` of a whole binary file, holding its bytes only until they are decoded to text."""
+    body.seek(0)
+    content = body.read()
+    try:
+        text = content.decode(json.detect_encoding(content), "surrogatepass")  # as json.loads decodes bytes
+    except UnicodeDecodeError as exc:
+        raise _not_text(exc) from exc
+    del content  # parsing needs only the text: the bytes would double what the answer takes in memory
+    return parse_json(text)
+
+
+def _not_text(exc: UnicodeDecodeError) -> FetchError:
+    return FetchError("The data source's answer is not valid UTF-8 text.", permanent=True, detail=str(exc))
 
 
 def select_rows(data: Any, records_path: str) -> list[Any]:
@@ -229,20 +258,20 @@ def _check_content_type(response: requests.Response) -> None:
         )
 
 
-def _read_capped(response: requests.Response, max_bytes: int) -> bytes:
+def _read_capped(response: requests.Response, max_bytes: int, body: BinaryIO) -> None:
+    """Write the response's body to `body`, up to `max_bytes`."""
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise FetchError(_too_large(int(declared), max_bytes), permanent=True)
-    chunks, size = [], 0
+    size = 0
     try:
         for chunk in response.iter_content(_CHUNK):
             size += len(chunk)
             if size > max_bytes:
                 raise FetchError(_too_large(size, max_bytes, at_least=True), permanent=True)
-            chunks.append(chunk)
+            body.write(chunk)
     except requests.RequestException as exc:
         raise FetchError("The connection broke while reading the data.", permanent=False, detail=str(exc)) from exc
-    return b"".join(chunks)
 
 
 def _too_large(size: int, max_bytes: int, *, at_least: bool = False) -> str:

@@ -49,6 +49,7 @@ class RenderRequest:
     generated_at: datetime
     timezone: str = "UTC"  # dates and times in the email are shown in the report's timezone
     attach_csv: bool = True
+    max_rows: int | None = None  # rows shown in the email (the CSV has them all); None: every row
     context_extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -68,13 +69,17 @@ def render(request: RenderRequest) -> RenderedEmail:
 
 def _render(request: RenderRequest) -> RenderedEmail:
     columns = columns_of(request.rows)
+    # Only the rows the email shows are laid out as cells: the CSV carries the rest.
+    shown_rows = request.rows if request.max_rows is None else request.rows[: request.max_rows]
     context = {
         "report": request.report,
         "period": request.period,
         "data": request.data,
         "rows": request.rows,
+        "shown_rows": shown_rows,
+        "max_rows": request.max_rows,
         "columns": columns,
-        "table": [[_cell(row, column) for column in columns] for row in request.rows],
+        "table": [[_cell(row, column) for column in columns] for row in shown_rows],
         "generated_at": request.generated_at,
         "attach_csv": request.attach_csv,
         **request.context_extra,
@@ -114,11 +119,18 @@ def render_string(template_text: str, context: dict[str, Any], *, what: str) -> 
 def columns_of(rows: list[Any]) -> list[str]:
     """Column names in order of first appearance across the rows."""
     columns: dict[str, None] = {}
+    previous_keys = None
+    list_width = 0
     for row in rows:
         if isinstance(row, dict):
-            columns.update(dict.fromkeys(str(key) for key in row))
+            # Rows of an API mostly share their keys: a row with the keys of the one before adds none.
+            if row.keys() != previous_keys:
+                columns.update(dict.fromkeys(str(key) for key in row))
+                previous_keys = row.keys()
         elif isinstance(row, list):
-            columns.update(dict.fromkeys(f"column {index + 1}" for index in range(len(row))))
+            if len(row) > list_width:
+                columns.update(dict.fromkeys(f"column {index + 1}" for index in range(list_width, len(row))))
+                list_width = len(row)
         else:
             columns["value"] = None
     return list(columns)
@@ -127,12 +139,22 @@ def columns_of(rows: list[Any]) -> list[str]:
 def rows_to_csv(rows: list[Any], columns: list[str] | None = None) -> bytes:
     """CSV with a header row, UTF-8 with a byte-order mark so spreadsheet programs read it right."""
     columns = columns if columns is not None else columns_of(rows)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    buffer = io.BytesIO()
+    # Encoded as it is written: no second copy of the whole file as one str.
+    text = io.TextIOWrapper(buffer, encoding="utf-8-sig", newline="")
+    writer = csv.writer(text, lineterminator="\r\n")
     writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_csv_value(_cell(row, column)) for column in columns])
-    return buffer.getvalue().encode("utf-8-sig")
+    writer.writerows(_csv_cells(row, columns) for row in rows)
+    text.flush()
+    return buffer.getvalue()
+
+
+def _csv_cells(row: Any, columns: list[str]) -> list[Any]:
+    cells = list(map(row.get, columns)) if type(row) is dict else [_cell(row, column) for column in columns]
+    # The csv module writes None as an empty cell itself; only nested JSON needs converting.
+    if not _NESTED.isdisjoint(map(type, cells)):
+        cells = [_csv_value(cell) for cell in cells]
+    return cells
 
 
 def _cell(row: Any, column: str) -> Any:
@@ -142,6 +164,9 @@ def _cell(row: Any, column: str) -> Any:
         index = int(column.removeprefix("column ")) - 1 if column.startswith("column ") else -1
         return row[index] if 0 <= index < len(row) else None
     return row if column == "value" else None
+
+
+_NESTED = frozenset({dict, list})
 
 
 def _csv_value(value: Any) -> Any:
@@ -169,7 +194,11 @@ def _first_template(engine, names: list[str]):
     for name in names[:-1]:
         try:
             return engine.get_template(name)
-        except TemplateDoesNotExist:
+        except TemplateDoesNotExist as missing:
+            # Django re-raises it from a frame that refers back to it: a reference cycle whose
+            # traceback reaches our callers' frames, and so would keep the report's data alive
+            # until the garbage collector next runs (often after the email is sent).
+            missing.__traceback__ = None
             continue
     return engine.get_template(names[-1])
 
