@@ -186,7 +186,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 600, minimu
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660, minimum=1)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, made to follow edits without reloading every
+# row and to tick in O(log n), for thousands of reports (reporting/beat.py).
+CELERY_BEAT_SCHEDULER = "reporting.beat:ReportScheduler"
 # After beat was down, it fires a missed slot once on start only when the slot is less
 # than an hour old: a stale report is worse than a late one, and the period logic
 # (reporting/runs.py) still files a late run under the slot it belongs to.

@@ -93,7 +93,7 @@ class Processes:
 
     def beat(self, name: str = "beat", *, env: dict[str, str] | None = None):
         argv = [str(BIN / "celery"), "-A", "project", "beat", "--loglevel", "DEBUG", "--max-interval", "1"]
-        argv += ["--scheduler", "django_celery_beat.schedulers:DatabaseScheduler", "--pidfile", ""]
+        argv += ["--pidfile", ""]  # the scheduler comes from settings: reporting.beat:ReportScheduler
         return self.start(name, argv, env=env, ready="beat: Starting")
 
     def web(self, port: int):

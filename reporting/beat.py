@@ -1,0 +1,262 @@
+"""Beat's scheduler: django-celery-beat's DatabaseScheduler, made to scale to many reports.
+
+The PeriodicTask and CrontabSchedule rows stay the one source of truth, edited in the
+admin as before. What changes is how beat follows them. The stock scheduler, with
+10,000 reports, compares its whole schedule on every tick and asks the database whether
+anything changed on every tick: ~0.1 s a tick, and a tick sends one task, so a burst of
+10,000 takes over a quarter of an hour. On any change it reloads every row, and it writes
+each fired task back with two queries and a commit each (bench/bench_schedules.py). This one:
+
+- asks whether anything changed at most once a second, and then reads a fingerprint of
+  each enabled task's schedule-relevant columns: it reloads only the rows whose
+  fingerprint differs, adds new ones and drops the ones gone (deleted, disabled);
+- patches beat's heap for those entries only, so a tick costs O(log n), not O(n);
+- writes last_run_at and total_run_count back in bulk, without touching date_changed
+  (which is what marks a row edited) and never onto a row disabled meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import time
+from collections.abc import Iterable
+
+from celery.beat import event_t
+from celery.utils.log import get_logger
+from django.db import DatabaseError, InterfaceError, close_old_connections, transaction
+from django.db.models import Case, DateTimeField, PositiveIntegerField, Value, When
+from django_celery_beat.models import PeriodicTask
+from django_celery_beat.schedulers import SCHEDULE_SYNC_MAX_INTERVAL, DatabaseScheduler, ModelEntry
+
+logger = get_logger(__name__)
+
+# Everything about a task that changes what beat sends or when; not last_run_at or
+# total_run_count, which beat itself writes.
+FINGERPRINT_FIELDS = (
+    "name",
+    "task",
+    "args",
+    "kwargs",
+    "queue",
+    "exchange",
+    "routing_key",
+    "priority",
+    "headers",
+    "expires",
+    "expire_seconds",
+    "one_off",
+    "start_time",
+    "date_changed",
+    "crontab_id",
+    "crontab__minute",
+    "crontab__hour",
+    "crontab__day_of_week",
+    "crontab__day_of_month",
+    "crontab__month_of_year",
+    "crontab__timezone",
+    "interval_id",
+    "interval__every",
+    "interval__period",
+    "solar_id",
+    "solar__event",
+    "solar__latitude",
+    "solar__longitude",
+    "clocked_id",
+    "clocked__clocked_time",
+)
+SCHEDULE_RELATIONS = ("crontab", "interval", "solar", "clocked")
+CHANGE_CHECK_SECONDS = 1.0
+BATCH_SIZE = 500  # rows per query: well under SQLite's limit on query parameters
+
+
+class ReportEntry(ModelEntry):
+    """A ModelEntry whose next instance shares the parsed schedule instead of parsing it again."""
+
+    def __next__(self) -> ReportEntry:
+        self.model.last_run_at = self._default_now()
+        self.model.total_run_count += 1
+        self.model.no_changes = True
+        following = object.__new__(type(self))  # not copy.copy: __reduce__ would rebuild from the row
+        following.__dict__.update(self.__dict__)
+        following.last_run_at = self.model.last_run_at
+        following.total_run_count = self.model.total_run_count
+        return following
+
+
+class ReportScheduler(DatabaseScheduler):
+    """DatabaseScheduler that reloads only what changed and keeps its heap between changes."""
+
+    Entry = ReportEntry
+
+    def __init__(self, *args, **kwargs):
+        self._schedule: dict[str, ModelEntry] = {}
+        self._names: dict[int, str] = {}  # task id → entry name
+        self._fingerprints: dict[int, int] = {}  # task id → fingerprint of the loaded row
+        self._seen_change = None
+        self._next_check = 0.0
+        self._next_reconcile = 0.0
+        super().__init__(*args, **kwargs)
+
+    @property
+    def schedule(self) -> dict[str, ModelEntry]:
+        if self._initial_read:
+            self._initial_read = False
+            self._refresh(force=True)
+        elif time.monotonic() >= self._next_check:
+            self._refresh()
+        return self._schedule
+
+    def schedules_equal(self, *args, **kwargs) -> bool:
+        """Always: each change patches the heap itself (see _apply), so tick never rebuilds it."""
+        return True
+
+    def populate_heap(self, event_t=event_t, heapify=heapq.heapify) -> None:
+        self._heap = [self._event(entry) for entry in self._schedule.values()]
+        heapify(self._heap)
+
+    def reserve(self, entry: ModelEntry) -> ModelEntry:
+        following = next(entry)
+        if self._schedule.get(entry.name) is entry:
+            self._schedule[entry.name] = following
+        self._dirty.add(entry.model.pk)
+        return following
+
+    def sync(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        tasks = [self._schedule[self._names[pk]].model for pk in dirty if pk in self._names]
+        if not tasks:
+            return
+        try:
+            close_old_connections()
+            write_runs(tasks)
+        except (DatabaseError, InterfaceError) as exc:
+            logger.warning("ReportScheduler: could not write %d last-run times, retrying later: %r", len(tasks), exc)
+            self._dirty |= dirty
+
+    def update_from_dict(self, mapping) -> None:
+        """Entries from the app's beat_schedule: stored as rows by the parent, indexed here."""
+        super().update_from_dict(mapping)
+        self._names.update((entry.model.pk, name) for name, entry in self._schedule.items())
+
+    # --- following the database -------------------------------------------------------
+
+    def _refresh(self, *, force: bool = False) -> None:
+        """Apply what changed in the database since the last look, if anything did."""
+        now = time.monotonic()
+        self._next_check = now + CHANGE_CHECK_SECONDS
+        try:
+            close_old_connections()
+            _end_transaction()
+            changed_at = self.Changes.last_change()
+            if not force and changed_at == self._seen_change and now < self._next_reconcile:
+                return
+            self._apply(self._read_fingerprints())
+        except (DatabaseError, InterfaceError) as exc:
+            logger.warning("ReportScheduler: could not read the schedule, keeping the current one: %r", exc)
+            return
+        self._seen_change = changed_at
+        # Also every few minutes without a signal: a bulk update() bumps no timestamp,
+        # and the parent's window of hours lets crontab tasks in as the day moves on.
+        self._next_reconcile = now + SCHEDULE_SYNC_MAX_INTERVAL
+
+    def _read_fingerprints(self) -> dict[int, int]:
+        rows = self.enabled_models_qs().prefetch_related(None).values_list("id", *FINGERPRINT_FIELDS)
+        return {row[0]: hash(row[1:]) for row in rows.iterator(chunk_size=2000)}
+
+    def _apply(self, fingerprints: dict[int, int]) -> None:
+        started = time.perf_counter()
+        gone = self._fingerprints.keys() - fingerprints.keys()
+        changed = [pk for pk, fingerprint in fingerprints.items() if self._fingerprints.get(pk) != fingerprint]
+        if not gone and not changed:
+            return
+        loaded = self._load(changed)
+        outdated = gone | set(changed)  # a changed row not loaded was disabled meanwhile
+        removed_names = {self._names[pk] for pk in outdated if pk in self._names}
+        removed_names |= {entry.name for entry in loaded.values()}
+        held = {pk: self._schedule.get(self._names.get(pk, "")) for pk in loaded}
+        for pk in outdated:
+            self._fingerprints.pop(pk, None)
+            self._schedule.pop(self._names.pop(pk, ""), None)
+        for pk, entry in loaded.items():
+            _carry_over(held[pk], entry)
+            self._add(pk, entry, fingerprints[pk])
+        if self._heap is not None:
+            heap = [event for event in self._heap if event[2].name not in removed_names]
+            heap.extend(self._event(entry) for entry in loaded.values())
+            heapq.heapify(heap)
+            self._heap = heap
+        logger.info(
+            "ReportScheduler: %d tasks, %d reloaded, %d dropped in %.3f s",
+            len(self._schedule),
+            len(loaded),
+            len(outdated) - len(loaded),
+            time.perf_counter() - started,
+        )
+
+    def _load(self, pks: list[int]) -> dict[int, ModelEntry]:
+        """Entries for the given enabled task ids, all of them at once on the first read."""
+        queryset = self.enabled_models_qs().prefetch_related(None).select_related(*SCHEDULE_RELATIONS)
+        if len(pks) > BATCH_SIZE * 4:  # e.g. the first read: one pass over all rows
+            wanted = set(pks)
+            models: Iterable[PeriodicTask] = (m for m in queryset.iterator(chunk_size=2000) if m.pk in wanted)
+        else:
+            batches = (pks[start : start + BATCH_SIZE] for start in range(0, len(pks), BATCH_SIZE))
+            models = (model for batch in batches for model in queryset.filter(pk__in=batch))
+        entries = {}
+        for model in models:
+            try:
+                entries[model.pk] = self.Entry(model, app=self.app)
+            except ValueError:  # a schedule celery cannot use; the parent skips it too
+                logger.exception("ReportScheduler: skipping task %r", model.name)
+        return entries
+
+    def _add(self, pk: int, entry: ModelEntry, fingerprint: int) -> None:
+        other = self._schedule.get(entry.name)
+        if other is not None and other.model.pk != pk:  # renamed into a name another row just left
+            self._names.pop(other.model.pk, None)
+            self._fingerprints.pop(other.model.pk, None)
+        self._schedule[entry.name] = entry
+        self._names[pk] = entry.name
+        self._fingerprints[pk] = fingerprint
+
+    def _event(self, entry: ModelEntry) -> event_t:
+        try:
+            is_due, next_time_to_run = entry.is_due()
+        except Exception:  # one broken entry must not stop beat; the parent does the same
+            is_due, next_time_to_run = self._is_due_failed(entry)
+        return event_t(self._when(entry, 0 if is_due else next_time_to_run) or 0, 5, entry)
+
+
+def _carry_over(held: ModelEntry | None, fresh: ModelEntry) -> None:
+    """Keep beat's own record of the last run when the row read back is older.
+
+    Beat writes last_run_at every few minutes; a task saved in the admin meanwhile carries
+    the older value, which would make beat fire a slot it already fired.
+    """
+    if held is None or not held.last_run_at or held.last_run_at <= fresh.last_run_at:
+        return
+    fresh.last_run_at = fresh.model.last_run_at = held.last_run_at
+    fresh.total_run_count = fresh.model.total_run_count = max(held.total_run_count, fresh.total_run_count)
+
+
+def write_runs(tasks: list[PeriodicTask]) -> None:
+    """Store each task's last_run_at and total_run_count in bulk; skip rows disabled or deleted."""
+    with transaction.atomic():
+        for start in range(0, len(tasks), BATCH_SIZE):
+            batch = tasks[start : start + BATCH_SIZE]
+            PeriodicTask.objects.filter(pk__in=[task.pk for task in batch], enabled=True).update(
+                last_run_at=Case(
+                    *(When(pk=task.pk, then=Value(task.last_run_at)) for task in batch), output_field=DateTimeField()
+                ),
+                total_run_count=Case(
+                    *(When(pk=task.pk, then=Value(task.total_run_count)) for task in batch),
+                    output_field=PositiveIntegerField(),
+                ),
+            )
+
+
+def _end_transaction() -> None:
+    """End an open transaction, if any: under MySQL's REPEATABLE READ it would hide others' commits."""
+    with contextlib.suppress(transaction.TransactionManagementError):  # not in a transaction
+        transaction.commit()
