@@ -286,19 +286,18 @@ def body(found: Findings) -> str:
          for label, result in found.huge_runs.items()],
     )  # fmt: skip
     why = (
-        f"**Why memory misses, and by how much it could.** The peak is in sending: the deliver stage starts "
-        f"holding {mb(held)} ({times(held, payload_size)} the payload), the parsed data, which `execute_run` "
-        f"still refers to while it sends, and adds {mb(sending)} ({times(sending, payload_size)}) of copies of "
-        f"the {mb(csv_size)} CSV in the message (read back from the archive as bytes; decoded to str by "
-        "Django's `attach()` for a text/* type; re-encoded and split into lines by `SafeMIMEText`; flattened by "
-        "`as_bytes()`; copied by smtplib's final `+ b'.\\r\\n'`). Were the data not held while sending "
-        f"(a change to `execute_run`), the run's peak would be about {mb(floor)}, "
-        f"{times(floor, payload_size)} the payload: the fetch stage's, which is the floor for any service that "
-        f"parses with `json.loads`: the answer decoded to text (1×) plus the parsed objects (about "
-        f"{times(fetch_peak - payload_size, payload_size)}). Under {MEMORY_TARGET:g}× needs a streaming JSON "
-        "parser (e.g. ijson, a new dependency) that turns rows into CSV as they arrive, keeping only the rows "
-        "the email shows and whatever else of `data` the templates read. The baseline, which does not even "
-        f"send, peaks at {times(base_trace['peak'] + payload_size, payload_size)}."
+        f"**Why memory misses, and by how much.** The run's peak is the larger of the fetch stage's "
+        f"({mb(fetch_peak)}, {times(fetch_peak, payload_size)} the payload: the answer decoded to text plus the "
+        f"parsed objects of `json.loads`) and sending's: the deliver stage starts holding {mb(held)} "
+        f"({times(held, payload_size)}; the parsed data is freed before sending) and adds {mb(sending)} "
+        f"({times(sending, payload_size)}) of copies of the {mb(csv_size)} CSV in the message (read back from the "
+        "archive as bytes; decoded to str by Django's `attach()` for a text/* type; re-encoded and split into "
+        "lines by `SafeMIMEText`; flattened by `as_bytes()`; copied by smtplib's final `+ b'.\\r\\n'`). "
+        f"The floor for any service that parses with `json.loads` is about {mb(floor)} "
+        f"({times(floor, payload_size)}). Well under {MEMORY_TARGET:g}× needs a streaming JSON parser (e.g. ijson, "
+        "a new dependency) that turns rows into CSV as they arrive, keeping only the rows the email shows and "
+        "whatever else of `data` the templates read, and a MIME path that streams the attachment. The "
+        f"baseline, which does not even send, peaks at {times(base_trace['peak'] + payload_size, payload_size)}."
     )
     return "\n".join(
         [

@@ -12,8 +12,11 @@ ORDER = ["pipeline", "throughput", "schedules", "large", "admin"]
 
 
 def main(names: list[str]) -> int:
+    """Run the named benchmarks (all by default); `--collect` only joins existing results."""
     failed = []
-    for name in names or ORDER:
+    collect_only = "--collect" in names
+    names = [name for name in names if name != "--collect"]
+    for name in [] if collect_only else names or ORDER:
         script = BENCH_DIR / f"bench_{name}.py"
         print(f"\n=== {script.name} ===", flush=True)
         if subprocess.run([sys.executable, str(script)], cwd=BENCH_DIR.parent).returncode != 0:
