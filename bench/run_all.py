@@ -25,7 +25,8 @@ def main(names: list[str]) -> int:
     header = [
         "# Benchmark results",
         "",
-        f"Machine: {machine()}. Written {time.strftime('%Y-%m-%d %H:%M %Z')} by `make bench`.",
+        f"Machine: {machine()}. Joined {time.strftime('%Y-%m-%d %H:%M %Z')} from the latest run of each "
+        "benchmark (`make bench` runs them all; each section below was measured in its own run).",
         "Every figure is measured against a baseline in the same run; ratios are subject ÷ baseline.",
         "",
     ]
