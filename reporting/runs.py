@@ -13,7 +13,6 @@ here. The rules that make a scheduled period go out at most once per address:
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import traceback
@@ -94,7 +93,7 @@ def start_scheduled_run(
     period = period_for_slot(report.period_kind, slot, ZoneInfo(report.timezone))
     request = RunRequest(report_id=report.pk, period=period, trigger=trigger, scheduled_for=slot)
     try:
-        return create_run(request)
+        return create_run(request, report=report)
     except IntegrityError:
         existing = ReportRun.objects.get(report=report, period_key=period.key, trigger__in=ReportRun.SCHEDULED_TRIGGERS)
         log.info("report %s period %s already has run %s (%s)", report_id, period.key, existing.pk, existing.status)
@@ -103,9 +102,12 @@ def start_scheduled_run(
         return existing if existing.status in ReportRun.WORKING else None
 
 
-def create_run(request: RunRequest) -> ReportRun:
-    """Insert a queued run; raises IntegrityError when its scheduled period already has one."""
-    report = Report.objects.get(pk=request.report_id)
+def create_run(request: RunRequest, *, report: Report | None = None) -> ReportRun:
+    """Insert a queued run; raises IntegrityError when its scheduled period already has one.
+
+    `report` saves a query when the caller has already loaded the request's report.
+    """
+    report = report or Report.objects.get(pk=request.report_id)
     recipients = request.recipients if request.recipients is not None else report.recipient_addresses()
     with transaction.atomic():
         return ReportRun.objects.create(
@@ -125,7 +127,8 @@ def create_manual_run(*, report_id: int, period_day: date | None, requested_by_i
     report = Report.objects.get(pk=report_id)
     period = _period_for_day(report, period_day)
     return create_run(
-        RunRequest(report_id=report_id, period=period, trigger=Trigger.MANUAL, requested_by_id=requested_by_id)
+        RunRequest(report_id=report_id, period=period, trigger=Trigger.MANUAL, requested_by_id=requested_by_id),
+        report=report,
     )
 
 
@@ -140,7 +143,8 @@ def create_test_run(*, report_id: int, period_day: date | None, user_email: str,
             trigger=Trigger.TEST,
             requested_by_id=requested_by_id,
             recipients=[user_email],
-        )
+        ),
+        report=report,
     )
 
 
@@ -269,8 +273,7 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
     _set(run, status=Status.RENDERING)
     report = run.report
     if data is None:
-        with run.data_snapshot.open("rb") as snapshot:
-            data = fetch.parse_json_file(snapshot)
+        data = snapshot_data(run)
     email = render.render(
         render.RenderRequest(
             template_name=report.template,
@@ -454,4 +457,4 @@ def snapshot_data(run: ReportRun) -> object | None:
     if not run.data_snapshot:
         return None
     with run.data_snapshot.open("rb") as snapshot:
-        return json.loads(snapshot.read())
+        return fetch.parse_json_file(snapshot)
