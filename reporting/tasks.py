@@ -19,7 +19,7 @@ def run_scheduled_report(report_id: int) -> None:
     if run is None:
         return
     try:
-        runs.execute_run(run_id=run.pk, final_attempt=False)
+        runs.execute_run(run_id=run.pk, final_attempt=settings.REPORTING["FETCH_MAX_RETRIES"] == 0)
     except runs.RunNotClaimed as exc:
         execute_run.apply_async(kwargs={"run_id": run.pk}, countdown=exc.retry_in)
     except runs.RunRetryLater as exc:

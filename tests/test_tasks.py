@@ -68,3 +68,18 @@ def test_a_worker_retries_a_transient_failure_then_succeeds(worker, httpserver, 
     run.refresh_from_db()
     assert run.attempts == 2
     assert [m.to for m in mail.outbox] == [["ann@example.com"]]
+
+
+def test_a_scheduled_run_that_fails_transiently_is_handed_to_a_retry_and_sent_once(worker, httpserver, settings):
+    settings.REPORTING = {**settings.REPORTING, "FETCH_RETRY_BASE_SECONDS": 1, "FETCH_RETRY_MAX_SECONDS": 1}
+    httpserver.expect_ordered_request("/api/positions").respond_with_data("busy", status=503)
+    httpserver.expect_ordered_request("/api/positions").respond_with_json(factories.POSITIONS)
+    report = factories.report(factories.data_source(httpserver.url_for("/api/")))
+    factories.schedule(report, minute="*", hour="*")
+
+    tasks.run_scheduled_report.delay(report_id=report.pk)
+    wait_for(lambda: ReportRun.objects.filter(status=ReportRun.Status.SENT).exists())
+
+    run = ReportRun.objects.get()
+    assert (run.trigger, run.attempts) == ("schedule", 2)
+    assert sorted(m.to[0] for m in mail.outbox) == ["ann@example.com", "bob@example.com"]
