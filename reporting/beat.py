@@ -12,15 +12,23 @@ each fired task back with two queries and a commit each (bench/bench_schedules.p
   fingerprint differs, adds new ones and drops the ones gone (deleted, disabled);
 - patches beat's heap for those entries only, so a tick costs O(log n), not O(n);
 - writes last_run_at and total_run_count back in bulk, without touching date_changed
-  (which is what marks a row edited) and never onto a row disabled meanwhile.
+  (which is what marks a row edited) and never onto a row disabled meanwhile;
+- sends the reports due at the same moment together: the stock tick sends one message
+  per tick, and publishing 10,000 messages one by one takes 10-20 s on a small machine.
+  A burst goes out as at most about MESSAGES_PER_BURST `run_scheduled_reports` messages
+  of up to MAX_REPORTS_PER_MESSAGE reports each (one report per message while the burst
+  is small, so the workers still share the work evenly).
 """
 
 from __future__ import annotations
 
 import contextlib
 import heapq
+import json
+import math
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from celery.beat import event_t
 from celery.utils.log import get_logger
@@ -28,6 +36,8 @@ from django.db import DatabaseError, InterfaceError, close_old_connections, tran
 from django.db.models import Case, DateTimeField, PositiveIntegerField, Value, When
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import SCHEDULE_SYNC_MAX_INTERVAL, DatabaseScheduler, ModelEntry
+
+from reporting.schedules import RUN_TASK
 
 logger = get_logger(__name__)
 
@@ -68,6 +78,10 @@ FINGERPRINT_FIELDS = (
 SCHEDULE_RELATIONS = ("crontab", "interval", "solar", "clocked")
 CHANGE_CHECK_SECONDS = 1.0
 BATCH_SIZE = 500  # rows per query: well under SQLite's limit on query parameters
+BATCH_TASK = "reporting.tasks.run_scheduled_reports"
+MESSAGES_PER_BURST = 200
+MAX_REPORTS_PER_MESSAGE = 100
+MAX_BURST = 20_000  # due reports taken in one tick; the rest go in the next
 
 
 class ReportEntry(ModelEntry):
@@ -111,6 +125,17 @@ class ReportScheduler(DatabaseScheduler):
         """Always: each change patches the heap itself (see _apply), so tick never rebuilds it."""
         return True
 
+    def tick(self, event_t=event_t, min=min, heappop=heapq.heappop, heappush=heapq.heappush) -> float:
+        """Send every report due now in one go, then tick as the parent does for anything else."""
+        self.schedule  # noqa: B018 -- reading it follows the database, as the parent's tick does
+        if self._heap is None:
+            self.populate_heap()
+        burst = self._pop_due_reports(event_t, heappop, heappush)
+        if burst:
+            self._send_reports(burst)
+            return 0
+        return super().tick(event_t, min, heappop, heappush)
+
     def populate_heap(self, event_t=event_t, heapify=heapq.heapify) -> None:
         self._heap = [self._event(entry) for entry in self._schedule.values()]
         heapify(self._heap)
@@ -138,6 +163,55 @@ class ReportScheduler(DatabaseScheduler):
         """Entries from the app's beat_schedule: stored as rows by the parent, indexed here."""
         super().update_from_dict(mapping)
         self._names.update((entry.model.pk, name) for name, entry in self._schedule.items())
+
+    # --- sending a burst ----------------------------------------------------------------
+
+    def _pop_due_reports(self, event_t, heappop, heappush) -> list[ModelEntry]:
+        """Take every report entry due now off the top of the heap, reserving each (as tick does)."""
+        heap = self._heap
+        due: list[ModelEntry] = []
+        while heap and len(due) < MAX_BURST:
+            when, priority, entry = heap[0]
+            if not _is_report_entry(entry) or when > self._when(entry, 0):
+                break
+            try:
+                is_due, next_time_to_run = self.is_due(entry)
+            except Exception:  # the parent's tick reports and reschedules it
+                break
+            if not is_due:
+                break
+            heappop(heap)
+            following = self.reserve(entry)
+            heappush(heap, event_t(self._when(following, next_time_to_run), priority, following))
+            due.append(entry)
+        return due
+
+    def _send_reports(self, entries: list[ModelEntry]) -> None:
+        """Publish the due reports, grouped by their routing options, a batch per message."""
+        fired_at = datetime.now(UTC).isoformat()
+        groups: dict[str, tuple[dict, list[int]]] = {}
+        for entry in entries:
+            options = {key: value for key, value in entry.options.items() if key != "headers"}
+            headers = {key: value for key, value in entry.options["headers"].items() if key != "periodic_task_name"}
+            options["headers"] = headers | {"celery_beat_task": True}
+            key = json.dumps(options, sort_keys=True, default=str)
+            groups.setdefault(key, (options, []))[1].append(entry.kwargs["report_id"])
+        messages = 0
+        for options, report_ids in groups.values():
+            size = min(MAX_REPORTS_PER_MESSAGE, math.ceil(len(entries) / MESSAGES_PER_BURST))
+            for start in range(0, len(report_ids), size):
+                batch = report_ids[start : start + size]
+                kwargs = {"report_ids": batch, "fired_at": fired_at}
+                try:
+                    self.send_task(BATCH_TASK, kwargs=kwargs, producer=self.producer, **options)
+                except Exception:  # as the parent's apply_entry: log it, beat goes on
+                    logger.exception("ReportScheduler: could not send reports %s", batch)
+                else:
+                    messages += 1
+        logger.info("ReportScheduler: sent %d due reports in %d messages", len(entries), messages)
+        self._tasks_since_sync += len(entries)
+        if self.should_sync():
+            self._do_sync()
 
     # --- following the database -------------------------------------------------------
 
@@ -226,6 +300,11 @@ class ReportScheduler(DatabaseScheduler):
         except Exception:  # one broken entry must not stop beat; the parent does the same
             is_due, next_time_to_run = self._is_due_failed(entry)
         return event_t(self._when(entry, 0 if is_due else next_time_to_run) or 0, 5, entry)
+
+
+def _is_report_entry(entry: ModelEntry) -> bool:
+    """A report's own task, as reporting.schedules writes it: its report id is all it carries."""
+    return entry.task == RUN_TASK and not entry.args and set(entry.kwargs) == {"report_id"}
 
 
 def _carry_over(held: ModelEntry | None, fresh: ModelEntry) -> None:

@@ -135,6 +135,35 @@ class Report(models.Model):
         help_text="At most this many rows appear in the email's table; the attachment holds them all.",
     )
     enabled = models.BooleanField(default=True)
+    catch_up_hours = models.PositiveIntegerField(
+        "catch-up window (hours)",
+        default=24,
+        help_text="A scheduled run missed (beat or the broker was down) is run late within this many hours "
+        "of its slot; an older one is recorded as missed, for staff to run by hand.",
+    )
+    check_min_rows = models.PositiveIntegerField(
+        "minimum rows",
+        default=1,
+        help_text="Hold the report back when the data has fewer rows than this (0: no check).",
+    )
+    check_required_fields = models.CharField(
+        "required fields",
+        max_length=500,
+        blank=True,
+        help_text="Comma-separated fields every row must have (not empty), e.g. account, value.",
+    )
+    check_max_age_field = models.CharField(
+        "timestamp field",
+        max_length=200,
+        blank=True,
+        help_text="A dotted path in the response (e.g. meta.as_of) to a date or timestamp that must be recent.",
+    )
+    check_max_age_hours = models.PositiveIntegerField(
+        "maximum age (hours)",
+        null=True,
+        blank=True,
+        help_text="Hold the report back when the timestamp field is older than this.",
+    )
     periodic_task = models.OneToOneField(
         PeriodicTask, null=True, blank=True, editable=False, on_delete=models.SET_NULL, related_name="report"
     )
@@ -143,6 +172,7 @@ class Report(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("run_report", "Can run a report now or send a test")]
         # The admin's list order (name, then -pk to make it total): the first page is read
         # from the index instead of sorting every report.
         indexes = [models.Index(fields=["name", "-id"], name="report_name_id_idx")]
@@ -192,9 +222,11 @@ class ReportRun(models.Model):
         SENT = "sent", "Sent"
         PARTIALLY_SENT = "partially_sent", "Partially sent"
         FAILED = "failed", "Failed"
+        HELD = "held", "Held (data check failed)"
+        MISSED = "missed", "Missed"
 
     WORKING = (Status.QUEUED, Status.FETCHING, Status.RENDERING, Status.SENDING)
-    FINISHED = (Status.SENT, Status.PARTIALLY_SENT, Status.FAILED)
+    FINISHED = (Status.SENT, Status.PARTIALLY_SENT, Status.FAILED, Status.MISSED)
     # Triggers that stand for "the" run of a period: at most one each per period.
     SCHEDULED_TRIGGERS = (Trigger.SCHEDULE, Trigger.CATCH_UP)
 
@@ -215,7 +247,24 @@ class ReportRun(models.Model):
     rendered_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="Last sign of life.")
     attempts = models.PositiveIntegerField(default=0)
+    recoveries = models.PositiveSmallIntegerField(
+        default=0, editable=False, help_text="Times the stuck-run sweep took the run back from a silent worker."
+    )
+    checks_released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who sent a held run anyway.",
+    )
+    notes = models.TextField(blank=True, help_text="What staff should know about this run, e.g. a linked attachment.")
+    alerted_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the owner was told that this run failed or was held."
+    )
+    legal_hold = models.BooleanField(default=False, help_text="Never pruned by retention while set.")
     error = models.TextField(blank=True, help_text="What went wrong, in words.")
     error_detail = models.TextField(blank=True, help_text="Technical detail (traceback).")
     request_url = models.CharField(max_length=2000, blank=True)
@@ -228,7 +277,11 @@ class ReportRun(models.Model):
     class Meta:
         ordering = ["-created_at", "-pk"]
         get_latest_by = "created_at"
-        permissions = [("resend_reportrun", "Can resend an archived report run")]
+        permissions = [
+            ("resend_reportrun", "Can resend an archived report run"),
+            ("release_reportrun", "Can send a held run anyway or re-run it"),
+            ("legal_hold_reportrun", "Can set or clear a run's legal hold"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["report", "period_key"],
@@ -240,6 +293,9 @@ class ReportRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.report} · {self.period_label} · {self.get_status_display()}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("admin:reporting_reportrun_change", args=[self.pk])
 
     @property
     def period_label(self) -> str:
@@ -264,6 +320,9 @@ class RunAttachment(models.Model):
     mimetype = models.CharField(max_length=100)
     file = models.FileField(upload_to=attachment_upload_to, max_length=300)
     size = models.PositiveBigIntegerField()
+    linked = models.BooleanField(
+        default=False, help_text="Too large to attach: the email carries a link to the archived file instead."
+    )
 
     class Meta:
         ordering = ["pk"]
@@ -316,3 +375,64 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.address} ({self.get_status_display()})"
+
+
+class Heartbeat(models.Model):
+    """The last sign of life of a long-running process: beat, or one worker."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="'beat', or 'worker:<hostname>'.")
+    seen_at = models.DateTimeField()
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Alert(models.Model):
+    """One failure alert email (a digest of the runs it names) and who it went to."""
+
+    address = models.EmailField(db_index=True)
+    sent_at = models.DateTimeField(default=timezone.now, db_index=True)
+    subject = models.CharField(max_length=998)
+    runs = models.ManyToManyField(ReportRun, related_name="alerts", blank=True)
+
+    class Meta:
+        ordering = ["-sent_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.address} · {self.subject}"
+
+
+class AuditEvent(models.Model):
+    """Who changed a report or ran or resent what, and when: shown on the report's page."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        CHANGED = "changed", "Changed"
+        DELETED = "deleted", "Deleted"
+        RAN = "ran", "Ran now"
+        TEST_SENT = "test_sent", "Sent a test"
+        RESENT = "resent", "Resent"
+        RELEASED = "released", "Released a held run"
+        RERAN = "reran", "Re-ran"
+        LEGAL_HOLD = "legal_hold", "Changed legal hold"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_name = models.CharField(max_length=150, blank=True, help_text="Kept when the user is deleted.")
+    action = models.CharField(max_length=20, choices=Action)
+    report = models.ForeignKey(Report, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events")
+    report_name = models.CharField(max_length=200, blank=True)
+    run = models.ForeignKey(ReportRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events")
+    summary = models.TextField(help_text="What happened, in words.")
+    changes = models.JSONField(default=dict, blank=True, help_text="Field → [before, after].")
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["report", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name}: {self.summary}"

@@ -39,18 +39,32 @@ def source(transactional_db):
     return DataSource.objects.create(name="Positions API", base_url="https://api.example.test/v1/")
 
 
+class Sent(list):
+    """Report ids in the order beat publishes them (to the tests' in-memory broker), and its messages."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages: list[tuple[str, dict, dict]] = []  # (task, kwargs, headers)
+        self.routing_keys: dict[int, str] = {}  # report id → the queue its message went to
+
+    def record(self, sender=None, body=None, headers=None, routing_key=None, **_kwargs) -> None:
+        kwargs = body[1]
+        if sender == schedules.RUN_TASK:
+            self.append(kwargs["report_id"])
+        elif sender == beat.BATCH_TASK:
+            self.extend(kwargs["report_ids"])
+        else:
+            return
+        self.messages.append((sender, kwargs, headers))
+        self.routing_keys.update((report_id, routing_key) for report_id in kwargs.get("report_ids", []))
+
+
 @pytest.fixture
 def sent():
-    """Report ids in the order beat publishes their messages (to the tests' in-memory broker)."""
-    report_ids: list[int] = []
-
-    def record(sender=None, body=None, **_kwargs):
-        if sender == schedules.RUN_TASK:
-            report_ids.append(body[1]["report_id"])
-
-    signals.before_task_publish.connect(record, weak=False)
-    yield report_ids
-    signals.before_task_publish.disconnect(record)
+    recorder = Sent()
+    signals.before_task_publish.connect(recorder.record, weak=False)
+    yield recorder
+    signals.before_task_publish.disconnect(recorder.record)
     with celery_app.connection_for_write() as connection:
         connection.default_channel.queue_purge(celery_app.conf.task_default_queue)
 
@@ -132,6 +146,39 @@ def test_it_sends_each_report_due_at_the_same_minute_once(source, clock, sent):
     run_due(scheduler)
 
     assert sorted(sent) == sorted(report.pk for report in reports)
+
+
+def test_it_sends_a_burst_of_due_reports_in_a_few_messages_each_report_once(source, clock, sent, monkeypatch):
+    monkeypatch.setattr(beat, "MESSAGES_PER_BURST", 3)
+    reports = [scheduled(source, f"report-{number}") for number in range(10)]
+    later = scheduled(source, "later", LONDON_7_05)
+    scheduler = start_beat()
+
+    clock.move_to(utc(2026, 11, 20, 7, 0, 1))
+    run_due(scheduler)
+
+    assert sorted(sent) == sorted(report.pk for report in reports)
+    assert [len(kwargs["report_ids"]) for _task, kwargs, _headers in sent.messages] == [4, 4, 2]
+    fired = {datetime.fromisoformat(kwargs["fired_at"]) for _task, kwargs, _headers in sent.messages}
+    assert len(fired) == 1 and utc(2026, 11, 20, 7, 0, 1) <= fired.pop() < utc(2026, 11, 20, 7, 0, 5)
+    assert all(headers["celery_beat_task"] for _task, _kwargs, headers in sent.messages)
+
+    clock.move_to(utc(2026, 11, 20, 7, 5, 1))
+    run_due(scheduler)
+    assert sent[10:] == [later.pk]
+
+
+def test_a_burst_keeps_each_tasks_queue(source, clock, sent):
+    reports = [scheduled(source, slug) for slug in ("finance", "ops", "board")]
+    PeriodicTask.objects.filter(pk=reports[2].periodic_task_id).update(queue="board")
+    scheduler = start_beat()
+
+    clock.move_to(utc(2026, 11, 20, 7, 0, 1))
+    run_due(scheduler)
+
+    default = celery_app.conf.task_default_queue
+    assert sent.routing_keys == {reports[0].pk: default, reports[1].pk: default, reports[2].pk: "board"}
+    assert len(sent.messages) == 3
 
 
 # --- following edits ------------------------------------------------------------------------

@@ -83,3 +83,26 @@ def test_a_scheduled_run_that_fails_transiently_is_handed_to_a_retry_and_sent_on
     run = ReportRun.objects.get()
     assert (run.trigger, run.attempts) == ("schedule", 2)
     assert sorted(m.to[0] for m in mail.outbox) == ["ann@example.com", "bob@example.com"]
+
+
+def test_a_worker_runs_a_burst_message_each_report_once_despite_one_that_is_gone(worker, httpserver, caplog):
+    httpserver.expect_request("/api/positions").respond_with_json(factories.POSITIONS)
+    source = factories.data_source(httpserver.url_for("/api/"))
+    finance = factories.report(source, slug="finance", addresses=["ann@example.com"])
+    board = factories.report(source, slug="board", addresses=["bob@example.com"])
+    for report in (finance, board):
+        factories.schedule(report, minute="0", hour="7")
+    fired_at = datetime(2026, 11, 21, 7, 0, 1, tzinfo=LONDON)
+
+    # Delivered late, after the next day's slot: the run is still the one beat fired.
+    with time_machine.travel(datetime(2026, 11, 22, 7, 0, 30, tzinfo=LONDON), tick=True):
+        gone = finance.pk + board.pk + 1000
+        tasks.run_scheduled_reports.delay(report_ids=[gone, finance.pk, board.pk], fired_at=fired_at.isoformat())
+        wait_for(lambda: ReportRun.objects.filter(status=ReportRun.Status.SENT).count() == 2)
+
+    assert sorted((run.report.slug, run.period_label) for run in ReportRun.objects.all()) == [
+        ("board", "20 November 2026"),
+        ("finance", "20 November 2026"),
+    ]
+    assert sorted(m.to[0] for m in mail.outbox) == ["ann@example.com", "bob@example.com"]
+    assert f"report {gone}: the scheduled run could not be started" in caplog.text
