@@ -136,6 +136,13 @@ class ReportScheduler(DatabaseScheduler):
             return 0
         return super().tick(event_t, min, heappop, heappush)
 
+    def apply_entry(self, entry: ModelEntry, producer=None) -> None:
+        """A report that the parent's tick sends (e.g. due a moment after ours looked) goes as ours do."""
+        if _is_report_entry(entry):
+            self._send_reports([entry])
+        else:
+            super().apply_entry(entry, producer=producer)
+
     def populate_heap(self, event_t=event_t, heapify=heapq.heapify) -> None:
         self._heap = [self._event(entry) for entry in self._schedule.values()]
         heapify(self._heap)

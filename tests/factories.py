@@ -52,3 +52,19 @@ def schedule(report_obj: Report, **cron) -> None:
     spec = schedules.CronSpec(**{"timezone": report_obj.timezone, **cron})
     schedules.save_schedule(report=report_obj, spec=spec)
     report_obj.refresh_from_db()
+
+
+def report_tasks():
+    """The reports' own periodic tasks, without the service's sweeps (installed by a migration)."""
+    from django_celery_beat.models import PeriodicTask
+
+    from reporting.schedules import RUN_TASK
+
+    return PeriodicTask.objects.filter(task=RUN_TASK)
+
+
+def report_crontabs():
+    """Crontab schedules other than the sweeps' own."""
+    from django_celery_beat.models import CrontabSchedule
+
+    return CrontabSchedule.objects.exclude(periodictask__name__startswith="Reporting: ")

@@ -9,7 +9,7 @@ import time_machine
 from django.contrib.auth.models import Permission
 from django.core import mail
 from django.urls import reverse
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.models import PeriodicTask
 
 from project.celery import app as celery_app
 from reporting import runs
@@ -112,7 +112,7 @@ def test_it_edits_the_schedule_in_place(staff_client, source):
     task = PeriodicTask.objects.get(pk=task_id)
     assert task.crontab_id == crontab_id and task.crontab.hour == "9"
     assert PeriodicTask.objects.filter(report__isnull=False).count() == 1
-    assert CrontabSchedule.objects.count() == 1
+    assert factories.report_crontabs().count() == 1
 
 
 @pytest.mark.parametrize(
@@ -131,7 +131,7 @@ def test_it_explains_an_invalid_schedule_on_the_form(staff_client, source, field
 
     assert response.status_code == 200
     assert words in response.content.decode()
-    assert not Report.objects.exists() and not PeriodicTask.objects.exists()
+    assert not Report.objects.exists() and not factories.report_tasks().exists()
 
 
 def test_it_refuses_an_enabled_report_without_an_active_recipient(staff_client, source):
@@ -162,7 +162,7 @@ def test_disabling_the_report_disables_its_task_and_deleting_it_deletes_the_task
     assert PeriodicTask.objects.get(pk=report.periodic_task_id).enabled is False
 
     staff_client.post(reverse("admin:reporting_report_delete", args=[report.pk]), {"post": "yes"})
-    assert not PeriodicTask.objects.exists() and not CrontabSchedule.objects.exists()
+    assert not factories.report_tasks().exists() and not factories.report_crontabs().exists()
 
 
 @time_machine.travel(datetime(2026, 11, 23, 9, 0, tzinfo=LONDON))

@@ -203,6 +203,7 @@ def test_it_picks_up_an_edited_schedule_without_reloading_the_others(source, clo
     run_due(scheduler)
     assert sent[-1] == edited.pk
     assert len(sent) == 3
+    assert {task for task, _kwargs, _headers in sent.messages} == {beat.BATCH_TASK}
 
 
 def test_it_picks_up_a_crontab_edited_on_its_own_admin_page(source, clock, sent):

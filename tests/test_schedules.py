@@ -5,12 +5,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from django.core.exceptions import ValidationError
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import ModelEntry
 
 from reporting import schedules
 from reporting.models import DataSource, Report
 from reporting.schedules import CronSpec
+from tests import factories
 
 LONDON = "Europe/London"
 NEW_YORK = "America/New_York"
@@ -281,8 +282,8 @@ MONTHLY_LONDON = CronSpec(minute="0", hour="7", day_of_month="1", timezone=LONDO
 def test_it_creates_the_reports_own_task_and_crontab(report):
     task = schedules.save_schedule(report=report, spec=MONTHLY_LONDON)
 
-    assert PeriodicTask.objects.count() == 1
-    assert CrontabSchedule.objects.count() == 1
+    assert factories.report_tasks().count() == 1
+    assert factories.report_crontabs().count() == 1
     task.refresh_from_db()
     assert task.task == "reporting.tasks.run_scheduled_report"
     assert task.name == f"Report {report.pk}: Daily positions"
@@ -312,7 +313,7 @@ def test_it_gives_two_reports_with_the_same_cron_two_crontabs(data_source):
 
     assert first_task.pk != second_task.pk
     assert first_task.crontab_id != second_task.crontab_id
-    assert CrontabSchedule.objects.count() == 2
+    assert factories.report_crontabs().count() == 2
     assert json.loads(second_task.kwargs) == {"report_id": second.pk}
 
 
@@ -338,9 +339,9 @@ def test_it_edits_the_schedule_in_place(report):
     edited = schedules.save_schedule(report=report, spec=weekly)
 
     assert (edited.pk, edited.crontab_id) == (task.pk, task.crontab_id)
-    assert PeriodicTask.objects.count() == 1
-    assert CrontabSchedule.objects.count() == 1
-    crontab = CrontabSchedule.objects.get()
+    assert factories.report_tasks().count() == 1
+    assert factories.report_crontabs().count() == 1
+    crontab = factories.report_crontabs().get()
     assert (crontab.minute, crontab.hour, crontab.day_of_month, crontab.day_of_week) == ("30", "6", "*", "1")
     assert str(crontab.timezone) == NEW_YORK
     reloaded = Report.objects.get(pk=report.pk)
@@ -357,8 +358,8 @@ def test_it_refuses_to_save_an_invalid_schedule(report, spec):
     with pytest.raises(ValidationError):
         schedules.save_schedule(report=report, spec=spec)
 
-    assert not PeriodicTask.objects.exists()
-    assert not CrontabSchedule.objects.exists()
+    assert not factories.report_tasks().exists()
+    assert not factories.report_crontabs().exists()
 
 
 @pytest.mark.django_db
@@ -398,7 +399,7 @@ def test_it_renames_the_task_when_the_report_is_renamed(report):
 def test_it_syncs_nothing_for_an_unscheduled_report(report):
     schedules.sync_task_to_report(report)
 
-    assert not PeriodicTask.objects.exists()
+    assert not factories.report_tasks().exists()
 
 
 @pytest.mark.django_db
@@ -425,8 +426,8 @@ def test_it_deletes_the_task_and_crontab_with_the_report(data_source):
 
     report.delete()
 
-    assert list(PeriodicTask.objects.all()) == [kept_task]
-    assert list(CrontabSchedule.objects.values_list("pk", flat=True)) == [kept_task.crontab_id]
+    assert list(factories.report_tasks()) == [kept_task]
+    assert list(factories.report_crontabs().values_list("pk", flat=True)) == [kept_task.crontab_id]
 
 
 @pytest.mark.django_db
@@ -435,8 +436,8 @@ def test_it_deletes_the_task_and_crontab_on_a_bulk_delete(report):
 
     Report.objects.filter(pk=report.pk).delete()
 
-    assert not PeriodicTask.objects.exists()
-    assert not CrontabSchedule.objects.exists()
+    assert not factories.report_tasks().exists()
+    assert not factories.report_crontabs().exists()
 
 
 @pytest.mark.django_db
@@ -446,8 +447,8 @@ def test_it_deletes_a_schedule_and_keeps_the_report(report):
 
     schedules.delete_schedule(report)
 
-    assert not PeriodicTask.objects.exists()
-    assert not CrontabSchedule.objects.exists()
+    assert not factories.report_tasks().exists()
+    assert not factories.report_crontabs().exists()
     reloaded = Report.objects.get(pk=report.pk)
     assert reloaded.periodic_task_id is None
     assert schedules.spec_for(reloaded) is None

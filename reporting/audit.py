@@ -1,0 +1,51 @@
+"""The audit trail: who changed a report, or ran, resent, released or held what, and when."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from reporting.models import AuditEvent, Report, ReportRun
+
+Action = AuditEvent.Action
+
+
+def record(
+    *,
+    actor: AbstractBaseUser | AnonymousUser | None,
+    action: str,
+    summary: str,
+    report: Report | None = None,
+    run: ReportRun | None = None,
+    changes: dict[str, list] | None = None,
+) -> AuditEvent:
+    """Store one event; `report` defaults to the run's report, and names are kept for after deletion."""
+    if report is None and run is not None:
+        report = run.report
+    user = actor if actor is not None and actor.is_authenticated else None
+    return AuditEvent.objects.create(
+        actor=user,
+        actor_name=user.get_username() if user else "system",
+        action=action,
+        report=report,
+        report_name=report.name if report else "",
+        run=run,
+        summary=summary,
+        changes=changes or {},
+    )
+
+
+def changes_between(before: dict[str, object], after: dict[str, object]) -> dict[str, list]:
+    """Field → [before, after] for the fields whose values differ, as text."""
+    return {
+        name: [_text(before.get(name)), _text(after.get(name))]
+        for name in sorted(before.keys() | after.keys())
+        if before.get(name) != after.get(name)
+    }
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | set):
+        return ", ".join(str(item) for item in value)
+    return str(value)
