@@ -759,18 +759,19 @@ compares or rebuilds the whole schedule; it writes last_run_at / total_run_count
 in one bulk UPDATE per 500 rows, without bumping `date_changed`; and the next instance of
 a fired entry shares its parsed crontab instead of parsing it again.
 
-**Why p99 stays above 5 s at 10,000**: beat publishes one message per report, one after
-another, and publishing costs about 1–2 ms a message here (Celery builds the message,
-kombu's Redis transport makes a new client for each `LPUSH`). The plain `app.send_task`
-loop — no scheduler at all — needs 11–20 s for 10,000 messages in these runs, so no
-scheduler that sends one message per report from one process meets 5 s for 10,000 due
-in the same minute on this machine; ours takes about as long as that loop (the "p99 ÷
-send loop's" column; the rest is celery's `is_due` and the log line per task). It meets
-5 s up to about 2,000–2,500 reports in the same minute (the 1,000 rows' p99 is ~2 s and
-grows linearly), e.g. 10,000 reports spread over five minutes. Meeting it for 10,000
-at once needs fewer messages — one message per batch of due reports (a
-`run_scheduled_reports(report_ids)` task, or a dispatcher task per minute) — which
-changes the tasks and what the worker receives, and is left to that change."""
+**Then, batches** (2026-11-24): with one message per report, publishing was the limit:
+about 1–2 ms a message here (Celery builds the message, kombu's Redis transport makes a
+client for each `LPUSH`), so 10,000 reports due in the same minute went out over 18.6 s
+(PostgreSQL) / 19.6 s (SQLite) at p99 — as slow as a bare `app.send_task` loop of 10,000
+(11.5–20 s in those runs). Now the tick takes every report due at that moment off the
+heap at once and sends them as at most ~200 `run_scheduled_reports(report_ids, fired_at)`
+messages (one report per message up to 200 due together, so workers still share small
+bursts evenly; batches of up to 100 beyond). 10,000 due at once: p99 lag 1.15 s on
+PostgreSQL and 1.18 s on SQLite, under a quarter of the plain send loop's own p99 in the
+same run. The worker runs a batch's reports one after another, each isolated (one
+report's error is logged and the rest run), with the moment beat fired passed along so a
+late message still runs the slot beat meant; the unique (report, period) constraint and
+the lease keep a redelivered batch from sending twice."""
 
 
 if __name__ == "__main__":
