@@ -52,6 +52,7 @@ MIDDLEWARE = [
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"
 
+MISSING_VARIABLE_MARK = "\u2063missing:%s\u2063"  # see the "reports" engine
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -66,12 +67,21 @@ TEMPLATES = [
         },
     },
     {
-        # Plain-text email parts and subjects: the same templates, without HTML escaping.
+        # Report emails' HTML: the same templates, but a variable missing from the data leaves a
+        # mark that reporting.pipeline.render turns into an error in words (never a blank figure).
+        "NAME": "reports",
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": False,
+        "OPTIONS": {"string_if_invalid": MISSING_VARIABLE_MARK},
+    },
+    {
+        # Plain-text email parts and subjects: as "reports", without HTML escaping.
         "NAME": "text",
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": False,
-        "OPTIONS": {"autoescape": False},
+        "OPTIONS": {"autoescape": False, "string_if_invalid": MISSING_VARIABLE_MARK},
     },
 ]
 

@@ -27,6 +27,7 @@ TEMPLATES = {
     "reports/extra.html": "<a href='{{ site_url }}'>{{ period.label }}</a>",
     "reports/stamped.html": "<p>Generated {{ generated_at|date:'j M Y, H:i T' }}</p>",
     "reports/broken.html": "<p>{% if %}</p>",
+    "reports/missing_variable.html": "<p>Grand total: {{ data.totals.grand|floatformat:2 }}</p>",
     "reports/capped.html": (
         "{{ table|length }} cells rows, {{ shown_rows|length }} shown of {{ rows|length }}, max {{ max_rows }}: "
         "{% for row in shown_rows %}{{ row.name }} {% endfor %}"
@@ -261,9 +262,29 @@ def test_it_refuses_a_line_break_that_comes_from_the_data(templates):
 
 
 def test_it_refuses_an_empty_subject(templates):
-    error = render_error(request_for(subject_template="{{ missing }}  "))
+    error = render_error(request_for(subject_template="{% if not report %}x{% endif %}  "))
 
     assert error.message == "The subject template rendered to an empty subject."
+
+
+@pytest.mark.parametrize(
+    ("where", "fields", "message"),
+    [
+        ("subject", {"subject_template": "Total {{ totals.grand }}"}, "The subject refers to 'totals.grand'"),
+        ("body", {"template": "reports/missing_variable.html"}, "The body template refers to 'data.totals.grand'"),
+    ],
+)
+def test_it_refuses_a_template_naming_a_variable_the_data_lacks(templates, where, fields, message):
+    error = render_error(request_for(**fields))
+
+    assert error.message.startswith(message)
+    assert "{% firstof value" in error.message
+
+
+def test_firstof_gives_an_absent_value_a_fallback(templates):
+    email = render(request_for(subject_template='Total {% firstof data.totals.grand "n/a" %}'))
+
+    assert email.subject == "Total n/a"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from anymail.exceptions import AnymailRecipientsRefused
+from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
@@ -72,10 +72,12 @@ def send(email: OutgoingEmail, address: str, *, backend: BaseEmailBackend) -> Se
         raise DeliveryError(_smtp_words(code, reason), permanent=code >= 500) from exc
     except smtplib.SMTPResponseException as exc:
         raise DeliveryError(_smtp_words(exc.smtp_code, exc.smtp_error), permanent=exc.smtp_code >= 500) from exc
-    except (smtplib.SMTPException, OSError) as exc:
-        raise DeliveryError(f"The mail server could not be reached: {exc}", permanent=False) from exc
     except AnymailRecipientsRefused as exc:
         raise DeliveryError(f"The email service refused the address: {exc}", permanent=True) from exc
+    except AnymailError as exc:  # before OSError: anymail's API errors are requests' (and so OSError's) too
+        raise DeliveryError(f"The email service refused the message: {_first_line(exc)}", permanent=False) from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise DeliveryError(f"The mail server could not be reached: {exc}", permanent=False) from exc
     except Exception as exc:  # ESP backends raise their own errors (anymail.exceptions.AnymailError, …)
         raise DeliveryError(f"The email service refused the message: {exc}", permanent=False) from exc
     return _result(message)
@@ -111,6 +113,25 @@ def _result(message: EmailMultiAlternatives) -> SendResult:
         )
     esp_id = str(status.message_id) if status.message_id is not None else message_id
     return SendResult(message_id=esp_id, esp_status=",".join(sorted(statuses)))
+
+
+def _first_line(exc: Exception) -> str:
+    """Anymail's first line ("Postmark API response 401 (UNAUTHORIZED)"), with the ESP's own words."""
+    first = str(exc).splitlines()[0].rstrip(": {") if str(exc) else type(exc).__name__
+    response = getattr(exc, "response", None)
+    try:
+        answer = response.json() if response is not None else {}
+    except ValueError:
+        answer = {}
+    words = next(
+        (
+            answer[key]
+            for key in ("Message", "message", "error", "detail")
+            if isinstance(answer, dict) and isinstance(answer.get(key), str)
+        ),
+        "",
+    )
+    return f"{first}: {words}"[:500] if words else first[:500]
 
 
 def _smtp_words(code: int, reason: bytes | str) -> str:

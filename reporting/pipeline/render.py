@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,8 @@ from django.utils import timezone, translation
 from reporting.periods import Period
 
 GENERIC_TEXT_TEMPLATE = "reporting/email/report.txt"
+# What the "reports" and "text" engines print for a variable they cannot find (settings.py).
+_MISSING = re.compile("\u2063missing:(.*?)\u2063")
 
 
 class RenderError(Exception):
@@ -85,7 +88,7 @@ def _render(request: RenderRequest) -> RenderedEmail:
         **request.context_extra,
     }
     subject = render_subject(request.subject_template, context)
-    html = _render_file("django", [request.template_name], context, "body")
+    html = _render_file("reports", [request.template_name], context, "body")
     text_names = [_text_template_for(request.template_name), GENERIC_TEXT_TEMPLATE]
     text = _render_file("text", text_names, context, "text part")
     attachments = []
@@ -97,7 +100,7 @@ def _render(request: RenderRequest) -> RenderedEmail:
 def render_subject(subject_template: str, context: dict[str, Any]) -> str:
     try:
         template = engines["text"].from_string(subject_template)
-        subject = template.render(context).strip()
+        subject = _check_missing(template.render(context).strip(), "subject")
     except TemplateSyntaxError as exc:
         raise RenderError(f"The subject template has an error: {exc}") from exc
     if "\n" in subject or "\r" in subject:
@@ -111,7 +114,7 @@ def render_string(template_text: str, context: dict[str, Any], *, what: str) -> 
     """Render a one-line template such as a path or query parameter (not HTML)."""
     try:
         template = engines["text"].from_string(template_text)
-        return template.render(context).strip()
+        return _check_missing(template.render(context).strip(), what)
     except TemplateSyntaxError as exc:
         raise RenderError(f"The {what} has a template error: {exc}") from exc
 
@@ -181,13 +184,27 @@ def _render_file(engine: str, names: list[str], context: dict[str, Any], what: s
     """Render the first of `names` that exists with the `engine` ("text" does not escape HTML)."""
     try:
         template = _first_template(engines[engine], names)
-        return template.render(context)
+        rendered = template.render(context)
     except TemplateDoesNotExist as exc:
         raise RenderError(f"The {what} template '{names[0]}' does not exist.") from exc
     except TemplateSyntaxError as exc:
         raise RenderError(f"The {what} template has an error: {exc}") from exc
     except Exception as exc:  # a filter or tag failing on unexpected data
         raise RenderError(f"The {what} template failed on this data: {type(exc).__name__}: {exc}") from exc
+    return _check_missing(rendered, f"{what} template")
+
+
+def _check_missing(rendered: str, what: str) -> str:
+    """The rendered text, or RenderError naming the variables the template could not find."""
+    names = list(dict.fromkeys(name for name in _MISSING.findall(rendered)))
+    if not names:
+        return rendered
+    shown = ", ".join("a value it could not use" if name == "%s" else f"'{name}'" for name in names[:5])
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    raise RenderError(
+        f"The {what} refers to {shown}{more}, not found in the data or the report. "
+        "For a value that may be absent, use {% firstof value \"fallback\" %}."
+    )
 
 
 def _first_template(engine, names: list[str]):
