@@ -78,6 +78,27 @@ def test_it_delivers_subject_text_html_and_attachment_intact(use_smtp):
     assert attachment.get_payload(decode=True) == CSV
 
 
+def test_it_shows_a_chart_inside_the_html_by_content_id(use_smtp):
+    png = b"\x89PNG\r\n\x1a\n" + b"chart bytes"
+    with_chart = OutgoingEmail(
+        subject="Positions",
+        html='<p>Value</p><img src="cid:chart-1.png" alt="Value">',
+        text="Value",
+        attachments=[*EMAIL.attachments, Attachment("chart-1.png", png, "image/png", content_id="chart-1.png")],
+    )
+    send_each(["ana@example.com"], with_chart)
+
+    [message] = use_smtp.messages
+    html = text_of(message, "html")
+    parts = {part.get_filename(): part for part in message.walk() if part.get_filename()}
+    image = parts["chart-1.png"]
+    assert image.get_content_type() == "image/png" and image.get_payload(decode=True) == png
+    assert image["Content-Disposition"].startswith("inline")
+    content_id = image["Content-ID"].strip("<>")
+    assert f'src="cid:{content_id}"' in html and "cid:chart-1.png" not in html
+    assert parts["positions_2026-05-01_2026-05-31.csv"]["Content-Disposition"].startswith("attachment")
+
+
 def test_it_sets_reply_to_and_from_when_given(use_smtp):
     send_each(["ana@example.com"], OutgoingEmail(
         subject="S", html="<p>h</p>", text="t", attachments=[],

@@ -7,6 +7,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from reporting.periods import DAILY, MONTHLY, NONE, Period
+from reporting.pipeline.charts import ChartSpec
 from reporting.pipeline.render import RenderError, RenderRequest, columns_of, render, rows_to_csv
 
 MAY_2026 = Period(MONTHLY, date(2026, 5, 1), date(2026, 5, 31))
@@ -341,3 +342,49 @@ def test_it_puts_scalar_rows_in_one_value_column():
 
 def test_it_has_no_columns_without_rows():
     assert columns_of([]) == []
+
+
+# --- charts and Excel -----------------------------------------------------------------------
+
+DAILY_VALUES = [
+    {"date": f"2026-05-{day:02d}", "value": 1000 + day, "class": "Equity" if day % 2 else "Bond"}
+    for day in range(1, 32)
+]
+
+
+def test_it_draws_the_declared_charts_inside_the_email():
+    email = render(
+        request_for(
+            template="reports/table.html",
+            rows=DAILY_VALUES,
+            charts=(
+                ChartSpec("line", "date", "value", "Portfolio value"),
+                ChartSpec("bar", "class", "value", "By class"),
+            ),
+        )
+    )
+
+    assert [image.filename for image in email.inline_images] == ["chart-1.png", "chart-2.png"]
+    assert all(image.content.startswith(b"\x89PNG") and image.mimetype == "image/png" for image in email.inline_images)
+    assert '<img src="cid:chart-1.png" width="592" alt="Portfolio value — May 2026"' in email.html
+    assert 'alt="By class — May 2026"' in email.html
+    assert "- Portfolio value — May 2026" in email.text
+    assert [attachment.filename for attachment in email.files] == ["positions_2026-05-01_2026-05-31.csv"]
+
+
+def test_a_chart_the_data_cannot_fill_fails_the_render_in_words():
+    error = render_error(request_for(template="reports/table.html", charts=(ChartSpec("line", "day", "value", "V"),)))
+
+    assert error.message == "Chart 1 cannot be drawn: The chart 'V' has no rows with both 'day' and 'value'."
+
+
+def test_it_attaches_an_excel_workbook_beside_the_csv():
+    from openpyxl import load_workbook
+
+    email = render(request_for(template="reports/table.html", rows=DAILY_VALUES, attach_xlsx=True))
+
+    _csv_file, workbook_file = email.files
+    assert workbook_file.filename == "positions_2026-05-01_2026-05-31.xlsx"
+    assert workbook_file.mimetype == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    sheet = load_workbook(io.BytesIO(workbook_file.content)).active
+    assert sheet.max_row == 32 and sheet["B2"].value == 1001 and sheet["A2"].value == datetime(2026, 5, 1)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from anymail.exceptions import AnymailError, AnymailRecipientsRefused
+from anymail.message import attach_inline_image
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
@@ -95,9 +96,14 @@ def build_message(
         headers={"Message-ID": make_msgid(domain=_domain())},
         connection=backend,
     )
-    message.attach_alternative(email.html, "text/html")
+    html = email.html
     for attachment in email.attachments:
-        message.attach(attachment.filename, attachment.content, attachment.mimetype)
+        if attachment.content_id:  # an image inside the HTML: a fresh Content-ID for each message
+            content_id = attach_inline_image(message, attachment.content, attachment.filename)
+            html = html.replace(f"cid:{attachment.content_id}", f"cid:{content_id}")
+        else:
+            message.attach(attachment.filename, attachment.content, attachment.mimetype)
+    message.attach_alternative(html, "text/html")
     return message
 
 

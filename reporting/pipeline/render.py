@@ -19,6 +19,8 @@ from django.template import TemplateDoesNotExist, TemplateSyntaxError, engines
 from django.utils import timezone, translation
 
 from reporting.periods import Period
+from reporting.pipeline import charts as charts_module
+from reporting.pipeline import xlsx
 
 GENERIC_TEXT_TEMPLATE = "reporting/email/report.txt"
 # What the "reports" and "text" engines print for a variable they cannot find (settings.py).
@@ -39,6 +41,7 @@ class Attachment:
     filename: str
     content: bytes
     mimetype: str
+    content_id: str = ""  # set for an image shown inside the HTML as <img src="cid:…">
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class RenderRequest:
     generated_at: datetime
     timezone: str = "UTC"  # dates and times in the email are shown in the report's timezone
     attach_csv: bool = True
+    attach_xlsx: bool = False
+    charts: tuple[charts_module.ChartSpec, ...] = ()
     max_rows: int | None = None  # rows shown in the email (the CSV has them all); None: every row
     context_extra: dict[str, Any] = field(default_factory=dict)
 
@@ -61,7 +66,15 @@ class RenderedEmail:
     subject: str
     html: str
     text: str
-    attachments: list[Attachment]
+    attachments: list[Attachment]  # files, then the charts' images (with a content_id)
+
+    @property
+    def files(self) -> list[Attachment]:
+        return [attachment for attachment in self.attachments if not attachment.content_id]
+
+    @property
+    def inline_images(self) -> list[Attachment]:
+        return [attachment for attachment in self.attachments if attachment.content_id]
 
 
 def render(request: RenderRequest) -> RenderedEmail:
@@ -74,6 +87,7 @@ def _render(request: RenderRequest) -> RenderedEmail:
     columns = columns_of(request.rows)
     # Only the rows the email shows are laid out as cells: the CSV carries the rest.
     shown_rows = request.rows if request.max_rows is None else request.rows[: request.max_rows]
+    images = _draw_charts(request)
     context = {
         "report": request.report,
         "period": request.period,
@@ -85,6 +99,8 @@ def _render(request: RenderRequest) -> RenderedEmail:
         "table": [[_cell(row, column) for column in columns] for row in shown_rows],
         "generated_at": request.generated_at,
         "attach_csv": request.attach_csv,
+        "attach_xlsx": request.attach_xlsx,
+        "charts": [{"cid": image.content_id, "title": title} for image, title in images],
         **request.context_extra,
     }
     subject = render_subject(request.subject_template, context)
@@ -93,8 +109,27 @@ def _render(request: RenderRequest) -> RenderedEmail:
     text = _render_file("text", text_names, context, "text part")
     attachments = []
     if request.attach_csv:
-        attachments.append(Attachment(_csv_filename(request), rows_to_csv(request.rows, columns), "text/csv"))
+        attachments.append(Attachment(_filename(request, "csv"), rows_to_csv(request.rows, columns), "text/csv"))
+    if request.attach_xlsx:
+        workbook = xlsx.rows_to_xlsx(
+            request.rows, columns, sheet_title=request.report["name"], timezone=request.timezone
+        )
+        attachments.append(Attachment(_filename(request, "xlsx"), workbook, xlsx.MIMETYPE))
+    attachments.extend(image for image, _title in images)
     return RenderedEmail(subject=subject, html=html, text=text, attachments=attachments)
+
+
+def _draw_charts(request: RenderRequest) -> list[tuple[Attachment, str]]:
+    """Each declared chart as a PNG to show inline, with its title; RenderError in words."""
+    drawn = []
+    for number, spec in enumerate(request.charts, start=1):
+        try:
+            chart = charts_module.draw(spec, request.rows, period_label=request.period.label)
+        except charts_module.ChartError as exc:
+            raise RenderError(f"Chart {number} cannot be drawn: {exc.message}") from exc
+        name = f"chart-{number}.png"
+        drawn.append((Attachment(name, chart.png, "image/png", content_id=name), chart.title))
+    return drawn
 
 
 def render_subject(subject_template: str, context: dict[str, Any]) -> str:
@@ -203,7 +238,7 @@ def _check_missing(rendered: str, what: str) -> str:
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
     raise RenderError(
         f"The {what} refers to {shown}{more}, not found in the data or the report. "
-        "For a value that may be absent, use {% firstof value \"fallback\" %}."
+        'For a value that may be absent, use {% firstof value "fallback" %}.'
     )
 
 
@@ -224,9 +259,9 @@ def _text_template_for(html_template: str) -> str:
     return html_template.removesuffix(".html") + ".txt"
 
 
-def _csv_filename(request: RenderRequest) -> str:
+def _filename(request: RenderRequest, extension: str) -> str:
     period = request.period
     stamp = period.start.isoformat() if period.start == period.end else f"{period.start}_{period.end}"
     if period.at is not None:
         stamp = period.at.strftime("%Y-%m-%d_%H%M")
-    return f"{request.report['slug']}_{stamp}.csv"
+    return f"{request.report['slug']}_{stamp}.{extension}"
