@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export REPORTING_SITE_URL ?= http://127.0.0.1:$(PORT)
 
-.PHONY: run test test-sqlite test-postgres bench lint format install install-dev clean
+.PHONY: run test test-sqlite test-postgres browser-deps bench lint format install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,21 @@ run: install
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/reporting
 test: test-sqlite test-postgres
 
-test-sqlite: install-dev
+test-sqlite: install-dev browser-deps
 	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
 
+## The browser tests run in the SQLite pass (the embedded default); the PostgreSQL pass
+## runs everything else, the end-to-end tests included.
 test-postgres: install-dev
-	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -m "not browser" $(PYTEST_ARGS)
+
+## Debian's chromium for tests/browser/ (Playwright's own browser download does not work here).
+CHROMIUM_PATH ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-deps:
+	@test -x $(CHROMIUM_PATH) || { echo "installing Debian's chromium for the browser tests"; \
+	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }
 
 lint: install-dev
 	$(BIN)/ruff check .
