@@ -72,3 +72,15 @@ def test_it_says_in_words_when_the_data_does_not_fit_the_chart(spec, rows, messa
     with pytest.raises(ChartError) as caught:
         charts.draw(spec, rows, period_label="November 2026")
     assert message in caught.value.message
+
+
+def test_a_chart_can_draw_other_rows_of_the_response():
+    [spec] = charts.parse_specs(
+        [{"kind": "line", "x": "date", "y": "value", "title": "Value", "rows": "summary.daily"}]
+    )
+    data = {"summary": {"daily": DAYS}, "positions": HOLDINGS}
+
+    assert charts.rows_for(spec, data, HOLDINGS) == DAYS
+    assert spec.to_dict()["rows"] == "summary.daily"
+    with pytest.raises(ChartError, match=r"reads rows from 'summary\.daily', which is not in the data"):
+        charts.rows_for(spec, {"summary": {}}, HOLDINGS)

@@ -45,6 +45,7 @@ class ChartSpec:
     x: str  # the field along the bottom: a date (line) or a category (bar)
     y: str  # the number field
     title: str
+    rows: str = ""  # dotted path to other rows in the response (e.g. "daily"); empty: the report's rows
 
     @classmethod
     def from_dict(cls, raw: Any) -> ChartSpec:
@@ -57,15 +58,16 @@ class ChartSpec:
         kind = str(raw["kind"]).strip()
         if kind not in KINDS:
             raise ChartError(f"Unknown chart kind '{kind}': use 'line' or 'bar'.")
-        unknown = set(raw) - {"kind", "x", "y", "title"}
+        unknown = set(raw) - {"kind", "x", "y", "title", "rows"}
         if unknown:
             raise ChartError(f"A chart has unknown keys: {', '.join(sorted(unknown))}.")
         x, y = str(raw["x"]).strip(), str(raw["y"]).strip()
         title = str(raw.get("title") or "").strip() or f"{_label(y)} by {_label(x).lower()}"
-        return cls(kind=kind, x=x, y=y, title=title)
+        return cls(kind=kind, x=x, y=y, title=title, rows=str(raw.get("rows") or "").strip())
 
     def to_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "x": self.x, "y": self.y, "title": self.title}
+        shape = {"kind": self.kind, "x": self.x, "y": self.y, "title": self.title}
+        return {**shape, "rows": self.rows} if self.rows else shape
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,20 @@ def parse_specs(raw: Any) -> list[ChartSpec]:
     if not isinstance(raw, list):
         raise ChartError('Charts must be a JSON list of objects, e.g. [{"kind": "line", "x": "date", …}].')
     return [ChartSpec.from_dict(item) for item in raw]
+
+
+def rows_for(spec: ChartSpec, data: Any, report_rows: list[Any]) -> list[Any]:
+    """The rows the chart draws: the report's, or the list at `spec.rows` in the response."""
+    if not spec.rows:
+        return report_rows
+    node = data
+    for key in spec.rows.split("."):
+        if not isinstance(node, dict) or key not in node:
+            raise ChartError(f"The chart '{spec.title}' reads rows from '{spec.rows}', which is not in the data.")
+        node = node[key]
+    if not isinstance(node, list):
+        raise ChartError(f"The chart '{spec.title}' reads rows from '{spec.rows}', which is not a list.")
+    return node
 
 
 def draw(spec: ChartSpec, rows: list[Any], *, period_label: str) -> Chart:

@@ -124,7 +124,8 @@ def _draw_charts(request: RenderRequest) -> list[tuple[Attachment, str]]:
     drawn = []
     for number, spec in enumerate(request.charts, start=1):
         try:
-            chart = charts_module.draw(spec, request.rows, period_label=request.period.label)
+            rows = charts_module.rows_for(spec, request.data, request.rows)
+            chart = charts_module.draw(spec, rows, period_label=request.period.label)
         except charts_module.ChartError as exc:
             raise RenderError(f"Chart {number} cannot be drawn: {exc.message}") from exc
         name = f"chart-{number}.png"
