@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 export REPORTING_SITE_URL ?= http://127.0.0.1:$(PORT)
+# The demo's data source is the project's own API on 127.0.0.1 (see REPORTING_SITE_URL).
+export REPORTING_ALLOWED_SOURCE_HOSTS ?= 127.0.0.1,localhost
 
 .PHONY: run test test-sqlite test-postgres browser-deps bench lint format install install-dev clean
 

@@ -26,6 +26,9 @@ if str(ROOT) not in sys.path:
 def setup_django(settings_module: str = "project.settings") -> None:
     """Configure Django for a benchmark process (call before importing models)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
+    # The benchmarks' data sources are servers on loopback (also for the workers they start,
+    # which inherit this environment), whatever DEBUG is.
+    os.environ.setdefault("REPORTING_ALLOWED_SOURCE_HOSTS", "127.0.0.1,localhost")
     import django
 
     django.setup()

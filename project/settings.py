@@ -214,8 +214,18 @@ REPORTING = {
     "FETCH_RETRY_MAX_SECONDS": env_int("REPORTING_FETCH_RETRY_MAX_SECONDS", 1800, minimum=1),
     # A run not touched for this long is taken to be abandoned by a dead worker.
     "RUN_LEASE_SECONDS": env_int("REPORTING_RUN_LEASE_SECONDS", 120, minimum=5),
+    # The catch-up sweep looks only at schedule slots at least this old, so that it never
+    # races beat firing on time (reporting.sweeps.catch_up_missed_runs).
+    "CATCH_UP_GRACE_SECONDS": env_int("REPORTING_CATCH_UP_GRACE_SECONDS", 120),
+    # Largest total size of a run's attachments, as encoded in the message (base64: about 4/3 of
+    # the file); a file that would go over is archived and linked from the email instead.
+    "MAX_ATTACHMENT_BYTES": env_int("REPORTING_MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024, minimum=1),
     # Base URL of the admin, for links in emails and printed by commands.
     "SITE_URL": env_str("REPORTING_SITE_URL", "http://127.0.0.1:8000"),
+    # Hosts data sources may be fetched from: host names, ".example.com" (the domain and its
+    # subdomains), IP addresses and CIDR networks. Unset: loopback only with DEBUG on (the
+    # embedded demo's API), nothing at all otherwise. See reporting.pipeline.fetch.HostAllowlist.
+    "ALLOWED_SOURCE_HOSTS": env_list("REPORTING_ALLOWED_SOURCE_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else []),
 }
 
 LOGGING = {

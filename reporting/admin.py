@@ -5,8 +5,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.templatetags.admin_list import date_hierarchy
@@ -15,7 +18,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count, Exists, F, Func, IntegerField, Max, Min, OuterRef, QuerySet, Subquery
 from django.db.models.functions import JSONArray
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import get_script_prefix, path, reverse
@@ -25,9 +28,19 @@ from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
-from reporting import runs, schedules, tasks
+from reporting import audit, runs, schedules, tasks
 from reporting.forms import ReportForm, ResendForm, RunNowForm
-from reporting.models import DataSource, Delivery, Recipient, RecipientList, Report, ReportRun, RunAttachment
+from reporting.models import (
+    AuditEvent,
+    DataSource,
+    Delivery,
+    Recipient,
+    RecipientList,
+    Report,
+    ReportRun,
+    RunAttachment,
+)
+from reporting.pipeline import fetch
 
 SNAPSHOT_PREVIEW_BYTES = 200_000
 RUN_HISTORY_LENGTH = 10
@@ -38,10 +51,42 @@ RUN_MARKS = {
     ReportRun.Status.FAILED: ("failed", "✕"),
 }
 RUN_MARK_WORKING = ("working", "○")
+# The archived email is data from elsewhere: shown inert, in a sandbox, and only in our own frame.
+ARCHIVED_HTML_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'; sandbox",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "SAMEORIGIN",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class DataSourceForm(forms.ModelForm):
+    class Meta:
+        model = DataSource
+        fields = [
+            "name",
+            "base_url",
+            "auth_scheme",
+            "auth_header_name",
+            "secret_env_var",
+            "connect_timeout",
+            "read_timeout",
+            "verify_tls",
+        ]
+
+    def clean_base_url(self) -> str:
+        """Only a host in REPORTING_ALLOWED_SOURCE_HOSTS (checked by name here, by address when fetching)."""
+        url = self.cleaned_data["base_url"]
+        try:
+            fetch.check_source_url(url)
+        except fetch.FetchError as exc:
+            raise ValidationError(exc.message) from exc
+        return url
 
 
 @admin.register(DataSource)
 class DataSourceAdmin(admin.ModelAdmin):
+    form = DataSourceForm
     list_display = ["name", "base_url", "auth_scheme", "secret_env_var", "secret_available"]
     search_fields = ["name", "base_url"]
     readonly_fields = ["secret_available"]
@@ -103,6 +148,7 @@ class ReportAdmin(admin.ModelAdmin):
                     ("minute", "hour", "day_of_month", "month_of_year", "day_of_week"),
                     "schedule_in_words",
                     "next_runs",
+                    "catch_up_hours",
                 ],
                 "description": "Kept in this report's own periodic task; it fires in the report's timezone.",
             },
@@ -118,6 +164,18 @@ class ReportAdmin(admin.ModelAdmin):
                     "recipients",
                     "recipient_lists",
                 ]
+            },
+        ),
+        (
+            "Data checks",
+            {
+                "fields": [
+                    "check_min_rows",
+                    "check_required_fields",
+                    ("check_max_age_field", "check_max_age_hours"),
+                ],
+                "description": "A run whose data fails a check is held, not sent; the owner is told, and staff "
+                "can send it anyway or re-run it from the run's page.",
             },
         ),
     ]
@@ -142,6 +200,8 @@ class ReportAdmin(admin.ModelAdmin):
         )
 
     def save_model(self, request: HttpRequest, report: Report, form: ReportForm, change: bool) -> None:
+        # The audit's "before", read from the database: `report` already holds the form's values.
+        form.audit_before = _audit_state(report.pk) if change else {}
         with transaction.atomic():
             super().save_model(request, report, form, change)
             spec = form.schedule_spec()
@@ -152,9 +212,60 @@ class ReportAdmin(admin.ModelAdmin):
             else:
                 schedules.save_schedule(report=report, spec=spec)
 
+    def save_related(self, request: HttpRequest, form: ReportForm, formsets, change: bool) -> None:
+        super().save_related(request, form, formsets, change)  # the recipients (M2M) are saved here
+        report = form.instance
+        changes = audit.changes_between(form.audit_before, _audit_state(report.pk))
+        if change and not changes:
+            return
+        summary = f"Changed {', '.join(_audit_label(name) for name in changes)}." if change else "Created the report."
+        action = AuditEvent.Action.CHANGED if change else AuditEvent.Action.CREATED
+        audit.record(actor=request.user, action=action, summary=summary, report=report, changes=changes)
+
+    def delete_model(self, request: HttpRequest, report: Report) -> None:
+        with transaction.atomic():  # the event goes if the delete fails (a report with runs is protected)
+            _record_deleted(request, report)
+            super().delete_model(request, report)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        with transaction.atomic():
+            for report in queryset:
+                _record_deleted(request, report)
+            super().delete_queryset(request, queryset)
+
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        buttons = [("run_now", "Run now…"), ("send_test", "Send test…")] if self.has_run_permission(request) else []
-        return super().change_view(request, object_id, form_url, {"report_buttons": buttons, **(extra_context or {})})
+        buttons = []
+        if self.has_run_permission(request) and str(object_id).isdigit():
+            buttons = [
+                (reverse("admin:reporting_report_run_now", args=[object_id]), "Run now…"),
+                (reverse("admin:reporting_report_send_test", args=[object_id]), "Send test…"),
+            ]
+        # One query: the latest events of this report, with the actor's name kept on the event.
+        events = AuditEvent.objects.filter(report_id=object_id).order_by("-at", "-pk")[:AUDIT_EVENTS_SHOWN]
+        context = {"report_buttons": buttons, "audit_events": events if str(object_id).isdigit() else []}
+        return super().change_view(request, object_id, form_url, {**context, **(extra_context or {})})
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:report_id>/run-now/", wrap(self.run_now_view), name="reporting_report_run_now"),
+            path("<int:report_id>/send-test/", wrap(self.send_test_view), name="reporting_report_send_test"),
+            *super().get_urls(),
+        ]
+
+    def run_now_view(self, request: HttpRequest, report_id: int) -> HttpResponse:
+        """The "Run now…" page of one report (the button on its page)."""
+        return self._one_report_page(request, report_id, self.run_now)
+
+    def send_test_view(self, request: HttpRequest, report_id: int) -> HttpResponse:
+        return self._one_report_page(request, report_id, self.send_test)
+
+    def _one_report_page(self, request: HttpRequest, report_id: int, action) -> HttpResponse:
+        if not self.has_run_permission(request):
+            raise PermissionDenied
+        get_object_or_404(Report, pk=report_id)
+        response = action(request, Report.objects.filter(pk=report_id))
+        return response or HttpResponseRedirect(reverse("admin:reporting_report_change", args=[report_id]))
 
     @admin.display(description="schedule")
     def schedule_in_words(self, report: Report) -> str:
@@ -220,11 +331,12 @@ class ReportAdmin(admin.ModelAdmin):
 
     def _period_page(self, request: HttpRequest, queryset: QuerySet, *, action: str, title: str) -> HttpResponse | None:
         form = RunNowForm(request.POST if "confirm" in request.POST else None)
-        if form.is_valid():
+        if form.is_valid() and not _refuse_to_run(form, queryset, action, request.user.email):
             period_day = form.cleaned_data["period_day"]
             created = [self._create_run(request, report, action, period_day) for report in queryset]
             for run in created:
                 tasks.execute_run.delay_on_commit(run_id=run.pk)
+                _record_run(request, run, action)
             self._announce(request, created, action)
             return None
         context = {
@@ -262,7 +374,68 @@ class ReportAdmin(admin.ModelAdmin):
             )
 
     def has_run_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("reporting.add_reportrun")
+        return request.user.has_perm("reporting.run_report")
+
+
+AUDIT_EVENTS_SHOWN = 20
+_AUDIT_LABELS = {"schedule": "schedule", "recipients": "recipients", "recipient_lists": "recipient lists"}
+
+
+def _audit_state(report_id: int) -> dict[str, object]:
+    """The report as staff edit it, as text per field (its schedule and recipients included)."""
+    report = Report.objects.select_related("data_source", "owner", "periodic_task__crontab").get(pk=report_id)
+    state: dict[str, object] = {}
+    for field in Report._meta.concrete_fields:
+        if field.editable and field.name not in ("id", "created_at", "updated_at"):
+            value = getattr(report, field.name)
+            state[field.name] = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else _text(value)
+    spec = schedules.spec_for(report)
+    state["schedule"] = (
+        f"{spec.minute} {spec.hour} {spec.day_of_month} {spec.month_of_year} {spec.day_of_week} ({spec.timezone})"
+        if spec
+        else "not scheduled"
+    )
+    state["recipients"] = sorted(report.recipients.values_list("email", flat=True))
+    state["recipient_lists"] = sorted(report.recipient_lists.values_list("name", flat=True))
+    return state
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _audit_label(name: str) -> str:
+    return _AUDIT_LABELS.get(name) or str(Report._meta.get_field(name).verbose_name)
+
+
+def _record_deleted(request: HttpRequest, report: Report) -> None:
+    summary = f"Deleted the report {report.name}."
+    audit.record(actor=request.user, action=AuditEvent.Action.DELETED, summary=summary, report=report)
+
+
+def _record_run(request: HttpRequest, run: ReportRun, action: str) -> None:
+    if action == "send_test":
+        summary = f"Sent a test of run #{run.pk} ({run.period_label}) to {', '.join(run.recipients)}."
+        audit.record(actor=request.user, action=AuditEvent.Action.TEST_SENT, summary=summary, run=run)
+    else:
+        summary = f"Ran #{run.pk} now ({run.period_label}) for {', '.join(run.recipients) or 'no one'}."
+        audit.record(actor=request.user, action=AuditEvent.Action.RAN, summary=summary, run=run)
+
+
+def _refuse_to_run(form: RunNowForm, reports: QuerySet, action: str, user_email: str) -> bool:
+    """Add an error in words to the run-now form when a run could only fail to send; True if so."""
+    if action == "send_test":
+        try:
+            runs.clean_addresses([user_email])
+        except ValidationError:
+            form.add_error(None, f"Your email address ({user_email}) is not valid: correct it in your profile first.")
+    else:
+        empty = [report.name for report in reports if not report.recipient_addresses()]
+        if empty:
+            form.add_error(
+                None, f"No active recipients: {', '.join(empty)}. Add a recipient or a recipient list first."
+            )
+    return bool(form.errors)
 
 
 class DeliveryInline(admin.TabularInline):
@@ -366,6 +539,43 @@ def _count_of(queryset: QuerySet) -> Subquery:
     return Subquery(counted.values("count"))
 
 
+@dataclass(frozen=True)
+class HeldRunAction:
+    """A button on a held run's page: its words, its service, and how it is audited."""
+
+    label: str
+    explanation: str
+    service: Callable[..., bool]  # (run_id=, user_id=) → whether this request took the run out of "held"
+    audit: str
+    summary_words: str  # formatted with the run and its reasons
+    done: str
+
+    def summary(self, run: ReportRun) -> str:
+        return self.summary_words.format(run=run, reasons=" ".join(run.error.splitlines()))
+
+
+HELD_RUN_ACTIONS = {
+    "release": HeldRunAction(
+        label="Send anyway",
+        explanation="The email is made from the data already fetched (the archived snapshot), without the checks, "
+        "and sent to the run's recipients.",
+        service=lambda *, run_id, user_id: runs.release_held_run(run_id=run_id, released_by_id=user_id),
+        audit=AuditEvent.Action.RELEASED,
+        summary_words="Sent held run #{run.pk} ({run.period_label}) anyway, despite: {reasons}",
+        done="Run #{run.pk} is being sent anyway.",
+    ),
+    "rerun": HeldRunAction(
+        label="Re-run",
+        explanation="The data is fetched again and checked again: the email is sent if the checks pass, "
+        "and the run is held again if they do not.",
+        service=lambda *, run_id, user_id: runs.rerun_held_run(run_id=run_id, requested_by_id=user_id),
+        audit=AuditEvent.Action.RERAN,
+        summary_words="Re-ran held run #{run.pk} ({run.period_label}) with fresh data; it was held because: {reasons}",
+        done="Run #{run.pk} is fetching its data again.",
+    ),
+}
+
+
 @admin.register(ReportRun)
 class ReportRunAdmin(admin.ModelAdmin):
     list_display = ["__str__", "report_runs", "period", "trigger", "status", "created_at", "delivery_summary"]
@@ -385,7 +595,7 @@ class ReportRunAdmin(admin.ModelAdmin):
     inlines = [DeliveryInline]
     change_form_template = "admin/reporting/reportrun/change_form.html"
     fieldsets = [
-        (None, {"fields": ["report", "period", "trigger", "requested_by", "status", "error_in_words"]}),
+        (None, {"fields": ["report", "period", "trigger", "requested_by", "status", "error_in_words", "notes"]}),
         ("Timings", {"fields": ["created_at", "started_at", "fetched_at", "rendered_at", "finished_at", "attempts"]}),
         ("Data", {"fields": ["request_url", "row_count"]}),
     ]
@@ -434,7 +644,7 @@ class ReportRunAdmin(admin.ModelAdmin):
         return request.user.has_perm("reporting.resend_reportrun")
 
     def has_rerun_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("reporting.add_reportrun")
+        return request.user.has_perm("reporting.run_report")
 
     @admin.display(description="period", ordering="period_start")
     def period(self, run: ReportRun) -> str:
@@ -461,7 +671,10 @@ class ReportRunAdmin(admin.ModelAdmin):
                 wrap(self.attachment_view),
                 name="reporting_reportrun_attachment",
             ),
+            path("<int:run_id>/email.html", wrap(self.email_html_view), name="reporting_reportrun_email_html"),
             path("<int:run_id>/resend/", wrap(self.resend_view), name="reporting_reportrun_resend"),
+            path("<int:run_id>/send-anyway/", wrap(self.release_view), name="reporting_reportrun_release"),
+            path("<int:run_id>/rerun-held/", wrap(self.rerun_held_view), name="reporting_reportrun_rerun_held"),
             *super().get_urls(),
         ]
 
@@ -475,12 +688,25 @@ class ReportRunAdmin(admin.ModelAdmin):
                 "snapshot_preview": _snapshot_preview(obj),
                 "can_resend": self.has_resend_permission(request) and obj.is_rendered,
                 "resend_url": reverse("admin:reporting_reportrun_resend", args=[obj.pk]),
+                "can_release": self.has_release_permission(request) and obj.status == ReportRun.Status.HELD,
+                "release_url": reverse("admin:reporting_reportrun_release", args=[obj.pk]),
+                "rerun_held_url": reverse("admin:reporting_reportrun_rerun_held", args=[obj.pk]),
                 **context,
             }
         return super().render_change_form(request, context, add, change, form_url, obj)
 
+    def email_html_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        """The archived email's HTML, for the run page's frame: inert (no scripts, forms or network)."""
+        if not request.user.has_perm("reporting.view_reportrun"):
+            raise PermissionDenied
+        run = get_object_or_404(ReportRun.objects.only("body_html", "rendered_at"), pk=run_id)
+        if not run.is_rendered:
+            raise Http404("This run has no archived email.")
+        html = runs.html_with_images_inline(run)  # its charts as data: URIs, which the CSP allows
+        return HttpResponse(html, content_type="text/html; charset=utf-8", headers=ARCHIVED_HTML_HEADERS)
+
     def attachment_view(self, request: HttpRequest, run_id: int, attachment_id: int) -> FileResponse:
-        if not self.has_view_permission(request):
+        if not request.user.has_perm("reporting.view_reportrun"):
             raise PermissionDenied
         attachment = get_object_or_404(RunAttachment, pk=attachment_id, run_id=run_id)
         return FileResponse(
@@ -489,6 +715,44 @@ class ReportRunAdmin(admin.ModelAdmin):
             filename=attachment.filename,
             content_type=attachment.mimetype,
         )
+
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("reporting.release_reportrun")
+
+    def release_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        """The "Send anyway…" page of a held run: its archived data, rendered without the checks, sent."""
+        return self._held_run_page(request, run_id, HELD_RUN_ACTIONS["release"])
+
+    def rerun_held_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        """The "Re-run…" page of a held run: fetch the data again and check it again."""
+        return self._held_run_page(request, run_id, HELD_RUN_ACTIONS["rerun"])
+
+    def _held_run_page(self, request: HttpRequest, run_id: int, action: HeldRunAction) -> HttpResponse:
+        if not self.has_release_permission(request):
+            raise PermissionDenied
+        run = get_object_or_404(ReportRun.objects.select_related("report"), pk=run_id)
+        change_url = reverse("admin:reporting_reportrun_change", args=[run.pk])
+        if run.status != ReportRun.Status.HELD:
+            self.message_user(request, f"Run #{run.pk} is not held (it is {run.get_status_display().lower()}).")
+            return HttpResponseRedirect(change_url)
+        if request.method == "POST":
+            with transaction.atomic():
+                if action.service(run_id=run.pk, user_id=request.user.pk):
+                    audit.record(actor=request.user, action=action.audit, run=run, summary=action.summary(run))
+                    self.message_user(request, action.done.format(run=run), messages.SUCCESS)
+                else:  # a second click, or someone else's
+                    self.message_user(request, f"Run #{run.pk} was no longer held; nothing was done.", messages.WARNING)
+            return HttpResponseRedirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{action.label}: run #{run.pk}",
+            "opts": self.model._meta,
+            "run": run,
+            "reasons": run.error.splitlines(),
+            "action": action,
+            "change_url": change_url,
+        }
+        return TemplateResponse(request, "admin/reporting/reportrun/held_run.html", context)
 
     def resend_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
         return self._resend_page(request, ReportRun.objects.filter(pk=run_id))
@@ -531,6 +795,8 @@ class ReportRunAdmin(admin.ModelAdmin):
                 deliveries = runs.queue_resend(run_id=run.pk, addresses=addresses, requested_by_id=request.user.pk)
                 ids = [delivery.pk for delivery in deliveries]
                 tasks.send_resend.delay_on_commit(run_id=run.pk, delivery_ids=ids)
+                summary = f"Resent run #{run.pk} ({run.period_label}) to {', '.join(d.address for d in deliveries)}."
+                audit.record(actor=request.user, action=AuditEvent.Action.RESENT, summary=summary, run=run)
                 self.message_user(
                     request,
                     f"Resend of run #{run.pk} to {', '.join(d.address for d in deliveries)} is queued.",

@@ -28,7 +28,7 @@ import json
 import math
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from celery.beat import event_t
 from celery.utils.log import get_logger
@@ -36,8 +36,9 @@ from django.db import DatabaseError, InterfaceError, close_old_connections, tran
 from django.db.models import Case, DateTimeField, PositiveIntegerField, Value, When
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import SCHEDULE_SYNC_MAX_INTERVAL, DatabaseScheduler, ModelEntry
+from django_celery_beat.tzcrontab import TzAwareCrontab
 
-from reporting.schedules import RUN_TASK
+from reporting.schedules import RUN_TASK, next_slot
 
 logger = get_logger(__name__)
 
@@ -84,8 +85,34 @@ MAX_REPORTS_PER_MESSAGE = 100
 MAX_BURST = 20_000  # due reports taken in one tick; the rest go in the next
 
 
+class SlotCrontab(TzAwareCrontab):
+    """A report's crontab, due at the slots reporting.schedules computes (what runs and admin pages use).
+
+    Celery's own crontab fires a local time skipped by a DST change an hour late (02:30
+    on a night that jumps from 02:00 to 03:00 fires at 03:30), while the run's slot and the
+    catch-up sweep put it at the change (03:00). Everything else (the starting deadline,
+    what is_due returns) stays celery's.
+    """
+
+    @classmethod
+    def from_crontab(cls, schedule: TzAwareCrontab) -> SlotCrontab:
+        return cls(*schedule.__reduce__()[1], app=schedule._app)
+
+    def remaining_estimate(self, last_run_at: datetime) -> timedelta:
+        following = next_slot(self, self.tz, after=self.maybe_make_aware(last_run_at))
+        if following is None:  # never fires again; check back in a day
+            return timedelta(days=1)
+        # In UTC: subtracting two datetimes that share a tzinfo ignores a DST change between them.
+        return following.astimezone(UTC) - self.maybe_make_aware(self.now()).astimezone(UTC)
+
+
 class ReportEntry(ModelEntry):
     """A ModelEntry whose next instance shares the parsed schedule instead of parsing it again."""
+
+    def __init__(self, model: PeriodicTask, app=None):
+        super().__init__(model, app=app)
+        if _is_report_entry(self) and type(self.schedule) is TzAwareCrontab:
+            self.schedule = SlotCrontab.from_crontab(self.schedule)
 
     def __next__(self) -> ReportEntry:
         self.model.last_run_at = self._default_now()

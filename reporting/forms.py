@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 
 from reporting import runs, schedules
 from reporting.models import Recipient, Report, report_template_choices
+from reporting.pipeline.checks import field_names
 from reporting.pipeline.render import RenderError, render_subject
 
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
@@ -47,6 +48,11 @@ class ReportForm(forms.ModelForm):
             "email_max_rows",
             "recipients",
             "recipient_lists",
+            "catch_up_hours",
+            "check_min_rows",
+            "check_required_fields",
+            "check_max_age_field",
+            "check_max_age_hours",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -72,8 +78,14 @@ class ReportForm(forms.ModelForm):
             raise ValidationError('Give the query parameters as a JSON object of names to values, e.g. {"date": "…"}.')
         return params
 
+    def clean_check_required_fields(self) -> str:
+        """Stored as typed names joined by ", ": no empty names, each once."""
+        names = dict.fromkeys(field_names(self.cleaned_data["check_required_fields"]))
+        return ", ".join(names)
+
     def clean(self) -> dict:
         cleaned = super().clean()
+        self._check_max_age_pair(cleaned)
         if cleaned.get("enabled") and not _has_active_address(cleaned):
             self.add_error(
                 "recipients",
@@ -89,6 +101,15 @@ class ReportForm(forms.ModelForm):
                 else:
                     self.add_error(None, exc)
         return cleaned
+
+    def _check_max_age_pair(self, cleaned: dict) -> None:
+        """The age check needs both its field and its limit."""
+        has_field = bool((cleaned.get("check_max_age_field") or "").strip())
+        has_hours = cleaned.get("check_max_age_hours") is not None
+        if has_field and not has_hours:
+            self.add_error("check_max_age_hours", "Give the maximum age in hours for the timestamp field.")
+        elif has_hours and not has_field and "check_max_age_field" not in self.errors:
+            self.add_error("check_max_age_field", "Give the timestamp field whose age to check, e.g. meta.as_of.")
 
     def schedule_spec(self) -> schedules.CronSpec | None:
         if not self.cleaned_data.get("schedule_enabled"):

@@ -129,6 +129,17 @@ class Report(models.Model):
     recipients = models.ManyToManyField(Recipient, blank=True, related_name="reports")
     recipient_lists = models.ManyToManyField(RecipientList, blank=True, related_name="reports")
     attach_csv = models.BooleanField("attach CSV", default=True)
+    attach_xlsx = models.BooleanField(
+        "attach Excel", default=False, help_text="An .xlsx workbook of all rows: numbers and dates as Excel types."
+    )
+    charts = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Charts drawn above the table, e.g. "
+        '[{"kind": "line", "x": "date", "y": "value", "title": "Portfolio value"}, '
+        '{"kind": "bar", "x": "asset_class", "y": "market_value", "title": "Allocation"}]. '
+        "A line is drawn over a date field; bars sum a number field by category.",
+    )
     email_max_rows = models.PositiveIntegerField(
         "rows shown in the email",
         default=100,
@@ -322,6 +333,9 @@ class RunAttachment(models.Model):
     size = models.PositiveBigIntegerField()
     linked = models.BooleanField(
         default=False, help_text="Too large to attach: the email carries a link to the archived file instead."
+    )
+    content_id = models.CharField(
+        max_length=100, blank=True, help_text="Set for an image shown inside the email (a chart): its cid: name."
     )
 
     class Meta:

@@ -13,27 +13,31 @@ here. The rules that make a scheduled period go out at most once per address:
 
 from __future__ import annotations
 
+import base64
 import logging
+import math
 import tempfile
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
+from django.urls import reverse
 from django.utils import timezone
 
 from reporting import schedules
 from reporting.models import DataSource, Delivery, Report, ReportRun, RunAttachment
 from reporting.periods import Period, last_complete_period, period_containing, period_for_slot
-from reporting.pipeline import deliver, fetch, render
+from reporting.pipeline import checks, deliver, fetch, render
 
 log = logging.getLogger(__name__)
 Status = ReportRun.Status
@@ -169,9 +173,9 @@ def execute_run(*, run_id: int, final_attempt: bool = True) -> ReportRun:
     try:
         if not run.recipients:
             raise render.RenderError("The report has no active recipients: add a recipient or a recipient list.")
-        if run.rendered_at is None:
-            # The parsed data is passed straight through, so it is freed before sending.
-            _render_stage(run, None if run.data_snapshot else _fetch_stage(run))
+        _check_some_address_is_valid(run.recipients)
+        if run.rendered_at is None and not _fetch_check_render(run):
+            return run  # held by a data check: nothing rendered, nothing sent
         _deliver_stage(run)
     except fetch.FetchError as exc:
         if exc.permanent or final_attempt:
@@ -199,6 +203,82 @@ def execute_run(*, run_id: int, final_attempt: bool = True) -> ReportRun:
     return run
 
 
+def release_held_run(*, run_id: int, released_by_id: int) -> bool:
+    """Send a held run anyway: render its archived data without the checks, then deliver it.
+
+    Queues the run on commit; False (and nothing queued) when the run is no longer held,
+    e.g. a second click on "Send anyway".
+    """
+    return _leave_held(
+        run_id,
+        verb="Sent anyway",
+        user_id=released_by_id,
+        checks_released_by_id=released_by_id,
+    )
+
+
+def rerun_held_run(*, run_id: int, requested_by_id: int | None) -> bool:
+    """Fetch fresh data for a held run and execute it again, checks and all.
+
+    Queues the run on commit; False (and nothing queued) when the run is no longer held.
+    """
+    held = ReportRun.objects.filter(pk=run_id).values("data_snapshot", "legal_hold").first()
+    left = _leave_held(
+        run_id,
+        verb="Re-run",
+        user_id=requested_by_id,
+        data_snapshot="",
+        row_count=None,
+        request_url="",
+        fetched_at=None,
+        subject="",
+        body_html="",
+        body_text="",
+        rendered_at=None,
+        checks_released_by_id=None,
+        alerted_at=None,  # held again, the owner hears about it again
+    )
+    if left and held["data_snapshot"] and not held["legal_hold"]:
+        # The rejected data is replaced by the fresh fetch; its reasons stay in the notes.
+        storage = ReportRun._meta.get_field("data_snapshot").storage
+        transaction.on_commit(lambda: storage.delete(held["data_snapshot"]))
+    return left
+
+
+def _leave_held(run_id: int, *, verb: str, user_id: int | None, **fields) -> bool:
+    """Turn a held run back into a queued one (a conditional update: one caller wins) and queue it."""
+    from reporting import tasks  # tasks import this module
+
+    run = ReportRun.objects.filter(pk=run_id).only("error", "notes").first()
+    if run is None:
+        return False
+    when = timezone.localtime().strftime("%d %b %Y %H:%M %Z")
+    note = f"{verb} by {_user_name(user_id)} on {when}, after the data checks held it: {run.error}"
+    with transaction.atomic():
+        left = ReportRun.objects.filter(pk=run_id, status=Status.HELD).update(
+            status=Status.QUEUED,
+            error="",
+            error_detail="",
+            finished_at=None,
+            lease_expires_at=None,
+            notes=_noted(run.notes, note),
+            **fields,
+        )
+        if left:
+            tasks.execute_run.delay_on_commit(run_id=run_id)
+    return bool(left)
+
+
+def _user_name(user_id: int | None) -> str:
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+    return user.get_username() if user else "the system"
+
+
+def _noted(notes: str, note: str) -> str:
+    """`notes` with `note` added on a line of its own, once."""
+    return notes if note in notes else f"{notes}\n{note}".strip()
+
+
 def _claim(run_id: int) -> bool:
     """Take the run for this worker; False when it is finished, RunNotClaimed when held."""
     now = timezone.now()
@@ -207,6 +287,7 @@ def _claim(run_id: int) -> bool:
     )
     claimed = ReportRun.objects.filter(claimable, pk=run_id).update(
         lease_expires_at=now + _lease(),
+        heartbeat_at=now,
         attempts=F("attempts") + 1,
         started_at=Coalesce("started_at", now),
     )
@@ -225,7 +306,9 @@ def _lease() -> timedelta:
 
 def _set(run: ReportRun, *, release: bool = False, **fields) -> None:
     """Write `fields` and renew the lease (the worker is alive), or `release` it when done."""
-    fields["lease_expires_at"] = None if release else timezone.now() + _lease()
+    now = timezone.now()
+    fields["lease_expires_at"] = None if release else now + _lease()
+    fields["heartbeat_at"] = now  # the last sign of life, shown to staff and in a stuck run's error
     for name, value in fields.items():
         setattr(run, name, value)
     ReportRun.objects.filter(pk=run.pk).update(**fields)
@@ -269,42 +352,170 @@ def _auth(source: DataSource) -> fetch.Auth:
     )
 
 
+def _fetch_check_render(run: ReportRun) -> bool:
+    """Fetch the data (or read the archived snapshot), check it and render; False when a check holds the run.
+
+    The parsed data lives only in this call, so it is freed before sending.
+    """
+    data = snapshot_data(run) if run.data_snapshot else _fetch_stage(run)
+    if run.checks_released_by_id is None:  # staff may send a held run anyway
+        failures = checks.failed_checks(
+            rows=fetch.select_rows(data, run.report.records_path),
+            data=data,
+            checks=check_settings(run.report),
+            now=timezone.now(),
+        )
+        if failures:
+            _hold(run, failures)
+            return False
+    _render_stage(run, data)
+    return True
+
+
+def check_settings(report: Report) -> checks.CheckSettings:
+    """The data checks of `report`, as the checks module takes them."""
+    return checks.CheckSettings(
+        min_rows=report.check_min_rows,
+        required_fields=checks.field_names(report.check_required_fields),
+        max_age_field=report.check_max_age_field.strip(),
+        max_age_hours=report.check_max_age_hours,
+        timezone=report.timezone,
+    )
+
+
+def _hold(run: ReportRun, failures: list[str]) -> None:
+    """Keep the snapshot, render and send nothing; the alert sweep tells the owner (alerted_at is null)."""
+    log.info("run %s held by its data checks: %s", run.pk, " ".join(failures))
+    _set(run, status=Status.HELD, error="\n".join(failures), error_detail="", finished_at=timezone.now(), release=True)
+
+
 def _render_stage(run: ReportRun, data: object | None) -> None:
     _set(run, status=Status.RENDERING)
     report = run.report
     if data is None:
         data = snapshot_data(run)
-    email = render.render(
-        render.RenderRequest(
-            template_name=report.template,
-            subject_template=report.subject_template,
-            report={"name": report.name, "slug": report.slug, "description": report.description},
-            period=Period.from_run(run),
-            data=data,
-            rows=fetch.select_rows(data, report.records_path),
-            generated_at=timezone.now(),
-            timezone=report.timezone,
-            attach_csv=report.attach_csv,
-            max_rows=report.email_max_rows,
-        )
+    request = render.RenderRequest(
+        template_name=report.template,
+        subject_template=report.subject_template,
+        report={"name": report.name, "slug": report.slug, "description": report.description},
+        period=Period.from_run(run),
+        data=data,
+        rows=fetch.select_rows(data, report.records_path),
+        generated_at=timezone.now(),
+        timezone=report.timezone,
+        attach_csv=report.attach_csv,
+        attach_xlsx=report.attach_xlsx,
+        charts=render.chart_specs(report.charts),
+        max_rows=report.email_max_rows,
     )
+    email = render.render(request)
+    too_large = _too_large_to_attach(email.attachments)
     with transaction.atomic():
         run.attachments.all().delete()
-        for attachment in email.attachments:
-            RunAttachment.objects.create(
+        links = []
+        for index, attachment in enumerate(email.attachments):
+            stored = RunAttachment.objects.create(
                 run=run,
                 filename=attachment.filename,
                 mimetype=attachment.mimetype,
                 size=len(attachment.content),
                 file=ContentFile(attachment.content, name=attachment.filename),
+                linked=index in too_large,
+                content_id=attachment.content_id,
             )
-        _set(run, subject=email.subject, body_html=email.html, body_text=email.text, rendered_at=timezone.now())
+            if stored.linked:
+                links.append(_link_to(stored))
+        notes = run.notes
+        if links:
+            email = _render_with_links(request, email, links)
+            notes = _noted(notes, " ".join(too_large.values()))
+        _set(
+            run,
+            subject=email.subject,
+            body_html=email.html,
+            body_text=email.text,
+            rendered_at=timezone.now(),
+            notes=notes,
+        )
+
+
+def _too_large_to_attach(attachments: list[render.Attachment]) -> dict[int, str]:
+    """Which attachments to link instead of attach (index → why, in words): the largest, until the rest fit.
+
+    Sizes are counted as encoded in the message (base64: 4 bytes for every 3), all attachments together.
+    """
+    limit = settings.REPORTING["MAX_ATTACHMENT_BYTES"]
+    sizes = {  # the files; a chart shown inside the email stays in it
+        index: 4 * math.ceil(len(attachment.content) / 3)
+        for index, attachment in enumerate(attachments)
+        if not attachment.content_id
+    }
+    total = sum(sizes.values())
+    too_large = {}
+    for index in sorted(sizes, key=lambda each: sizes[each], reverse=True):
+        if total <= limit:
+            break
+        total -= sizes[index]
+        over = "is over" if sizes[index] > limit else "would take the attachments over"
+        too_large[index] = (
+            f"{attachments[index].filename} ({size_in_words(sizes[index])} encoded) {over} the "
+            f"{size_in_words(limit)} attachment limit; the email links to the archived file instead."
+        )
+    return too_large
+
+
+def _link_to(attachment: RunAttachment) -> dict[str, str]:
+    """What the email says about a linked attachment: its name, size and address in the admin."""
+    path = reverse("admin:reporting_reportrun_attachment", args=[attachment.run_id, attachment.pk])
+    return {
+        "filename": attachment.filename,
+        "size": size_in_words(attachment.size),
+        "url": settings.REPORTING["SITE_URL"].rstrip("/") + path,
+    }
+
+
+def _render_with_links(
+    request: render.RenderRequest, first: render.RenderedEmail, links: list[dict[str, str]]
+) -> render.RenderedEmail:
+    """The email rendered again, now that the archived files it links to have addresses."""
+    linked = {link["filename"] for link in links}
+    still_attached = [each for each in first.attachments if each.filename not in linked]
+    extra = {
+        "linked_attachments": links,
+        "attach_csv": any(each.mimetype == "text/csv" for each in still_attached),  # "the attached CSV has them all"
+    }
+    email = render.render(replace(request, attach_csv=False, context_extra={**request.context_extra, **extra}))
+    # A report's own text template may not include the generic link block: the links are added at its end.
+    missing = [link for link in links if link["url"] not in email.text]
+    text = email.text.rstrip("\n") + "\n\n" + "".join(map(_link_in_text, missing)) if missing else email.text
+    return replace(email, text=text, attachments=still_attached)
+
+
+def _link_in_text(link: dict[str, str]) -> str:
+    return f"{link['filename']} ({link['size']}) is too large to attach. Download it from the archive:\n{link['url']}\n"
+
+
+def size_in_words(size: int) -> str:
+    """A size in bytes as people read it: "14.2 MB", "980 KB", "512 bytes"."""
+    for unit, factor in (("MB", 1024 * 1024), ("KB", 1024)):
+        if size >= factor:
+            return f"{size / factor:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
 
 
 def _deliver_stage(run: ReportRun) -> None:
     _set(run, status=Status.SENDING)
+    # Every address is checked before the first send: an invalid one is recorded as failed,
+    # with the reason, and the others are sent (each address once, whatever its case).
+    addresses = check_addresses(run.recipients)
     Delivery.objects.bulk_create(
-        [Delivery(run=run, address=address, kind=Delivery.Kind.ORIGINAL) for address in run.recipients],
+        [Delivery(run=run, address=address, kind=Delivery.Kind.ORIGINAL) for address in addresses.valid]
+        + [
+            Delivery(
+                run=run, address=address[:254], kind=Delivery.Kind.ORIGINAL, status=Delivery.Status.FAILED, error=why
+            )
+            for address, why in addresses.invalid.items()
+        ],
         ignore_conflicts=True,
     )
     originals = run.deliveries.filter(kind=Delivery.Kind.ORIGINAL)
@@ -390,12 +601,25 @@ def _record_delivery(delivery: Delivery, **fields) -> None:
 
 
 def archived_email(run: ReportRun) -> deliver.OutgoingEmail:
-    """The email exactly as archived: subject, both parts and the stored attachments."""
+    """The email exactly as archived: subject, both parts and the stored attachments (but the linked ones)."""
     attachments = []
-    for attachment in run.attachments.all():
+    for attachment in run.attachments.filter(linked=False):  # a linked one is too large: the body links to it
         with attachment.file.open("rb") as stored:
-            attachments.append(render.Attachment(attachment.filename, stored.read(), attachment.mimetype))
+            content = stored.read()
+        attachments.append(
+            render.Attachment(attachment.filename, content, attachment.mimetype, content_id=attachment.content_id)
+        )
     return deliver.OutgoingEmail(subject=run.subject, html=run.body_html, text=run.body_text, attachments=attachments)
+
+
+def html_with_images_inline(run: ReportRun) -> str:
+    """The archived HTML with each image it shows (cid:) as a data: URI, for viewing in a browser."""
+    html = run.body_html
+    for attachment in run.attachments.exclude(content_id=""):
+        with attachment.file.open("rb") as stored:
+            encoded = base64.b64encode(stored.read()).decode("ascii")
+        html = html.replace(f"cid:{attachment.content_id}", f"data:{attachment.mimetype};base64,{encoded}")
+    return html
 
 
 def queue_resend(*, run_id: int, addresses: list[str] | None, requested_by_id: int | None) -> list[Delivery]:
@@ -435,21 +659,60 @@ def _fail_queued_deliveries(deliveries, message: str) -> None:
 
 def clean_addresses(addresses: list[str]) -> list[str]:
     """Validate and de-duplicate addresses (case-insensitively); ValidationError names the bad ones."""
+    checked = check_addresses(addresses)
+    if checked.invalid:
+        raise ValidationError(f"Not a valid email address: {', '.join(map(_readable_address, checked.invalid))}.")
+    return checked.valid
+
+
+@dataclass(frozen=True)
+class CheckedAddresses:
+    valid: list[str]  # each once, case-insensitively, in the order given
+    invalid: dict[str, str]  # address → why it is refused, in words
+
+
+def check_addresses(addresses: list[str]) -> CheckedAddresses:
+    """Sort addresses into valid ones (de-duplicated case-insensitively) and invalid ones with the reason.
+
+    Refused besides what Django's validator refuses: a line break or other control character
+    (it could add a header) and more than 254 characters (what SMTP carries).
+    """
     unique: dict[str, str] = {}
-    invalid = []
+    invalid: dict[str, str] = {}
     for raw in addresses:
         address = raw.strip()
         if not address:
             continue
-        try:
-            validate_email(address)
-        except ValidationError:
-            invalid.append(address)
-            continue
-        unique.setdefault(address.lower(), address)
-    if invalid:
-        raise ValidationError(f"Not a valid email address: {', '.join(invalid)}.")
-    return list(unique.values())
+        problem = _address_problem(address)
+        if problem:
+            invalid[address] = f"{problem}; nothing was sent to it."
+        else:
+            unique.setdefault(address.lower(), address)
+    return CheckedAddresses(valid=list(unique.values()), invalid=invalid)
+
+
+def _address_problem(address: str) -> str:
+    if any(not character.isprintable() for character in address):
+        return "Not a valid email address (it contains a line break or another control character)"
+    if len(address) > 254:
+        return "Not a valid email address (longer than 254 characters)"
+    try:
+        validate_email(address)
+    except ValidationError:
+        return "Not a valid email address"
+    return ""
+
+
+def _readable_address(address: str) -> str:
+    """An address as staff can read it: control characters shown escaped."""
+    return address if address.isprintable() else repr(address)
+
+
+def _check_some_address_is_valid(addresses: list[str]) -> None:
+    """Fail the run in words, before fetching, when not one of its addresses could be sent to."""
+    if not check_addresses(addresses).valid:
+        shown = ", ".join(_readable_address(address) for address in addresses[:5])
+        raise render.RenderError(f"None of the run's addresses is a valid email address ({shown}): nothing was sent.")
 
 
 def snapshot_data(run: ReportRun) -> object | None:

@@ -109,6 +109,7 @@ def validate(spec: CronSpec) -> None:
 
 def next_runs(spec: CronSpec, *, after: datetime, count: int = 5) -> list[datetime]:
     """The next `count` slots strictly after `after`, aware, in the schedule's timezone."""
+    after = after.astimezone(UTC)  # compare instants, not wall clocks (which repeat in autumn)
     slots = []
     for slot in _slots(spec, after.astimezone(spec.tz).date(), step=1):
         if slot > after:
@@ -120,15 +121,31 @@ def next_runs(spec: CronSpec, *, after: datetime, count: int = 5) -> list[dateti
 
 def latest_slot(spec: CronSpec, *, at_or_before: datetime) -> datetime | None:
     """The most recent slot at or before `at_or_before`, or None when there is none."""
+    at_or_before = at_or_before.astimezone(UTC)  # compare instants, not wall clocks (which repeat in autumn)
     for slot in _slots(spec, at_or_before.astimezone(spec.tz).date(), step=-1):
         if slot <= at_or_before:
             return slot
     return None
 
 
+def next_slot(cron: crontab, tz: ZoneInfo, *, after: datetime) -> datetime | None:
+    """The first slot of an already parsed crontab strictly after `after`: what beat fires next."""
+    after = after.astimezone(UTC)  # compare instants, not wall clocks (which repeat in autumn)
+    for slot in slots(cron, tz, after.astimezone(tz).date(), step=1):
+        if slot > after:
+            return slot
+    return None
+
+
 def _slots(spec: CronSpec, first_day: date, *, step: int) -> Iterator[datetime]:
-    """Slots day by day from `first_day`, forwards (step 1) or backwards (step -1)."""
-    cron = spec.parsed()
+    return slots(spec.parsed(), spec.tz, first_day, step=step)
+
+
+def slots(cron: crontab, tz: ZoneInfo, first_day: date, *, step: int) -> Iterator[datetime]:
+    """Slots day by day from `first_day`, forwards (step 1) or backwards (step -1), in `tz`.
+
+    A time skipped by a DST change fires at the change; a repeated time, once (its first).
+    """
     times = sorted(time(hour, minute) for hour in cron.hour for minute in cron.minute)
     if step < 0:
         times.reverse()
@@ -141,7 +158,7 @@ def _slots(spec: CronSpec, first_day: date, *, step: int) -> Iterator[datetime]:
         ):
             seen = set()
             for local_time in times:
-                slot = localize(datetime.combine(day, local_time), spec.tz)
+                slot = localize(datetime.combine(day, local_time), tz)
                 if slot not in seen:  # two gap times can land on the same instant
                     seen.add(slot)
                     yield slot

@@ -7,7 +7,7 @@ from datetime import datetime
 from celery import shared_task
 from django.conf import settings
 
-from reporting import runs
+from reporting import runs, sweeps
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +72,15 @@ def retry_delay(retries: int, retry_after: float | None) -> float:
     cap = settings.REPORTING["FETCH_RETRY_MAX_SECONDS"]
     backoff = random.uniform(base, min(cap, base * 2**retries))
     return min(cap, max(backoff, retry_after or 0))
+
+
+@shared_task
+def catch_up_missed_runs() -> None:
+    """Every few minutes: run late, or record as missed, what beat did not start (reporting.sweeps)."""
+    sweeps.catch_up_missed_runs()
+
+
+@shared_task
+def recover_stuck_runs() -> None:
+    """Every minute: retry once, then fail, the runs whose worker went silent (reporting.sweeps)."""
+    sweeps.recover_stuck_runs()

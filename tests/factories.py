@@ -68,3 +68,15 @@ def report_crontabs():
     from django_celery_beat.models import CrontabSchedule
 
     return CrontabSchedule.objects.exclude(periodictask__name__startswith="Reporting: ")
+
+
+def staff_user(username: str, *codenames: str):
+    """A staff user (password "pw") holding the given permissions of the reporting app, e.g. "view_reportrun"."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user(username, f"{username}@example.com", "pw", is_staff=True)
+    found = Permission.objects.filter(content_type__app_label="reporting", codename__in=codenames)
+    assert found.count() == len(codenames), f"unknown permission among {codenames}"
+    user.user_permissions.add(*found)
+    return user

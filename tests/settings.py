@@ -22,3 +22,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": os.path.join(tempfile.gettempdir(), f"reporting-tests-{os.getpid()}.sqlite3")
     }
+
+# Data sources in tests are real servers on loopback (pytest-httpserver, the demo API).
+REPORTING = {**REPORTING, "ALLOWED_SOURCE_HOSTS": ["localhost", "127.0.0.1", "::1"]}  # noqa: F405

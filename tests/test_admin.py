@@ -63,6 +63,8 @@ def report_form(source, **overrides):
         "subject_template": "Collections — {{ period.label }}",
         "attach_csv": "on",
         "email_max_rows": "100",
+        "catch_up_hours": "24",
+        "check_min_rows": "1",
         "recipients": [str(recipient.pk)],
     }
     return {**form, **overrides}
@@ -208,7 +210,7 @@ def test_the_run_page_shows_the_email_as_sent_its_files_and_deliveries(staff_cli
 
     page = staff_client.get(reverse("admin:reporting_reportrun_change", args=[run.pk])).content.decode()
 
-    assert 'sandbox=""' in page and "srcdoc=" in page
+    assert 'sandbox=""' in page and reverse("admin:reporting_reportrun_email_html", args=[run.pk]) in page
     assert "Globex 4.25% 2032" in page
     assert "ann@example.com" in page and "bob@example.com" in page
     attachment = run.attachments.get()

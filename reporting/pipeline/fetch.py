@@ -2,24 +2,45 @@
 
 Plain values in, plain values out: the caller passes a `FetchRequest` and gets a
 `FetchResult` or a `FetchError` that says whether retrying can help.
+
+Only hosts in REPORTING_ALLOWED_SOURCE_HOSTS are fetched from (see `HostAllowlist`). The
+name is checked before connecting, and the address actually connected to is checked on the
+open socket, before a byte is sent: a name that resolves (or is re-pointed) to a loopback,
+private or cloud-metadata address is refused. Redirects are followed one checked hop at a time.
 """
 
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import os
+import re
+import socket
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
+from requests.adapters import HTTPAdapter
+from urllib3 import PoolManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 USER_AGENT = "ScheduledReports/1.0"
 _CHUNK = 64 * 1024
+MAX_REDIRECTS = 5
+SETTING = "REPORTING_ALLOWED_SOURCE_HOSTS"
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Cloud instance-metadata endpoints (AWS/GCP/Azure, AWS IPv6, Alibaba): they hand out credentials.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(address) for address in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+_HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
 
 
 class FetchError(Exception):
@@ -55,6 +76,8 @@ class FetchRequest:
     read_timeout: float = 30.0
     verify_tls: bool = True
     max_bytes: int = 50 * 1024 * 1024
+    # Entries of REPORTING_ALLOWED_SOURCE_HOSTS; None: read the setting when fetching.
+    allowed_hosts: tuple[str, ...] | None = None
 
     @property
     def url(self) -> str:
@@ -67,6 +90,138 @@ class FetchResult:
     url: str  # the URL as requested, without any secret
     content: bytes  # the response body exactly as received
     data: Any  # the parsed JSON
+
+
+@dataclass(frozen=True)
+class HostAllowlist:
+    """REPORTING_ALLOWED_SOURCE_HOSTS: exact host names, domains (".example.com": it and its
+    subdomains), IP addresses and CIDR networks.
+
+    A URL's host must match an entry. The address connected to must be public, or be covered by
+    an IP or network entry, or belong to a host name listed exactly (not through a domain): a
+    domain entry never lets a name reach an internal address. A cloud-metadata address needs
+    an IP or network entry.
+    """
+
+    names: frozenset[str] = frozenset()
+    domains: tuple[str, ...] = ()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def from_entries(cls, entries: tuple[str, ...] | list[str]) -> HostAllowlist:
+        """Parse the setting's entries; a malformed one is a permanent FetchError naming it."""
+        names, domains, networks = set(), [], []
+        for raw in entries:
+            entry = raw.strip().lower().rstrip(".")
+            network = _network(entry)
+            if network is not None:
+                networks.append(network)
+            elif entry.startswith(".") and _HOST_NAME.match(entry[1:]):
+                domains.append(entry[1:])
+            elif _HOST_NAME.match(entry):
+                names.add(entry)
+            elif entry:
+                raise FetchError(
+                    f"{SETTING} has an entry that is not a host name, a domain (.example.com), "
+                    f"an IP address or a network: {raw!r}.",
+                    permanent=True,
+                )
+        return cls(names=frozenset(names), domains=tuple(domains), networks=tuple(networks))
+
+    def check_url(self, url: str, *, redirected: bool = False) -> None:
+        """Raise a permanent FetchError unless the URL's host matches an entry (by name or IP)."""
+        host = _host_of(url)
+        if self.allows_host(host):
+            return
+        if not (self.names or self.domains or self.networks):
+            raise FetchError(
+                f"No data source host is allowed: set {SETTING} to the hosts reports may fetch from "
+                "(for example api.example.com).",
+                permanent=True,
+            )
+        if redirected:
+            raise FetchError(
+                f"The data source redirected to {_origin(url)}, whose host {host} is not in {SETTING}.",
+                permanent=True,
+            )
+        raise FetchError(f"The data source's host {host} is not in {SETTING}.", permanent=True)
+
+    def allows_host(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        address = _ip(host)
+        if address is not None:
+            return self.covers(address)
+        return host in self.names or any(host == domain or host.endswith("." + domain) for domain in self.domains)
+
+    def covers(self, address: IPAddress) -> bool:
+        return any(address.version == network.version and address in network for network in self.networks)
+
+    def check_peer(self, *, host: str, address: str) -> None:
+        """Raise a permanent FetchError when `host` connected to an internal address it may not reach."""
+        ip = _ip(address.split("%", 1)[0])
+        ip = getattr(ip, "ipv4_mapped", None) or ip
+        if ip is None or self.covers(ip):
+            return
+        kind = address_kind(ip)
+        metadata = ip in METADATA_ADDRESSES
+        if kind is None or (not metadata and host.lower().rstrip(".") in self.names):
+            return
+        described = f"{kind} (cloud metadata)" if metadata else kind
+        article = "an" if described[0] in "aeiou" else "a"
+        advice = "" if metadata else f" List the exact host name or the address in {SETTING} to allow it."
+        raise FetchError(
+            f"{host} resolved to {ip}, {article} {described} address, which is refused.{advice}", permanent=True
+        )
+
+
+def allowed_source_hosts(entries: tuple[str, ...] | list[str] | None = None) -> HostAllowlist:
+    """The allowlist of `entries`, or of the REPORTING_ALLOWED_SOURCE_HOSTS setting."""
+    if entries is None:
+        entries = settings.REPORTING.get("ALLOWED_SOURCE_HOSTS", ())
+    return HostAllowlist.from_entries(tuple(entries))
+
+
+def check_source_url(url: str) -> None:
+    """Raise a permanent FetchError when the URL's host is not allowed by the setting (for forms)."""
+    allowed_source_hosts().check_url(url)
+
+
+def address_kind(ip: IPAddress) -> str | None:
+    """What kind of internal address `ip` is, in words, or None for a public one."""
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    checks = [
+        ("unspecified", ip.is_unspecified),
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
+        ("non-public", not ip.is_global),
+    ]
+    return next((kind for kind, matches in checks if matches), None)
+
+
+def _ip(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    if _ip(entry) is None and "/" not in entry:
+        return None
+    try:
+        return ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return None
+
+
+def _host_of(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").rstrip(".")
+    except ValueError:
+        return ""
 
 
 def fetch(request: FetchRequest, *, session: requests.Session | None = None) -> FetchResult:
@@ -96,16 +251,14 @@ def download(request: FetchRequest, body: BinaryIO, *, session: requests.Session
 def _download(
     request: FetchRequest, headers: dict[str, str], session: requests.Session | None, body: BinaryIO
 ) -> tuple[str, Any]:
+    allowlist = allowed_source_hosts(request.allowed_hosts)
+    allowlist.check_url(request.url)
     prepared = requests.Request("GET", request.url, params=request.params, headers=headers)
     http = session or _SourceSession(secret_header=request.auth.custom_header)
+    http.mount("http://", _GuardedAdapter(allowlist))
+    http.mount("https://", _GuardedAdapter(allowlist))
     try:
-        response = http.send(
-            http.prepare_request(prepared),
-            timeout=(request.connect_timeout, request.read_timeout),
-            verify=request.verify_tls,
-            stream=True,
-            allow_redirects=True,
-        )
+        response = _send_following_redirects(http, http.prepare_request(prepared), request, allowlist)
     except requests.Timeout as exc:
         raise FetchError(
             f"The data source did not answer in time (connect {request.connect_timeout:g}s, "
@@ -125,6 +278,31 @@ def _download(
         _read_capped(response, request.max_bytes, body)
         _check_content_type(response)
     return response.url, parse_json_file(body)
+
+
+def _send_following_redirects(
+    http: requests.Session, prepared: requests.PreparedRequest, request: FetchRequest, allowlist: HostAllowlist
+) -> requests.Response:
+    """Send `prepared`, following up to MAX_REDIRECTS redirects, each only to an allowed host."""
+    for hop in range(MAX_REDIRECTS + 1):
+        response = http.send(
+            prepared,
+            timeout=(request.connect_timeout, request.read_timeout),
+            verify=request.verify_tls,
+            stream=True,
+            allow_redirects=False,
+        )
+        if not response.is_redirect:
+            return response
+        response.close()  # unread: a redirect's body is never needed
+        if hop == MAX_REDIRECTS:
+            break
+        target = urljoin(response.url, response.headers["Location"])
+        allowlist.check_url(target, redirected=True)
+        prepared = prepared.copy()
+        prepared.prepare_url(target, None)
+        http.rebuild_auth(prepared, response)  # drops the secret when the redirect leaves the host
+    raise FetchError(f"The data source redirected more than {MAX_REDIRECTS} times.", permanent=True)
 
 
 def parse_json(content: bytes | str) -> Any:
@@ -217,17 +395,86 @@ def _headers(auth: Auth, secret: str) -> dict[str, str]:
 class _SourceSession(requests.Session):
     """A session that drops a custom secret header on a redirect to another host.
 
-    requests itself drops only the Authorization header there.
+    requests itself drops only the Authorization header there. It ignores the environment:
+    no proxy (the address check must see the real server) and no ~/.netrc credentials.
     """
 
     def __init__(self, *, secret_header: str = ""):
         super().__init__()
         self.secret_header = secret_header
+        self.trust_env = False
+
+    def resolve_redirects(self, *args, **kwargs):
+        # Redirects are followed by _send_following_redirects, one checked hop at a time;
+        # requests' own look-ahead at the next hop would read a redirect's whole body, uncapped.
+        return iter(())
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
         super().rebuild_auth(prepared_request, response)
         if self.secret_header and self.should_strip_auth(response.request.url, prepared_request.url):
             prepared_request.headers.pop(self.secret_header, None)
+
+
+class _GuardedConnectionMixin:
+    """Checks the address the socket actually connected to, before TLS or a byte of HTTP.
+
+    Checked here rather than by resolving the name beforehand, so that a name re-pointed
+    between a check and the connection (DNS rebinding) cannot slip past.
+    """
+
+    def __init__(self, *args, allowlist: HostAllowlist, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.allowlist = allowlist
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        try:
+            self.allowlist.check_peer(host=self.host, address=sock.getpeername()[0])
+        except FetchError:
+            sock.close()
+            raise
+        return sock
+
+
+class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedPoolManager(PoolManager):
+    def __init__(self, *args, allowlist: HostAllowlist, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.allowlist = allowlist
+        self.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+    def _new_pool(self, scheme: str, host: str, port: int, request_context: dict | None = None) -> HTTPConnectionPool:
+        context = dict(self.connection_pool_kw if request_context is None else request_context)
+        return super()._new_pool(scheme, host, port, {**context, "allowlist": self.allowlist})
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """An adapter whose connections refuse addresses the allowlist does not let the host reach."""
+
+    def __init__(self, allowlist: HostAllowlist):
+        self.allowlist = allowlist  # before super().__init__, which makes the pool manager
+        super().__init__()
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs) -> None:
+        self._pool_connections, self._pool_maxsize, self._pool_block = connections, maxsize, block
+        self.poolmanager = _GuardedPoolManager(
+            num_pools=connections, maxsize=maxsize, block=block, allowlist=self.allowlist, **pool_kwargs
+        )
 
 
 def _check_status(response: requests.Response) -> None:

@@ -119,6 +119,14 @@ def _render(request: RenderRequest) -> RenderedEmail:
     return RenderedEmail(subject=subject, html=html, text=text, attachments=attachments)
 
 
+def chart_specs(raw: Any) -> tuple[charts_module.ChartSpec, ...]:
+    """A report's `charts` definition as specs; RenderError in words when it is not valid."""
+    try:
+        return tuple(charts_module.parse_specs(raw))
+    except charts_module.ChartError as exc:
+        raise RenderError(f"The report's charts are not valid: {exc.message}") from exc
+
+
 def _draw_charts(request: RenderRequest) -> list[tuple[Attachment, str]]:
     """Each declared chart as a PNG to show inline, with its title; RenderError in words."""
     drawn = []

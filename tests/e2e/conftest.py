@@ -163,6 +163,8 @@ def stack_env(settings, tmp_path, use_smtp) -> dict[str, str]:
         "REPORTING_VAR_DIR": str(tmp_path / "var"),
         "STATIC_ROOT": str(tmp_path / "static"),
         "REPORTING_RUN_LEASE_SECONDS": "8",
+        # The data sources are test servers on loopback; with DEBUG off nothing is allowed by default.
+        "REPORTING_ALLOWED_SOURCE_HOSTS": "127.0.0.1,localhost,::1",
         "REPORTING_FETCH_RETRY_BASE_SECONDS": "1",
         "REPORTING_FETCH_RETRY_MAX_SECONDS": "2",
         "DEBUG": "false",

@@ -1,0 +1,174 @@
+"""Attachments over the size limit: archived, linked from the email (both parts), never attached."""
+
+import math
+import os
+import re
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.urls import reverse
+
+from reporting import runs
+from reporting.demo import data as demo
+from reporting.models import Delivery, ReportRun
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+SITE = "https://reports.example.com"
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def limit(settings):
+    """Set the attachment limit (encoded bytes) for this test; links point at SITE."""
+
+    def set_limit(max_bytes: int) -> None:
+        settings.REPORTING = {**settings.REPORTING, "MAX_ATTACHMENT_BYTES": max_bytes, "SITE_URL": SITE + "/"}
+
+    return set_limit
+
+
+@pytest.fixture
+def big_report(httpserver):
+    """A report whose CSV is about 1.2 MB: 12,000 rows."""
+    rows = [{"instrument": f"Position {number:05}", "note": "x" * 80} for number in range(1, 12_001)]
+    httpserver.expect_request("/api/positions").respond_with_json({"data": {"positions": rows}})
+    return factories.report(factories.data_source(httpserver.url_for("/api/")))
+
+
+def run_for(report, day=date(2026, 11, 20)) -> ReportRun:
+    run = runs.execute_run(run_id=runs.create_manual_run(report_id=report.pk, period_day=day, requested_by_id=None).pk)
+    run.refresh_from_db()
+    return run
+
+
+def encoded(size: int) -> int:
+    return 4 * math.ceil(size / 3)
+
+
+def test_a_csv_over_the_limit_is_archived_and_linked_instead_of_attached(big_report, limit, use_smtp):
+    limit(1 * MB)
+
+    run = run_for(big_report)
+
+    assert run.status == ReportRun.Status.SENT
+    [attachment] = run.attachments.all()
+    assert attachment.linked and attachment.filename == "portfolio_2026-11-20.csv"
+    url = SITE + reverse("admin:reporting_reportrun_attachment", args=[run.pk, attachment.pk])
+    assert len(use_smtp.messages) == 2
+    for message in use_smtp.messages:
+        assert list(message.iter_attachments()) == []
+        html = message.get_body(("html",)).get_content()
+        text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+        assert f'<a href="{url}"' in html and "is too large to attach" in html
+        assert f"is too large to attach. Download it from the archive:\n{url}\n" in text
+        assert "Showing 50 of 12,000 rows." in text and "attached CSV" not in text
+    expected_size = f"{encoded(attachment.size) / MB:.1f} MB"
+    assert run.notes == (
+        f"portfolio_2026-11-20.csv ({expected_size} encoded) is over the 1 MB attachment limit; "
+        "the email links to the archived file instead."
+    )
+    with attachment.file.open("rb") as stored:
+        assert stored.read().decode("utf-8-sig").count("\r\n") == 12_001  # the header and every row
+
+
+def test_the_link_needs_a_signed_in_user_with_the_view_permission(big_report, limit, client):
+    limit(1 * MB)
+    run = run_for(big_report)
+    attachment = run.attachments.get()
+    path = urlsplit(re.search(r'href="([^"]+/attachment/[^"]+)"', run.body_html)[1]).path
+    assert path == reverse("admin:reporting_reportrun_attachment", args=[run.pk, attachment.pk])
+
+    signed_out = client.get(path)
+    client.force_login(factories.staff_user("sam"))
+    no_permission = client.get(path)
+    client.force_login(factories.staff_user("vic", "view_reportrun"))
+    viewer = client.get(path)
+
+    assert signed_out.status_code == 302 and signed_out["Location"].startswith(reverse("admin:login"))
+    assert no_permission.status_code == 403
+    assert viewer.status_code == 200
+    content = b"".join(viewer.streaming_content).decode("utf-8-sig")
+    assert content.startswith("instrument,note\r\nPosition 00001,") and content.count("\r\n") == 12_001
+
+
+def test_the_limit_counts_the_encoded_size(report, limit, use_smtp):
+    first = run_for(report, date(2026, 11, 18))
+    size = encoded(first.attachments.get().size)
+
+    limit(size)
+    at_limit = run_for(report, date(2026, 11, 19))
+    limit(size - 1)
+    over = run_for(report, date(2026, 11, 20))
+
+    assert not at_limit.attachments.get().linked and at_limit.notes == ""
+    assert len([*use_smtp.messages_to("ann@example.com")[1].iter_attachments()]) == 1
+    assert over.attachments.get().linked
+    assert over.notes == (
+        f"portfolio_2026-11-20.csv ({size} bytes encoded) is over the {size - 1} bytes attachment limit; "
+        "the email links to the archived file instead."
+    )
+    assert [*use_smtp.messages_to("ann@example.com")[2].iter_attachments()] == []
+
+
+def test_a_resend_links_to_the_file_too(big_report, limit, use_smtp):
+    limit(1 * MB)
+    run = run_for(big_report)
+    use_smtp.messages.clear()
+    attachment = run.attachments.get()
+
+    deliveries = runs.queue_resend(run_id=run.pk, addresses=["carol@example.com"], requested_by_id=None)
+    runs.send_resend(run_id=run.pk, delivery_ids=[delivery.pk for delivery in deliveries])
+
+    [message] = use_smtp.messages_to("carol@example.com")
+    assert list(message.iter_attachments()) == []
+    url = SITE + reverse("admin:reporting_reportrun_attachment", args=[run.pk, attachment.pk])
+    assert url in message.get_body(("html",)).get_content()
+    assert run.deliveries.get(kind=Delivery.Kind.RESEND).status == Delivery.Status.SENT
+
+
+def test_a_report_with_its_own_text_template_gets_the_link_in_its_text_part(httpserver, limit, use_smtp):
+    httpserver.expect_request("/api/portfolio").respond_with_json(demo.daily_portfolio(date(2026, 11, 20)))
+    report = factories.report(
+        factories.data_source(httpserver.url_for("/api/")),
+        addresses=["ann@example.com"],
+        path="portfolio",
+        records_path="positions",
+        template="reports/portfolio_summary.html",
+    )
+    limit(100)
+
+    run = run_for(report)
+
+    url = SITE + reverse("admin:reporting_reportrun_attachment", args=[run.pk, run.attachments.get().pk])
+    [message] = use_smtp.messages
+    text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert text.count(url) == 1 and "POSITIONS (" in text
+    assert text.rstrip().endswith(f"is too large to attach. Download it from the archive:\n{url}")
+    assert url in message.get_body(("html",)).get_content()
+
+
+def test_the_limit_is_read_from_the_environment():
+    code = "from django.conf import settings; print(settings.REPORTING['MAX_ATTACHMENT_BYTES'])"
+
+    def read(**env: str) -> str:
+        clean = {key: value for key, value in os.environ.items() if not key.startswith("REPORTING_MAX_ATT")}
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+            cwd=Path(__file__).resolve().parents[1],
+            env={**clean, "DJANGO_SETTINGS_MODULE": "project.settings", **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return (result.stdout + result.stderr).strip()
+
+    assert read() == str(10 * MB)
+    assert read(REPORTING_MAX_ATTACHMENT_BYTES="5000000") == "5000000"
+    assert "REPORTING_MAX_ATTACHMENT_BYTES must be a whole number, not 'ten'." in read(
+        REPORTING_MAX_ATTACHMENT_BYTES="ten"
+    )

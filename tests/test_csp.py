@@ -1,0 +1,84 @@
+"""The archived email's HTML is shown inert: escaped data, its own URL, restrictive headers, a sandboxed frame."""
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from reporting import runs
+from reporting.models import ReportRun
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+HOSTILE = {
+    "data": {
+        "positions": [
+            {"instrument": "<script>alert('x')</script>", "quantity": 1, "market_value": 1.0},
+            {"instrument": "javascript:alert(document.cookie)", "quantity": 2, "market_value": 2.0},
+            {"instrument": '<a href="javascript:alert(1)">click</a>', "quantity": 3, "market_value": 3.0},
+        ]
+    }
+}
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    client.force_login(django_user_model.objects.create_superuser("kim", "kim@example.com", "pw"))
+    return client
+
+
+@pytest.fixture
+def hostile_run(httpserver, mailoutbox) -> ReportRun:
+    httpserver.expect_request("/api/positions").respond_with_json(HOSTILE)
+    report = factories.report(factories.data_source(httpserver.url_for("/api/")))
+    run = runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None)
+    return runs.execute_run(run_id=run.pk)
+
+
+def assert_inert(html: str) -> None:
+    assert not re.search(r"<\s*script", html, re.IGNORECASE)
+    assert not re.search(r"""href\s*=\s*["']?\s*javascript:""", html, re.IGNORECASE)
+    assert "&lt;script&gt;" in html
+    assert "javascript:alert(document.cookie)" in html  # shown as text, not as a link
+
+
+def test_data_with_a_script_or_a_javascript_link_is_escaped_in_the_email(hostile_run, mailoutbox):
+    assert hostile_run.status == ReportRun.Status.SENT
+    assert_inert(hostile_run.body_html)
+    html_part = mailoutbox[0].alternatives[0].content
+    assert_inert(html_part)
+
+
+def test_the_email_html_is_served_with_restrictive_headers(staff_client, hostile_run):
+    response = staff_client.get(reverse("admin:reporting_reportrun_email_html", args=[hostile_run.pk]))
+
+    assert response.status_code == 200
+    assert response.content.decode() == hostile_run.body_html
+    assert response["Content-Type"] == "text/html; charset=utf-8"
+    assert response["Content-Security-Policy"] == (
+        "default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'; sandbox"
+    )
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["X-Frame-Options"] == "SAMEORIGIN"
+    assert response["Referrer-Policy"] == "no-referrer"
+    assert "no-cache" in response["Cache-Control"]  # an admin page: not kept by shared caches
+    assert_inert(response.content.decode())
+
+
+def test_the_run_page_frames_the_email_from_its_url_in_a_sandbox_without_scripts(staff_client, hostile_run):
+    page = staff_client.get(reverse("admin:reporting_reportrun_change", args=[hostile_run.pk])).content.decode()
+
+    frame = re.search(r"<iframe[^>]*>", page).group(0)
+    assert 'sandbox=""' in frame
+    assert "allow-" not in frame
+    assert f'src="{reverse("admin:reporting_reportrun_email_html", args=[hostile_run.pk])}"' in frame
+    assert "srcdoc" not in frame
+    assert not re.search(r"<\s*script[^>]*>\s*alert", page, re.IGNORECASE)
+
+
+def test_a_run_without_an_archived_email_has_no_email_page(staff_client, report):
+    run = runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None)
+
+    response = staff_client.get(reverse("admin:reporting_reportrun_email_html", args=[run.pk]))
+
+    assert response.status_code == 404
