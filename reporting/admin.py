@@ -18,7 +18,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count, Exists, F, Func, IntegerField, Max, Min, OuterRef, QuerySet, Subquery
 from django.db.models.functions import JSONArray
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import get_script_prefix, path, reverse
@@ -28,8 +28,8 @@ from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
-from reporting import audit, runs, schedules, tasks
-from reporting.forms import ReportForm, ResendForm, RunNowForm
+from reporting import audit, preview, progress, runs, schedules, tasks
+from reporting.forms import PreviewForm, ReportForm, ResendForm, RunNowForm
 from reporting.models import (
     AuditEvent,
     DataSource,
@@ -128,6 +128,10 @@ class RecipientListAdmin(admin.ModelAdmin):
 @admin.register(Report)
 class ReportAdmin(admin.ModelAdmin):
     form = ReportForm
+
+    class Media:
+        js = ["reporting/local_times.js"]
+
     list_display = ["name", "period_kind", "schedule_in_words", "next_run", "enabled", "last_run", "run_history"]
     list_filter = ["enabled", "period_kind", "data_source"]
     search_fields = ["name", "slug", "description"]
@@ -160,7 +164,9 @@ class ReportAdmin(admin.ModelAdmin):
                     "template",
                     "subject_template",
                     "attach_csv",
+                    "attach_xlsx",
                     "email_max_rows",
+                    "charts",
                     "recipients",
                     "recipient_lists",
                 ]
@@ -235,8 +241,10 @@ class ReportAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         buttons = []
+        if self.has_preview_permission(request) and str(object_id).isdigit():
+            buttons.append((reverse("admin:reporting_report_preview", args=[object_id]), "Preview…"))
         if self.has_run_permission(request) and str(object_id).isdigit():
-            buttons = [
+            buttons += [
                 (reverse("admin:reporting_report_run_now", args=[object_id]), "Run now…"),
                 (reverse("admin:reporting_report_send_test", args=[object_id]), "Send test…"),
             ]
@@ -250,8 +258,37 @@ class ReportAdmin(admin.ModelAdmin):
         return [
             path("<int:report_id>/run-now/", wrap(self.run_now_view), name="reporting_report_run_now"),
             path("<int:report_id>/send-test/", wrap(self.send_test_view), name="reporting_report_send_test"),
+            path("<int:report_id>/preview/", wrap(self.preview_view), name="reporting_report_preview"),
             *super().get_urls(),
         ]
+
+    def has_preview_permission(self, request: HttpRequest) -> bool:
+        """Who may fetch live data to look at a report: whoever may edit it or send it."""
+        return request.user.has_perm("reporting.change_report") or self.has_run_permission(request)
+
+    def preview_view(self, request: HttpRequest, report_id: int) -> HttpResponse:
+        """The report rendered for a chosen period with live data: nothing is sent or archived."""
+        if not self.has_preview_permission(request):
+            raise PermissionDenied
+        report = get_object_or_404(Report, pk=report_id)
+        form = PreviewForm(request.GET or None)
+        result = error = None
+        if form.is_valid() or not request.GET:
+            day = form.cleaned_data.get("period_day") if form.is_bound else None
+            try:
+                result = preview.preview_report(report_id=report.pk, period_day=day)
+            except preview.PreviewError as exc:
+                error = exc
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Preview: {report.name}",
+            "opts": self.model._meta,
+            "original": report,
+            "form": form,
+            "preview": result,
+            "error": error,
+        }
+        return TemplateResponse(request, "admin/reporting/report/preview.html", context)
 
     def run_now_view(self, request: HttpRequest, report_id: int) -> HttpResponse:
         """The "Run now…" page of one report (the button on its page)."""
@@ -275,16 +312,21 @@ class ReportAdmin(admin.ModelAdmin):
     @admin.display(description="next run")
     def next_run(self, report: Report) -> str:
         upcoming = self._upcoming(report, 1)
-        return upcoming[0] if upcoming else "—"
+        return _local_time(report, *upcoming[0]) if upcoming else "—"
 
     @admin.display(description="next five runs")
     def next_runs(self, report: Report):
         upcoming = self._upcoming(report, 5)
         if not upcoming:
             return "—"
-        return format_html("<ol>{}</ol>", format_html_join("", "<li>{}</li>", ((text,) for text in upcoming)))
+        times = ((_local_time(report, *slot),) for slot in upcoming)
+        return format_html(
+            '<ol class="next-runs">{}</ol><p class="help">In the report\'s timezone ({}); your own beside it.</p>',
+            format_html_join("", "<li>{}</li>", times),
+            report.timezone,
+        )
 
-    def _upcoming(self, report: Report, count: int) -> tuple[str, ...]:
+    def _upcoming(self, report: Report, count: int) -> tuple[tuple[str, str], ...]:
         spec = schedules.spec_for(report) if report.pk and report.enabled else None
         if spec is None:
             return ()
@@ -675,8 +717,19 @@ class ReportRunAdmin(admin.ModelAdmin):
             path("<int:run_id>/resend/", wrap(self.resend_view), name="reporting_reportrun_resend"),
             path("<int:run_id>/send-anyway/", wrap(self.release_view), name="reporting_reportrun_release"),
             path("<int:run_id>/rerun-held/", wrap(self.rerun_held_view), name="reporting_reportrun_rerun_held"),
+            path("<int:run_id>/progress.json", wrap(self.progress_view), name="reporting_reportrun_progress"),
             *super().get_urls(),
         ]
+
+    def progress_view(self, request: HttpRequest, run_id: int) -> JsonResponse:
+        """Where a working run is, for its page to follow without a reload."""
+        if not request.user.has_perm("reporting.view_reportrun"):
+            raise PermissionDenied
+        try:
+            answer = progress.run_progress(run_id=run_id)
+        except ReportRun.DoesNotExist as exc:
+            raise Http404("No such run.") from exc
+        return JsonResponse(answer, headers={"Cache-Control": "no-store"})
 
     def render_change_form(
         self, request: HttpRequest, context: dict, add: bool = False, change: bool = False, form_url: str = "", obj=None
@@ -691,6 +744,15 @@ class ReportRunAdmin(admin.ModelAdmin):
                 "can_release": self.has_release_permission(request) and obj.status == ReportRun.Status.HELD,
                 "release_url": reverse("admin:reporting_reportrun_release", args=[obj.pk]),
                 "rerun_held_url": reverse("admin:reporting_reportrun_rerun_held", args=[obj.pk]),
+                "working": obj.status in ReportRun.WORKING,
+                "progress_url": reverse("admin:reporting_reportrun_progress", args=[obj.pk]),
+                "progress_steps": [
+                    ("queued", "Queued"),
+                    ("fetching", "Fetching"),
+                    ("rendering", "Rendering"),
+                    ("sending", "Sending"),
+                    ("done", "Done"),
+                ],
                 **context,
             }
         return super().render_change_form(request, context, add, change, form_url, obj)
@@ -825,9 +887,18 @@ def _schedule_in_words(spec: schedules.CronSpec) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _upcoming_slots(spec: schedules.CronSpec, minute: datetime, count: int) -> tuple[str, ...]:
-    """The next `count` slots after `minute`: slots are whole minutes, so the same for any moment in it."""
-    return tuple(f"{slot:%a %d %b %Y, %H:%M %Z}" for slot in schedules.next_runs(spec, after=minute, count=count))
+def _upcoming_slots(spec: schedules.CronSpec, minute: datetime, count: int) -> tuple[tuple[str, str], ...]:
+    """The next `count` slots after `minute` as (ISO 8601, words in the report's timezone).
+
+    Slots are whole minutes, so they are the same for any moment in `minute`.
+    """
+    slots = schedules.next_runs(spec, after=minute, count=count)
+    return tuple((slot.isoformat(), f"{slot:%a %d %b %Y, %H:%M %Z}") for slot in slots)
+
+
+def _local_time(report: Report, iso: str, words: str) -> str:
+    """A time in the report's timezone; local_times.js adds the viewer's own beside it."""
+    return format_html('<time class="local-time" datetime="{}" data-zone="{}">{}</time>', iso, report.timezone, words)
 
 
 def _runs_of_report_url(report_id: int) -> str:

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 
 from reporting import runs, schedules
 from reporting.models import Recipient, Report, report_template_choices
+from reporting.pipeline import charts
 from reporting.pipeline.checks import field_names
 from reporting.pipeline.render import RenderError, render_subject
 
@@ -45,7 +46,9 @@ class ReportForm(forms.ModelForm):
             "template",
             "subject_template",
             "attach_csv",
+            "attach_xlsx",
             "email_max_rows",
+            "charts",
             "recipients",
             "recipient_lists",
             "catch_up_hours",
@@ -67,7 +70,9 @@ class ReportForm(forms.ModelForm):
     def clean_subject_template(self) -> str:
         subject = self.cleaned_data["subject_template"]
         try:
-            render_subject(subject, {"report": {"name": "Report", "slug": "report"}, "period": _SamplePeriod()})
+            # Not strict: the data the subject may name is not known until a run fetches it.
+            context = {"report": {"name": "Report", "slug": "report"}, "period": _SamplePeriod()}
+            render_subject(subject, context, strict=False)
         except RenderError as exc:
             raise ValidationError(exc.message) from exc
         return subject
@@ -77,6 +82,13 @@ class ReportForm(forms.ModelForm):
         if not isinstance(params, dict) or any(isinstance(value, dict | list) for value in params.values()):
             raise ValidationError('Give the query parameters as a JSON object of names to values, e.g. {"date": "…"}.')
         return params
+
+    def clean_charts(self) -> list:
+        """Each chart checked now, in words, rather than failing the first run."""
+        try:
+            return [spec.to_dict() for spec in charts.parse_specs(self.cleaned_data.get("charts"))]
+        except charts.ChartError as exc:
+            raise ValidationError(exc.message) from exc
 
     def clean_check_required_fields(self) -> str:
         """Stored as typed names joined by ", ": no empty names, each once."""
@@ -141,6 +153,12 @@ class RunNowForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}),
         help_text="Any day in the period to report on. Leave empty for the last complete period.",
     )
+
+
+class PreviewForm(RunNowForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["period_day"].help_text = "Any day in the period to preview. Leave empty for the last complete one."
 
 
 class ResendForm(forms.Form):

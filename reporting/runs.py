@@ -129,7 +129,7 @@ def create_run(request: RunRequest, *, report: Report | None = None) -> ReportRu
 def create_manual_run(*, report_id: int, period_day: date | None, requested_by_id: int | None) -> ReportRun:
     """A "Run now" for the period containing `period_day`, or the last complete period."""
     report = Report.objects.get(pk=report_id)
-    period = _period_for_day(report, period_day)
+    period = period_for_day(report, period_day)
     return create_run(
         RunRequest(report_id=report_id, period=period, trigger=Trigger.MANUAL, requested_by_id=requested_by_id),
         report=report,
@@ -143,7 +143,7 @@ def create_test_run(*, report_id: int, period_day: date | None, user_email: str,
     return create_run(
         RunRequest(
             report_id=report_id,
-            period=_period_for_day(report, period_day),
+            period=period_for_day(report, period_day),
             trigger=Trigger.TEST,
             requested_by_id=requested_by_id,
             recipients=[user_email],
@@ -152,7 +152,8 @@ def create_test_run(*, report_id: int, period_day: date | None, user_email: str,
     )
 
 
-def _period_for_day(report: Report, period_day: date | None) -> Period:
+def period_for_day(report: Report, period_day: date | None) -> Period:
+    """The period containing `period_day` in the report's terms; without a day, the last complete one."""
     if period_day is None:
         return last_complete_period(report.period_kind, ZoneInfo(report.timezone))
     return period_containing(report.period_kind, period_day)
@@ -320,20 +321,7 @@ _SPOOL_BYTES = 1024 * 1024  # a fetched answer up to this size stays in memory, 
 def _fetch_stage(run: ReportRun) -> object:
     _set(run, status=Status.FETCHING)
     report = run.report
-    context = {"period": Period.from_run(run), "report": report}
-    request = fetch.FetchRequest(
-        base_url=report.data_source.base_url,
-        path=render.render_string(report.path, context, what="path"),
-        params={
-            key: render.render_string(str(value), context, what=f"query parameter '{key}'")
-            for key, value in report.query_params.items()
-        },
-        auth=_auth(report.data_source),
-        connect_timeout=report.data_source.connect_timeout,
-        read_timeout=report.data_source.read_timeout,
-        verify_tls=report.data_source.verify_tls,
-        max_bytes=settings.REPORTING["MAX_RESPONSE_BYTES"],
-    )
+    request = fetch_request_for(report, Period.from_run(run))
     _set(run, request_url=request.url)
     # The answer goes to a file as it arrives (in memory while small): its bytes need not stay
     # in memory beside the data parsed from them, and the snapshot is copied from the file.
@@ -344,6 +332,43 @@ def _fetch_stage(run: ReportRun) -> object:
     _set(run, data_snapshot=run.data_snapshot.name, request_url=url, fetched_at=timezone.now())
     _set(run, row_count=len(fetch.select_rows(data, report.records_path)))
     return data
+
+
+def fetch_request_for(report: Report, period: Period) -> fetch.FetchRequest:
+    """What to ask the report's data source for `period`; RenderError for a broken path or parameter."""
+    context = {"period": period, "report": report}
+    source = report.data_source
+    return fetch.FetchRequest(
+        base_url=source.base_url,
+        path=render.render_string(report.path, context, what="path"),
+        params={
+            key: render.render_string(str(value), context, what=f"query parameter '{key}'")
+            for key, value in report.query_params.items()
+        },
+        auth=_auth(source),
+        connect_timeout=source.connect_timeout,
+        read_timeout=source.read_timeout,
+        verify_tls=source.verify_tls,
+        max_bytes=settings.REPORTING["MAX_RESPONSE_BYTES"],
+    )
+
+
+def render_request_for(report: Report, period: Period, data: object) -> render.RenderRequest:
+    """How to render the report's email from `data` for `period`."""
+    return render.RenderRequest(
+        template_name=report.template,
+        subject_template=report.subject_template,
+        report={"name": report.name, "slug": report.slug, "description": report.description},
+        period=period,
+        data=data,
+        rows=fetch.select_rows(data, report.records_path),
+        generated_at=timezone.now(),
+        timezone=report.timezone,
+        attach_csv=report.attach_csv,
+        attach_xlsx=report.attach_xlsx,
+        charts=render.chart_specs(report.charts),
+        max_rows=report.email_max_rows,
+    )
 
 
 def _auth(source: DataSource) -> fetch.Auth:
@@ -394,20 +419,7 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
     report = run.report
     if data is None:
         data = snapshot_data(run)
-    request = render.RenderRequest(
-        template_name=report.template,
-        subject_template=report.subject_template,
-        report={"name": report.name, "slug": report.slug, "description": report.description},
-        period=Period.from_run(run),
-        data=data,
-        rows=fetch.select_rows(data, report.records_path),
-        generated_at=timezone.now(),
-        timezone=report.timezone,
-        attach_csv=report.attach_csv,
-        attach_xlsx=report.attach_xlsx,
-        charts=render.chart_specs(report.charts),
-        max_rows=report.email_max_rows,
-    )
+    request = render_request_for(report, Period.from_run(run), data)
     email = render.render(request)
     too_large = _too_large_to_attach(email.attachments)
     with transaction.atomic():

@@ -141,10 +141,12 @@ def _draw_charts(request: RenderRequest) -> list[tuple[Attachment, str]]:
     return drawn
 
 
-def render_subject(subject_template: str, context: dict[str, Any]) -> str:
+def render_subject(subject_template: str, context: dict[str, Any], *, strict: bool = True) -> str:
+    """The subject line; `strict=False` lets variables the context lacks pass (the form has no data)."""
     try:
         template = engines["text"].from_string(subject_template)
-        subject = _check_missing(template.render(context).strip(), "subject")
+        subject = template.render(context).strip()
+        subject = _check_missing(subject, "subject") if strict else _MISSING.sub("", subject) or "(subject)"
     except TemplateSyntaxError as exc:
         raise RenderError(f"The subject template has an error: {exc}") from exc
     if "\n" in subject or "\r" in subject:
