@@ -221,3 +221,24 @@ def test_it_caps_the_positions_at_max_rows_but_keeps_the_totals_of_all(template_
     for part in (email.html, email.text):
         assert f"Showing 3 of {len(data['positions'])} positions" in part
         assert _money(total) in part
+
+
+@pytest.mark.django_db
+def test_the_demo_reports_draw_their_charts_from_the_demo_data():
+    from reporting import runs
+    from reporting.demo.setup import install_demo
+
+    daily, monthly = install_demo(base_url="http://127.0.0.1:8000/demo-api/").reports
+    march = period_containing("monthly", DAY)
+
+    day_email = render(runs.render_request_for(daily, period_containing("daily", DAY), demo.daily_portfolio(DAY)))
+    month_email = render(runs.render_request_for(monthly, march, demo.performance(march.start, march.end)))
+
+    assert [image.filename for image in day_email.inline_images] == ["chart-1.png"]
+    assert 'alt="Allocation by asset class — 14 March 2025"' in day_email.html
+    assert [image.filename for image in month_email.inline_images] == ["chart-1.png", "chart-2.png"]
+    assert 'alt="Portfolio value — March 2025"' in month_email.html
+    assert [file.filename for file in month_email.files] == [
+        "monthly-performance_2025-03-01_2025-03-31.csv",
+        "monthly-performance_2025-03-01_2025-03-31.xlsx",
+    ]

@@ -46,6 +46,7 @@ def install_demo(*, base_url: str, password: str | None = None) -> DemoSetup:
         subject_template="Portfolio summary — {{ period.label }}",
         cron=schedules.CronSpec(minute="0", hour="7", day_of_week="mon-fri", timezone="Europe/London"),
         lists=[finance],
+        charts=[{"kind": "bar", "x": "asset_class", "y": "market_value", "title": "Allocation by asset class"}],
     )
     monthly = _report(
         slug="monthly-performance",
@@ -60,6 +61,17 @@ def install_demo(*, base_url: str, password: str | None = None) -> DemoSetup:
         subject_template="Monthly performance — {{ period.label }}",
         cron=schedules.CronSpec(minute="0", hour="7", day_of_month="1", timezone="Europe/London"),
         lists=[finance, board],
+        charts=[
+            {"kind": "line", "x": "date", "y": "value", "title": "Portfolio value", "rows": "daily"},
+            {
+                "kind": "bar",
+                "x": "asset_class",
+                "y": "end_value",
+                "title": "Allocation by asset class",
+                "rows": "by_asset_class",
+            },
+        ],
+        attach_xlsx=True,
     )
     return DemoSetup(username=user.username, password=password, reports=[daily, monthly])
 

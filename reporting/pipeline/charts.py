@@ -128,7 +128,7 @@ def _draw_line(axes, spec: ChartSpec, rows: list[Any]) -> None:
     axes.plot(xs, ys, color=COLOURS[0], linewidth=2, marker="o" if len(xs) <= 31 else None, markersize=3)
     locator = mdates.AutoDateLocator(maxticks=8)
     axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, show_offset=False))
     axes.yaxis.set_major_formatter(ticker.FuncFormatter(_thousands))
     axes.set_xlabel(_label(spec.x))
     axes.set_ylabel(_label(spec.y))
@@ -178,8 +178,7 @@ def _as_date(field: str, row: dict) -> date:
 
 
 def _thousands(value: float, _position: int | None = None) -> str:
-    if abs(value) >= 1_000_000:
-        return f"{value / 1_000_000:,.1f}M"
+    """Whole numbers with thousands separators (ticks a few thousand apart stay distinct); cents when small."""
     return f"{value:,.0f}" if abs(value) >= 100 or value == int(value) else f"{value:,.2f}"
 
 
