@@ -61,7 +61,10 @@ def chromium():
 @pytest.fixture
 def page(chromium, live_server, request):
     """A fresh browser page (its own cookies) on the live server; a screenshot if the test fails."""
-    context = chromium.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+    # The viewer is in New York, the reports mostly in London: both times show.
+    context = chromium.new_context(
+        base_url=live_server.url, viewport={"width": 1280, "height": 900}, timezone_id="America/New_York"
+    )
     context.set_default_timeout(15_000)
     page = context.new_page()
     yield page
@@ -83,6 +86,15 @@ def shoot(page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}.png"
     page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def shoot_element(locator, name: str) -> Path:
+    """A screenshot of one element, e.g. the archived email's frame (full-page shots leave frames blank)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    locator.scroll_into_view_if_needed()
+    path = ARTIFACTS / f"{name}.png"
+    locator.screenshot(path=str(path))
     return path
 
 

@@ -1,7 +1,7 @@
 // Times in the admin are shown in the report's own timezone; beside each one marked
 // <time class="local-time" datetime="…">, this adds the same moment in the viewer's
 // timezone (the browser's), e.g. "· your time: Tue 1 Dec, 08:00 CET".
-(function () {
+function showViewerTimes() {
   "use strict";
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
   const format = new Intl.DateTimeFormat(undefined, {
@@ -16,4 +16,10 @@
     yours.textContent = ` · your time: ${format.format(moment)}`;
     element.after(yours);
   });
-})();
+}
+// Loaded in the page's <head> by the admin: wait for the times to be there.
+if (document.readyState === "loading") {
+  document.addEventListener("DOMContentLoaded", showViewerTimes);
+} else {
+  showViewerTimes();
+}
