@@ -88,7 +88,7 @@ def test_two_beats_by_mistake_still_send_each_address_once(stack, source, use_sm
     stack.beat("beat2")
     run = finished_run(report, slot)
     wait_for(
-        lambda: all("Sending due task Report" in stack.log(name) for name in ("beat1", "beat2")),
+        lambda: all("ReportScheduler: sent 1 due reports" in stack.log(name) for name in ("beat1", "beat2")),
         timeout=20,
         what="both beats to publish the task",
     )
@@ -235,6 +235,9 @@ def report_change_form(report, local_slot) -> dict:
         "subject_template": report.subject_template,
         "attach_csv": "on",
         "email_max_rows": "100",
+        "charts": "[]",
+        "catch_up_hours": "24",
+        "check_min_rows": "1",
         "recipients": [str(pk) for pk in report.recipients.values_list("pk", flat=True)],
         "_save": "Save",
     }
