@@ -49,6 +49,8 @@ RUN_MARKS = {
     ReportRun.Status.SENT: ("sent", "●"),
     ReportRun.Status.PARTIALLY_SENT: ("partial", "◐"),
     ReportRun.Status.FAILED: ("failed", "✕"),
+    ReportRun.Status.HELD: ("held", "⏸"),
+    ReportRun.Status.MISSED: ("missed", "◌"),
 }
 RUN_MARK_WORKING = ("working", "○")
 # The archived email is data from elsewhere: shown inert, in a sandbox, and only in our own frame.

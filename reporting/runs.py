@@ -642,9 +642,11 @@ def queue_resend(*, run_id: int, addresses: list[str] | None, requested_by_id: i
     """
     run = ReportRun.objects.get(pk=run_id)
     if not run.is_rendered:
-        raise ValidationError(
-            "This run has no archived email to resend (it failed before rendering). Re-run it instead."
-        )
+        why = {
+            Status.HELD: "it was held by a data check: send it anyway or re-run it from its page",
+            Status.MISSED: "it was missed: use Run now for its period",
+        }.get(run.status, "it failed before rendering; re-run it instead")
+        raise ValidationError(f"This run has no archived email to resend: {why}.")
     targets = clean_addresses(addresses if addresses is not None else run.recipients)
     if not targets:
         raise ValidationError("There is no address to resend to.")

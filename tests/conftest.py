@@ -147,3 +147,26 @@ def source(httpserver):
 def report(source):
     """A daily report of `source` for ann@ and bob@example.com."""
     return factories.report(source)
+
+
+@pytest.fixture
+def eager_celery():
+    """Tasks queued by the admin (on commit) run in-process, in the test's own thread."""
+    from project.celery import app as celery_app
+
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def staff(django_user_model):
+    """A superuser, kim."""
+    return django_user_model.objects.create_superuser("kim", "kim@example.com", "pw")
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    """The test client, logged in as `staff`."""
+    client.force_login(staff)
+    return client

@@ -3,26 +3,12 @@
 import pytest
 from django.urls import reverse
 
-from project.celery import app as celery_app
 from reporting import runs
 from reporting.models import Delivery, ReportRun
 from tests import factories
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 INJECTED = "eve@example.com\nBcc: spy@evil.example"
-
-
-@pytest.fixture(autouse=True)
-def eager_celery():
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
-
-
-@pytest.fixture
-def staff_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("kim", "kim@example.com", "pw"))
-    return client
 
 
 def run_for(report, addresses: list[str]) -> ReportRun:

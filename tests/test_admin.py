@@ -11,32 +11,12 @@ from django.core import mail
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
 
-from project.celery import app as celery_app
 from reporting import runs
 from reporting.models import Delivery, Recipient, Report, ReportRun
 from tests import factories
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 LONDON = ZoneInfo("Europe/London")
-
-
-@pytest.fixture(autouse=True)
-def eager_celery():
-    """Tasks queued by the admin run in-process when the transaction commits."""
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
-
-
-@pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_superuser("kim", "kim@example.com", "pw")
-
-
-@pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
 
 
 def report_form(source, **overrides):

@@ -21,12 +21,6 @@ FIRST_RUN = datetime(2025, 1, 6, 7, 0, tzinfo=UTC)
 ARCHIVE_SPAN = timedelta(days=600)
 
 
-@pytest.fixture
-def staff_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("kim", "kim@example.com", "pw"))
-    return client
-
-
 class Archive:
     """Reports with schedules, their runs spread over two years, and a delivery per address."""
 

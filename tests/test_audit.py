@@ -9,31 +9,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from project.celery import app as celery_app
 from reporting import audit
 from reporting.models import AuditEvent, Recipient, Report
 from tests import factories
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 Action = AuditEvent.Action
-
-
-@pytest.fixture(autouse=True)
-def eager_celery():
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
-
-
-@pytest.fixture
-def kim(django_user_model):
-    return django_user_model.objects.create_superuser("kim", "kim@example.com", "pw")
-
-
-@pytest.fixture
-def kim_client(client, kim):
-    client.force_login(kim)
-    return client
 
 
 def report_form(client, report: Report | None, source, **overrides) -> dict:
@@ -80,8 +61,8 @@ def save(client, report: Report | None, data: dict):
 # --- definitions ---------------------------------------------------------------------------------
 
 
-def test_it_records_who_created_a_report(kim_client, source):
-    save(kim_client, None, report_form(kim_client, None, source))
+def test_it_records_who_created_a_report(staff_client, source):
+    save(staff_client, None, report_form(staff_client, None, source))
 
     event = AuditEvent.objects.get()
     report = Report.objects.get(slug="collections")
@@ -95,18 +76,18 @@ def test_it_records_who_created_a_report(kim_client, source):
     assert event.changes["schedule"] == ["", "0 7 * * * (Europe/London)"]
 
 
-def test_it_records_each_changed_field_with_before_and_after(kim_client, source):
-    save(kim_client, None, report_form(kim_client, None, source))
+def test_it_records_each_changed_field_with_before_and_after(staff_client, source):
+    save(staff_client, None, report_form(staff_client, None, source))
     report = Report.objects.get(slug="collections")
     other_source = factories.data_source("http://localhost:9/v2/", name="Ledger API")
     bob = Recipient.objects.create(email="bob@example.com")
     finance = factories.recipient_list("Finance", ["cfo@example.com"])
 
     save(
-        kim_client,
+        staff_client,
         report,
         report_form(
-            kim_client,
+            staff_client,
             report,
             source,
             hour="8",
@@ -132,12 +113,12 @@ def test_it_records_each_changed_field_with_before_and_after(kim_client, source)
     assert event.summary == "Changed data source, path, recipient lists, recipients, schedule, subject template."
 
 
-def test_it_records_a_changed_template_and_nothing_for_a_save_without_changes(kim_client, source):
-    save(kim_client, None, report_form(kim_client, None, source))
+def test_it_records_a_changed_template_and_nothing_for_a_save_without_changes(staff_client, source):
+    save(staff_client, None, report_form(staff_client, None, source))
     report = Report.objects.get(slug="collections")
 
-    save(kim_client, report, report_form(kim_client, report, source))
-    save(kim_client, report, report_form(kim_client, report, source, template="reports/portfolio_summary.html"))
+    save(staff_client, report, report_form(staff_client, report, source))
+    save(staff_client, report, report_form(staff_client, report, source, template="reports/portfolio_summary.html"))
 
     changed = AuditEvent.objects.filter(action=Action.CHANGED)
     assert [event.changes for event in changed] == [
@@ -145,11 +126,11 @@ def test_it_records_a_changed_template_and_nothing_for_a_save_without_changes(ki
     ]
 
 
-def test_it_records_who_deleted_a_report_and_keeps_its_name(kim_client, source):
-    save(kim_client, None, report_form(kim_client, None, source))
+def test_it_records_who_deleted_a_report_and_keeps_its_name(staff_client, source):
+    save(staff_client, None, report_form(staff_client, None, source))
     report = Report.objects.get(slug="collections")
 
-    kim_client.post(reverse("admin:reporting_report_delete", args=[report.pk]), {"post": "yes"})
+    staff_client.post(reverse("admin:reporting_report_delete", args=[report.pk]), {"post": "yes"})
 
     assert not Report.objects.exists()
     event = AuditEvent.objects.get(action=Action.DELETED)
@@ -164,9 +145,9 @@ def test_it_records_who_deleted_a_report_and_keeps_its_name(kim_client, source):
 # --- sends ---------------------------------------------------------------------------------------------
 
 
-def test_it_records_who_ran_a_report_now_and_for_whom(kim_client, report, django_capture_on_commit_callbacks):
+def test_it_records_who_ran_a_report_now_and_for_whom(staff_client, report, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        kim_client.post(reverse("admin:reporting_report_run_now", args=[report.pk]), {"confirm": "yes"})
+        staff_client.post(reverse("admin:reporting_report_run_now", args=[report.pk]), {"confirm": "yes"})
 
     event = AuditEvent.objects.get()
     run = report.runs.get()
@@ -174,9 +155,9 @@ def test_it_records_who_ran_a_report_now_and_for_whom(kim_client, report, django
     assert event.summary == f"Ran #{run.pk} now ({run.period_label}) for ann@example.com, bob@example.com."
 
 
-def test_it_records_who_sent_a_test_and_to_which_address(kim_client, report, django_capture_on_commit_callbacks):
+def test_it_records_who_sent_a_test_and_to_which_address(staff_client, report, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        kim_client.post(
+        staff_client.post(
             reverse("admin:reporting_report_changelist"),
             {"action": "send_test", "_selected_action": [report.pk], "confirm": "yes"},
         )
@@ -187,13 +168,13 @@ def test_it_records_who_sent_a_test_and_to_which_address(kim_client, report, dja
     assert event.summary == f"Sent a test of run #{run.pk} ({run.period_label}) to kim@example.com."
 
 
-def test_it_records_who_resent_a_run_to_which_addresses(kim_client, report, django_capture_on_commit_callbacks):
+def test_it_records_who_resent_a_run_to_which_addresses(staff_client, report, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        kim_client.post(reverse("admin:reporting_report_run_now", args=[report.pk]), {"confirm": "yes"})
+        staff_client.post(reverse("admin:reporting_report_run_now", args=[report.pk]), {"confirm": "yes"})
     run = report.runs.get()
 
     with django_capture_on_commit_callbacks(execute=True):
-        kim_client.post(
+        staff_client.post(
             reverse("admin:reporting_reportrun_resend", args=[run.pk]),
             {"confirm": "yes", "target": "typed", "addresses": "eve@example.com, Dan@example.com"},
         )
@@ -206,15 +187,15 @@ def test_it_records_who_resent_a_run_to_which_addresses(kim_client, report, djan
 # --- the report's page ---------------------------------------------------------------------------------
 
 
-def test_the_report_page_shows_the_latest_twenty_events_with_one_query(kim_client, kim, report):
+def test_the_report_page_shows_the_latest_twenty_events_with_one_query(staff_client, staff, report):
     started = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
     for minute in range(25):
         with time_machine.travel(started + timedelta(minutes=minute), tick=False):
-            audit.record(actor=kim, action=Action.CHANGED, summary=f"Change number {minute}.", report=report)
+            audit.record(actor=staff, action=Action.CHANGED, summary=f"Change number {minute}.", report=report)
     audit.record(actor=None, action=Action.CHANGED, summary="Another report's change.", report=None)
 
     with CaptureQueriesContext(connection) as queries:
-        page = kim_client.get(reverse("admin:reporting_report_change", args=[report.pk])).content.decode()
+        page = staff_client.get(reverse("admin:reporting_report_change", args=[report.pk])).content.decode()
 
     assert len([q for q in queries.captured_queries if "reporting_auditevent" in q["sql"]]) == 1
     trail = page[page.index('id="audit-trail"') :]

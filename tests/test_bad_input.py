@@ -117,7 +117,10 @@ def missing_secret(report, settings, smtp_server, httpserver, monkeypatch=None):
 
 def esp_api_error(report, settings, smtp_server, httpserver):
     httpserver.expect_request("/email").respond_with_json(
-        {"ErrorCode": 10, "Message": "The Server Token you provided in the X-Postmark-Server-Token request header was invalid."},
+        {
+            "ErrorCode": 10,
+            "Message": "The Server Token you provided in the X-Postmark-Server-Token request header was invalid.",
+        },
         401,
     )
     settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"

@@ -7,7 +7,6 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from project.celery import app as celery_app
 from reporting import runs
 from reporting.models import AuditEvent, Report, ReportRun
 from reporting.pipeline.checks import CheckSettings, failed_checks
@@ -123,14 +122,6 @@ def test_it_reports_every_failed_check_at_once():
 
 
 # --- held runs ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def eager_celery():
-    """Tasks queued on commit run in-process (with django_capture_on_commit_callbacks)."""
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture

@@ -22,12 +22,6 @@ HOSTILE = {
 
 
 @pytest.fixture
-def staff_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("kim", "kim@example.com", "pw"))
-    return client
-
-
-@pytest.fixture
 def hostile_run(httpserver, mailoutbox) -> ReportRun:
     httpserver.expect_request("/api/positions").respond_with_json(HOSTILE)
     report = factories.report(factories.data_source(httpserver.url_for("/api/")))

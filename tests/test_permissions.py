@@ -10,10 +10,9 @@ from django.db.migrations.executor import MigrationExecutor
 from django.urls import reverse
 from django.utils import timezone
 
-from project.celery import app as celery_app
 from reporting.models import Delivery, ReportRun, RunAttachment
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 ROLES = ["viewer", "editor", "sender", "staff", "user", "anonymous"]
 MIGRATION = importlib.import_module("reporting.migrations.0006_permission_groups")
 
@@ -24,13 +23,6 @@ def groups():
     if Group.objects.filter(name__in=MIGRATION.GROUPS).count() < len(MIGRATION.GROUPS):
         state = MigrationExecutor(connection).loader.project_state(("reporting", "0006_permission_groups"))
         MIGRATION.install_groups(state.apps, None)
-
-
-@pytest.fixture(autouse=True)
-def eager_celery():
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture

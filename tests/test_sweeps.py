@@ -14,17 +14,9 @@ from reporting.models import Delivery, ReportRun
 from reporting.periods import period_for_slot
 from tests import factories
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 LONDON = ZoneInfo("Europe/London")
 Status = ReportRun.Status
-
-
-@pytest.fixture(autouse=True)
-def eager_celery():
-    """Runs queued by a sweep run in-process when the transaction commits."""
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 def at(*args: int) -> datetime:

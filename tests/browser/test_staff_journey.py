@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group
 
 from reporting.models import Delivery, Recipient, Report, ReportRun
 from tests.browser.conftest import log_in, shoot, shoot_element
+from tests.test_tasks import wait_for
 
 PAYLOAD = {
     "data": {
@@ -112,7 +113,7 @@ def test_a_staff_user_defines_previews_runs_reads_and_resends_a_report(
     page.click("input[type=submit][value='Resend']")
     page.wait_for_selector("text=is queued")
     shoot(page, "4-resend-queued")
-    _wait_for(lambda: use_smtp.messages_to("carol@example.com"))
+    wait_for(lambda: use_smtp.messages_to("carol@example.com"), timeout=20)
     [resent] = use_smtp.messages_to("carol@example.com")
     assert resent["Subject"] == run.subject
     assert Delivery.objects.get(run=run, kind="resend").address == "carol@example.com"
@@ -143,14 +144,3 @@ def _install_groups() -> None:
     from django.apps import apps
 
     importlib.import_module("reporting.migrations.0006_permission_groups").install_groups(apps, None)
-
-
-def _wait_for(predicate, timeout: float = 20.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
