@@ -2,10 +2,37 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 app = Celery("project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+
+
+class WorkerHeartbeat(bootsteps.StartStopStep):
+    """Each worker writes "worker:<hostname>" on its own timer (reporting.health), for /healthz."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.timer_ref = None
+
+    def start(self, worker) -> None:
+        from reporting.health import HEARTBEAT_SECONDS, record_heartbeat
+
+        name, detail = f"worker:{worker.hostname}", {"pid": os.getpid()}
+        record_heartbeat(name, **detail)
+        self.timer_ref = worker.timer.call_repeatedly(HEARTBEAT_SECONDS, record_heartbeat, (name,), detail)
+
+    def stop(self, worker) -> None:
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()
+            self.timer_ref = None
+
+
+app.steps["worker"].add(WorkerHeartbeat)

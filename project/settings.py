@@ -7,6 +7,7 @@ CELERY_BROKER_URL, an email backend and the security variables; see .env.example
 
 import json
 import os
+from email.utils import parseaddr
 from pathlib import Path
 
 import dj_database_url
@@ -226,7 +227,25 @@ REPORTING = {
     # subdomains), IP addresses and CIDR networks. Unset: loopback only with DEBUG on (the
     # embedded demo's API), nothing at all otherwise. See reporting.pipeline.fetch.HostAllowlist.
     "ALLOWED_SOURCE_HOSTS": env_list("REPORTING_ALLOWED_SOURCE_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else []),
+    # Failure alerts: at most one email per address in this many minutes (a digest of every
+    # run that failed, was held or was missed meanwhile).
+    "ALERT_INTERVAL_MINUTES": env_int("REPORTING_ALERT_INTERVAL_MINUTES", 15, minimum=1),
+    # /healthz fails when beat's last tick is older than this.
+    "BEAT_MAX_SILENCE_SECONDS": env_int("REPORTING_BEAT_MAX_SILENCE_SECONDS", 180, minimum=10),
+    # Retention: runs are kept this long; their data snapshots and attachments a shorter time.
+    # A run on legal hold is never pruned.
+    "RUN_RETENTION_DAYS": env_int("REPORTING_RUN_RETENTION_DAYS", 400, minimum=1),
+    "FILE_RETENTION_DAYS": env_int("REPORTING_FILE_RETENTION_DAYS", 90, minimum=1),
 }
+if REPORTING["FILE_RETENTION_DAYS"] > REPORTING["RUN_RETENTION_DAYS"]:
+    raise ImproperlyConfigured(
+        "REPORTING_FILE_RETENTION_DAYS must not be longer than REPORTING_RUN_RETENTION_DAYS: "
+        "a run's files go with the run."
+    )
+
+# Failure alerts go to a report's owner, or to these addresses when it has none:
+# ADMINS="Ops <ops@example.com>, cfo@example.com".
+ADMINS = [parseaddr(entry) for entry in env_list("ADMINS", [])]
 
 LOGGING = {
     "version": 1,

@@ -635,11 +635,25 @@ class ReportRunAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     search_fields = ["report__name", "report__slug"]
     search_help_text = "Search by report name or slug, or by a whole email address to find the runs sent to it."
-    actions = ["resend", "rerun"]
+    actions = ["resend", "rerun", "set_legal_hold", "clear_legal_hold"]
     inlines = [DeliveryInline]
     change_form_template = "admin/reporting/reportrun/change_form.html"
     fieldsets = [
-        (None, {"fields": ["report", "period", "trigger", "requested_by", "status", "error_in_words", "notes"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "report",
+                    "period",
+                    "trigger",
+                    "requested_by",
+                    "status",
+                    "error_in_words",
+                    "notes",
+                    "legal_hold",
+                ]
+            },
+        ),
         ("Timings", {"fields": ["created_at", "started_at", "fetched_at", "rendered_at", "finished_at", "attempts"]}),
         ("Data", {"fields": ["request_url", "row_count"]}),
     ]
@@ -773,6 +787,8 @@ class ReportRunAdmin(admin.ModelAdmin):
         if not request.user.has_perm("reporting.view_reportrun"):
             raise PermissionDenied
         attachment = get_object_or_404(RunAttachment, pk=attachment_id, run_id=run_id)
+        if not attachment.file:
+            raise Http404("This file was removed by the retention of the archive.")
         return FileResponse(
             attachment.file.open("rb"),
             as_attachment=True,
@@ -877,6 +893,28 @@ class ReportRunAdmin(admin.ModelAdmin):
             self.message_user(
                 request, f"Re-run of {run.report} for {run.period_label} queued as run #{new_run.pk}.", messages.SUCCESS
             )
+
+    def has_legal_hold_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("reporting.legal_hold_reportrun")
+
+    @admin.action(description="Put on legal hold (never pruned by retention)", permissions=["legal_hold"])
+    def set_legal_hold(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._legal_hold(request, queryset, held=True)
+
+    @admin.action(description="Release from legal hold", permissions=["legal_hold"])
+    def clear_legal_hold(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._legal_hold(request, queryset, held=False)
+
+    def _legal_hold(self, request: HttpRequest, queryset: QuerySet, *, held: bool) -> None:
+        with transaction.atomic():
+            changed = list(queryset.exclude(legal_hold=held).select_related("report"))
+            ReportRun.objects.filter(pk__in=[run.pk for run in changed]).update(legal_hold=held)
+            for run in changed:
+                what = "Put run #{} ({}) on legal hold." if held else "Released run #{} ({}) from legal hold."
+                summary = what.format(run.pk, run.period_label)
+                audit.record(actor=request.user, action=AuditEvent.Action.LEGAL_HOLD, summary=summary, run=run)
+        state = "on legal hold" if held else "released from legal hold"
+        self.message_user(request, f"{len(changed)} run{'s' if len(changed) != 1 else ''} {state}.", messages.SUCCESS)
 
 
 # The report list shows many reports, often on the same few schedules: each distinct

@@ -38,6 +38,7 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import SCHEDULE_SYNC_MAX_INTERVAL, DatabaseScheduler, ModelEntry
 from django_celery_beat.tzcrontab import TzAwareCrontab
 
+from reporting.health import BeatHeartbeat
 from reporting.schedules import RUN_TASK, next_slot
 
 logger = get_logger(__name__)
@@ -137,6 +138,7 @@ class ReportScheduler(DatabaseScheduler):
         self._seen_change = None
         self._next_check = 0.0
         self._next_reconcile = 0.0
+        self._heartbeat = BeatHeartbeat()
         super().__init__(*args, **kwargs)
 
     @property
@@ -154,6 +156,7 @@ class ReportScheduler(DatabaseScheduler):
 
     def tick(self, event_t=event_t, min=min, heappop=heapq.heappop, heappush=heapq.heappush) -> float:
         """Send every report due now in one go, then tick as the parent does for anything else."""
+        self._heartbeat(tasks=len(self._schedule))  # for /healthz; writes at most every few seconds
         self.schedule  # noqa: B018 -- reading it follows the database, as the parent's tick does
         if self._heap is None:
             self.populate_heap()

@@ -627,7 +627,7 @@ def archived_email(run: ReportRun) -> deliver.OutgoingEmail:
 def html_with_images_inline(run: ReportRun) -> str:
     """The archived HTML with each image it shows (cid:) as a data: URI, for viewing in a browser."""
     html = run.body_html
-    for attachment in run.attachments.exclude(content_id=""):
+    for attachment in run.attachments.exclude(content_id="").exclude(file=""):  # "": removed by retention
         with attachment.file.open("rb") as stored:
             encoded = base64.b64encode(stored.read()).decode("ascii")
         html = html.replace(f"cid:{attachment.content_id}", f"data:{attachment.mimetype};base64,{encoded}")
@@ -647,6 +647,11 @@ def queue_resend(*, run_id: int, addresses: list[str] | None, requested_by_id: i
             Status.MISSED: "it was missed: use Run now for its period",
         }.get(run.status, "it failed before rendering; re-run it instead")
         raise ValidationError(f"This run has no archived email to resend: {why}.")
+    if run.attachments.filter(file="", linked=False).exists():
+        raise ValidationError(
+            "This run's attachments were removed by the retention of the archive (see its notes), so it cannot "
+            "be resent as it was. Use Run now for its period to send it again with fresh data."
+        )
     targets = clean_addresses(addresses if addresses is not None else run.recipients)
     if not targets:
         raise ValidationError("There is no address to resend to.")

@@ -7,7 +7,7 @@ from datetime import datetime
 from celery import shared_task
 from django.conf import settings
 
-from reporting import runs, sweeps
+from reporting import alerts, retention, runs, sweeps
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +84,15 @@ def catch_up_missed_runs() -> None:
 def recover_stuck_runs() -> None:
     """Every minute: retry once, then fail, the runs whose worker went silent (reporting.sweeps)."""
     sweeps.recover_stuck_runs()
+
+
+@shared_task
+def send_failure_alerts() -> None:
+    """Every minute: one digest per owner of the runs that failed, were held or missed (reporting.alerts)."""
+    alerts.send_failure_alerts()
+
+
+@shared_task
+def prune_archive() -> None:
+    """Nightly: the archive pruned by the retention settings, legal holds kept (reporting.retention)."""
+    retention.prune_archive()
