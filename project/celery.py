@@ -11,8 +11,6 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-
-
 class WorkerHeartbeat(bootsteps.StartStopStep):
     """Each worker writes "worker:<hostname>" on its own timer (reporting.health), for /healthz."""
 

@@ -15,8 +15,9 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.templatetags.admin_list import date_hierarchy
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, Exists, F, Func, IntegerField, Max, Min, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Exists, Max, Min, OuterRef, QuerySet, Subquery
 from django.db.models.functions import JSONArray
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -28,7 +29,7 @@ from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
-from reporting import audit, preview, progress, runs, schedules, tasks
+from reporting import audit, overview, preview, progress, runs, schedules, tasks
 from reporting.forms import PreviewForm, ReportForm, ResendForm, RunNowForm
 from reporting.models import (
     AuditEvent,
@@ -40,9 +41,11 @@ from reporting.models import (
     ReportRun,
     RunAttachment,
 )
+from reporting.overview import count_of
 from reporting.pipeline import fetch
 
 SNAPSHOT_PREVIEW_BYTES = 200_000
+OVERVIEW_PAGE_SIZE = 100
 RUN_HISTORY_LENGTH = 10
 # A mark per status for the run history: shape and colour (see report/change_list.html).
 RUN_MARKS = {
@@ -261,8 +264,25 @@ class ReportAdmin(admin.ModelAdmin):
             path("<int:report_id>/run-now/", wrap(self.run_now_view), name="reporting_report_run_now"),
             path("<int:report_id>/send-test/", wrap(self.send_test_view), name="reporting_report_send_test"),
             path("<int:report_id>/preview/", wrap(self.preview_view), name="reporting_report_preview"),
+            path("overview/", wrap(self.overview_view), name="reporting_report_overview"),
             *super().get_urls(),
         ]
+
+    def overview_view(self, request: HttpRequest) -> HttpResponse:
+        """Every enabled report at a glance: next run, last success, failures, late, missed, held."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        page = Paginator(overview.enabled_reports(), OVERVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
+        rows = overview.report_health(list(page))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Reports at a glance",
+            "opts": self.model._meta,
+            "page": page,
+            "rows": rows,
+            "attention": sum(row.needs_attention for row in rows),
+        }
+        return TemplateResponse(request, "admin/reporting/report/overview.html", context)
 
     def has_preview_permission(self, request: HttpRequest) -> bool:
         """Who may fetch live data to look at a report: whoever may edit it or send it."""
@@ -577,12 +597,6 @@ def _date_title(day: date, format_name: str) -> str:
     return capfirst(formats.date_format(day, format_name))
 
 
-def _count_of(queryset: QuerySet) -> Subquery:
-    """The number of rows of a queryset correlated with OuterRef, as a subquery (0 when none)."""
-    counted = queryset.order_by().annotate(count=Func(F("pk"), function="COUNT", output_field=IntegerField()))
-    return Subquery(counted.values("count"))
-
-
 @dataclass(frozen=True)
 class HeldRunAction:
     """A button on a held run's page: its words, its service, and how it is audited."""
@@ -669,8 +683,8 @@ class ReportRunAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .select_related("report")
             .annotate(
-                accepted_count=_count_of(deliveries.filter(status__in=Delivery.ACCEPTED)),
-                delivery_count=_count_of(deliveries),
+                accepted_count=count_of(deliveries.filter(status__in=Delivery.ACCEPTED)),
+                delivery_count=count_of(deliveries),
             )
         )
 
