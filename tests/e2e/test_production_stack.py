@@ -355,3 +355,23 @@ def test_the_web_server_serves_the_admin_with_production_settings(stack, admin_s
 
     assert response.status_code == 200 and "Select report run" in response.text
     assert static and admin_session.get(static.group(1)).status_code == 200
+
+
+def test_healthz_sees_the_database_the_broker_beat_and_the_workers(stack, admin_session):
+    from reporting.models import Heartbeat
+
+    stack.worker("worker1")
+    stack.beat()
+    wait_for(
+        lambda: {"beat", "worker"} <= {name.split(":")[0] for name in Heartbeat.objects.values_list("name", flat=True)},
+        timeout=60,
+        what="beat and the worker to write their heartbeats",
+    )
+
+    response = requests.get(admin_session.url("/healthz"), timeout=30)  # no login needed
+
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "ok", body
+    assert body["checks"]["database"]["ok"] and body["checks"]["broker"] == {"ok": True, "transport": "redis"}
+    assert body["checks"]["beat"]["age_seconds"] < 60
+    assert [worker["name"].startswith("worker:") for worker in body["checks"]["workers"]] == [True]
