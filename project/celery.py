@@ -21,16 +21,26 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
         self.timer_ref = None
 
     def start(self, worker) -> None:
-        from reporting.health import HEARTBEAT_SECONDS, record_heartbeat
+        from reporting.health import HEARTBEAT_SECONDS
 
         name, detail = f"worker:{worker.hostname}", {"pid": os.getpid()}
-        record_heartbeat(name, **detail)
-        self.timer_ref = worker.timer.call_repeatedly(HEARTBEAT_SECONDS, record_heartbeat, (name,), detail)
+        _heartbeat(name, detail)
+        self.timer_ref = worker.timer.call_repeatedly(HEARTBEAT_SECONDS, _heartbeat, (name, detail))
 
     def stop(self, worker) -> None:
         if self.timer_ref is not None:
             self.timer_ref.cancel()
             self.timer_ref = None
+
+
+def _heartbeat(name: str, detail: dict) -> None:
+    """Write the heartbeat, then close the timer thread's connection: nothing else uses it."""
+    from django.db import connection
+
+    from reporting.health import record_heartbeat
+
+    record_heartbeat(name, **detail)
+    connection.close()
 
 
 app.steps["worker"].add(WorkerHeartbeat)
