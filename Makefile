@@ -36,8 +36,9 @@ run: install
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/reporting
 test: test-sqlite test-postgres
 
-## Two test processes (pytest-xdist), each with its own test database; the end-to-end
-## tests run alone afterwards: they start real processes and wait for real cron minutes.
+## Two test processes (pytest-xdist), each with its own test database. The end-to-end
+## tests run after the rest (they start real processes and wait for real cron minutes),
+## two at a time: each has its own queues, ports and test database.
 PARALLEL ?= -n 2
 test-sqlite: install-dev browser-deps
 	$(BIN)/python -m pytest -m "not e2e" $(PARALLEL) $(PYTEST_ARGS)
@@ -46,7 +47,7 @@ test-sqlite: install-dev browser-deps
 ## runs everything else, then the end-to-end tests.
 test-postgres: install-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -m "not browser and not e2e" $(PARALLEL) $(PYTEST_ARGS)
-	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -m e2e $(PARALLEL) $(PYTEST_ARGS)
 
 ## Debian's chromium for tests/browser/ (Playwright's own browser download does not work here).
 CHROMIUM_PATH ?= /usr/bin/chromium
