@@ -349,8 +349,22 @@ def main() -> None:
         f"one worker with {os.cpu_count()} processes against a pool of {os.cpu_count()}; PostgreSQL and Redis; "
         f"a loopback HTTP data source and a loopback SMTP server (aiosmtpd) shared by both. "
         f"Target: at least 0.7× the baseline's throughput, with no duplicate or missing email — **{met}**."
+        f"\n\n{NOTES}"
     )
     write_result("throughput", "Throughput: 1,000 reports due at once", body)
+
+
+NOTES = """\
+**What the profile showed** (py-spy on the worker, 25 s of this benchmark, 2026-11-24): of the
+worker's time, 22% waiting on PostgreSQL, 23% rendering templates, 25% sending, 3% opening
+a new database connection for every task: Celery's Django fixup closes every connection
+before and after each task unless `CELERY_DB_REUSE_MAX` is set. With it set (100 tasks; Django's
+CONN_MAX_AGE and health checks still retire old connections) the same run went from 66.9 s
+to 61.1 s (0.68× to 0.77×). On this machine the ratio moves by about ±0.07 from run to run
+with nothing changed (0.68×, 0.75× before the change); earlier runs on a busier machine,
+where the CPU-bound work of both sides dominated, gave 0.94×. The rest of the gap is the
+work the baseline does not do: the archive's rows (claims, leases, one delivery row per
+address, each written before and after its send), the data checks and the address checks."""
 
 
 if __name__ == "__main__":

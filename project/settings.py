@@ -192,6 +192,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Report runs are long and uneven: a worker takes one message at a time, so a slow run
 # does not hold others back in its prefetch buffer.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes every database connection before and after each task unless
+# told to reuse them: a new PostgreSQL connection per run. Reuse them for this many tasks;
+# Django's CONN_MAX_AGE and health checks still retire old or broken ones.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 100)
 # A run that hangs is stopped: soft limit first (the run records why), then the hard one.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 600, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660, minimum=1)
