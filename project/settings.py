@@ -219,6 +219,10 @@ REPORTING = {
     "FETCH_RETRY_MAX_SECONDS": env_int("REPORTING_FETCH_RETRY_MAX_SECONDS", 1800, minimum=1),
     # A run not touched for this long is taken to be abandoned by a dead worker.
     "RUN_LEASE_SECONDS": env_int("REPORTING_RUN_LEASE_SECONDS", 120, minimum=5),
+    # A run waiting for a worker (queued, or its retry time come) this long is taken by the
+    # deadline sweep: published once more, then failed with an alert (reporting.services.deadlines).
+    # Set it above the longest a burst of due reports may wait in the queue for a worker.
+    "RUN_QUEUE_DEADLINE_SECONDS": env_int("REPORTING_RUN_QUEUE_DEADLINE_SECONDS", 600, minimum=5),
     # The catch-up sweep looks only at schedule slots at least this old, so that it never
     # races beat firing on time (reporting.sweeps.catch_up_missed_runs).
     "CATCH_UP_GRACE_SECONDS": env_int("REPORTING_CATCH_UP_GRACE_SECONDS", 120),

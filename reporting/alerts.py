@@ -24,7 +24,8 @@ from reporting.models import Alert, ReportRun
 
 log = logging.getLogger(__name__)
 Status = ReportRun.Status
-ALERTED_STATUSES = (Status.FAILED, Status.HELD, Status.MISSED)
+# A partially sent run is alerted too: some addresses did not get the email, and the alert names them.
+ALERTED_STATUSES = (Status.FAILED, Status.PARTIALLY_SENT, Status.HELD, Status.MISSED)
 LOOK_BACK = timedelta(days=7)  # older runs are history, not news (e.g. on the first deploy)
 
 
@@ -99,7 +100,12 @@ def _subject(runs: list[ReportRun]) -> str:
 
 
 def _verb(run: ReportRun) -> str:
-    return {Status.FAILED: "failed", Status.HELD: "was held back", Status.MISSED: "was missed"}[run.status]
+    return {
+        Status.FAILED: "failed",
+        Status.PARTIALLY_SENT: "was sent only in part",
+        Status.HELD: "was held back",
+        Status.MISSED: "was missed",
+    }[run.status]
 
 
 def _email(addresses: list[str], subject: str, runs: list[ReportRun]) -> EmailMultiAlternatives:

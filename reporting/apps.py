@@ -6,4 +6,7 @@ class ReportingConfig(AppConfig):
     verbose_name = "Scheduled reports"
 
     def ready(self) -> None:
-        from reporting import signals  # noqa: F401  (connects the receivers)
+        from reporting import (
+            signals,  # noqa: F401  (connects the receivers)
+            tasks,  # noqa: F401  (registers the tasks that services.enqueue publishes by name)
+        )

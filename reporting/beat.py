@@ -17,7 +17,11 @@ each fired task back with two queries and a commit each (bench/bench_schedules.p
   per tick, and publishing 10,000 messages one by one takes 10-20 s on a small machine.
   A burst goes out as at most about MESSAGES_PER_BURST `run_scheduled_reports` messages
   of up to MAX_REPORTS_PER_MESSAGE reports each (one report per message while the burst
-  is small, so the workers still share the work evenly).
+  is small, so the workers still share the work evenly);
+- leads only while it holds the database's beat lock (reporting.leadership), so that any
+  number of beats may run: a standby publishes and writes nothing, tries to take the lock
+  every LEADERSHIP_CHECK_SECONDS, and on taking it reads the whole schedule afresh, with
+  each task's last run as the previous leader left it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from celery.beat import event_t
+from celery import signals
+from celery.beat import Service, event_t
 from celery.utils.log import get_logger
 from django.db import DatabaseError, InterfaceError, close_old_connections, transaction
 from django.db.models import Case, DateTimeField, PositiveIntegerField, Value, When
@@ -39,6 +44,7 @@ from django_celery_beat.schedulers import SCHEDULE_SYNC_MAX_INTERVAL, DatabaseSc
 from django_celery_beat.tzcrontab import TzAwareCrontab
 
 from reporting.health import BeatHeartbeat
+from reporting.leadership import Leadership, for_database
 from reporting.schedules import RUN_TASK, next_slot
 
 logger = get_logger(__name__)
@@ -84,6 +90,9 @@ BATCH_TASK = "reporting.tasks.run_scheduled_reports"
 MESSAGES_PER_BURST = 200
 MAX_REPORTS_PER_MESSAGE = 100
 MAX_BURST = 20_000  # due reports taken in one tick; the rest go in the next
+# How often a standby tries to take the lock, and a leader checks it still holds it: a
+# leader killed with SIGKILL has a successor within about this long.
+LEADERSHIP_CHECK_SECONDS = 5.0
 
 
 class SlotCrontab(TzAwareCrontab):
@@ -127,11 +136,19 @@ class ReportEntry(ModelEntry):
 
 
 class ReportScheduler(DatabaseScheduler):
-    """DatabaseScheduler that reloads only what changed and keeps its heap between changes."""
+    """DatabaseScheduler that reloads only what changed and keeps its heap between changes.
+
+    It ticks only while it leads, by `leadership`: celery's beat gets the database's lock
+    (see lead_by_the_database_lock); a scheduler built by hand without one leads alone.
+    """
 
     Entry = ReportEntry
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, leadership: Leadership | None = None, **kwargs):
+        self.leadership = leadership
+        self._leading = False
+        self._next_leadership_check = 0.0
+        self._said_standing_by = False
         self._schedule: dict[str, ModelEntry] = {}
         self._names: dict[int, str] = {}  # task id → entry name
         self._fingerprints: dict[int, int] = {}  # task id → fingerprint of the loaded row
@@ -154,8 +171,16 @@ class ReportScheduler(DatabaseScheduler):
         """Always: each change patches the heap itself (see _apply), so tick never rebuilds it."""
         return True
 
+    def setup_schedule(self) -> None:
+        """Nothing yet: beat sets its schedule up when it takes the lead (see _take_over)."""
+
     def tick(self, event_t=event_t, min=min, heappop=heapq.heappop, heappush=heapq.heappush) -> float:
-        """Send every report due now in one go, then tick as the parent does for anything else."""
+        """Send every report due now in one go, then tick as the parent does for anything else.
+
+        Only as leader: a standby sends nothing and writes nothing, not even a heartbeat.
+        """
+        if not self._lead():
+            return min(self.max_interval, max(0.1, self._next_leadership_check - time.monotonic()))
         self._heartbeat(tasks=len(self._schedule))  # for /healthz; writes at most every few seconds
         self.schedule  # noqa: B018 -- reading it follows the database, as the parent's tick does
         if self._heap is None:
@@ -196,10 +221,64 @@ class ReportScheduler(DatabaseScheduler):
             logger.warning("ReportScheduler: could not write %d last-run times, retrying later: %r", len(tasks), exc)
             self._dirty |= dirty
 
+    def close(self) -> None:
+        """Write the last runs, then let go of the lock: a standby leads at its next try."""
+        try:
+            super().close()
+        finally:
+            if self.leadership is not None:
+                self.leadership.release()
+            if self._leading:
+                logger.info("beat: stepped down")
+                self._leading = False
+                self._forget_schedule()
+            self._next_leadership_check = 0.0
+
     def update_from_dict(self, mapping) -> None:
         """Entries from the app's beat_schedule: stored as rows by the parent, indexed here."""
         super().update_from_dict(mapping)
         self._names.update((entry.model.pk, name) for name, entry in self._schedule.items())
+
+    # --- leading ------------------------------------------------------------------------
+
+    def _lead(self) -> bool:
+        """Whether this beat leads now: checks the lock it holds, or tries to take it, every few seconds."""
+        now = time.monotonic()
+        if now < self._next_leadership_check:
+            return self._leading
+        self._next_leadership_check = now + LEADERSHIP_CHECK_SECONDS
+        if self._leading:
+            if self.leadership is None or self.leadership.still_held():
+                return True
+            logger.warning("beat: lost the lead (its lock is gone); standing by")
+            self._leading = False
+            self._forget_schedule()
+            return False
+        if self.leadership is None or self.leadership.try_acquire():
+            logger.info("beat: now leading")
+            self._take_over()
+        elif not self._said_standing_by:
+            logger.info("beat: standing by, another beat leads")
+            self._said_standing_by = True
+        return self._leading
+
+    def _take_over(self) -> None:
+        """Lead as a beat starting afresh does: the app's own entries stored, then every row read.
+
+        The rows hold each task's last run as the previous leader wrote it, so that a slot it
+        fired is not fired again, and a slot that fell due while nobody led fires now.
+        """
+        self._leading, self._said_standing_by = True, False
+        self._forget_schedule()
+        super().setup_schedule()
+
+    def _forget_schedule(self) -> None:
+        """Drop the schedule held in memory and the last runs not yet written: a standby holds and writes nothing."""
+        self._schedule, self._names, self._fingerprints = {}, {}, {}
+        self._heap, self.old_schedulers = None, None
+        self._dirty = set()
+        self._seen_change, self._next_check, self._next_reconcile = None, 0.0, 0.0
+        self._initial_read = True
 
     # --- sending a burst ----------------------------------------------------------------
 
@@ -337,6 +416,14 @@ class ReportScheduler(DatabaseScheduler):
         except Exception:  # one broken entry must not stop beat; the parent does the same
             is_due, next_time_to_run = self._is_due_failed(entry)
         return event_t(self._when(entry, 0 if is_due else next_time_to_run) or 0, 5, entry)
+
+
+@signals.beat_init.connect
+def lead_by_the_database_lock(sender: Service, **_kwargs) -> None:
+    """Celery's beat (`celery beat`, `worker --beat`) leads only while it holds the database's beat lock."""
+    scheduler = sender.scheduler
+    if isinstance(scheduler, ReportScheduler) and scheduler.leadership is None:
+        scheduler.leadership = for_database()
 
 
 def _is_report_entry(entry: ModelEntry) -> bool:

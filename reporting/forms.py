@@ -5,7 +5,8 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
-from reporting import runs, schedules
+from reporting import schedules
+from reporting.addresses import clean_addresses
 from reporting.models import Recipient, Report, report_template_choices
 from reporting.pipeline import charts
 from reporting.pipeline.checks import field_names
@@ -162,29 +163,39 @@ class PreviewForm(RunNowForm):
 
 
 class ResendForm(forms.Form):
+    """Who gets a resend: one choice, and the addresses only when that choice says so."""
+
     ORIGINAL, TYPED = "original", "typed"
     target = forms.ChoiceField(
-        choices=[(ORIGINAL, "The original recipients"), (TYPED, "Only these addresses")],
+        label="Send to",
+        choices=[(ORIGINAL, "The run's original recipients"), (TYPED, "Only the addresses typed below")],
         initial=ORIGINAL,
         widget=forms.RadioSelect,
     )
     addresses = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="One address per line, or separated by commas.",
+        help_text='Only with "Only the addresses typed below": one address per line, or separated by commas.',
     )
 
     def clean(self) -> dict:
         cleaned = super().clean()
+        raw = cleaned.get("addresses", "").replace(",", "\n").splitlines()
+        typed = [address for address in (line.strip() for line in raw) if address]
         if cleaned.get("target") == self.TYPED:
-            raw = cleaned.get("addresses", "").replace(",", "\n").splitlines()
             try:
-                cleaned["address_list"] = runs.clean_addresses(raw)
+                cleaned["address_list"] = clean_addresses(typed)
             except ValidationError as exc:
                 self.add_error("addresses", exc)
                 return cleaned
             if not cleaned["address_list"]:
                 self.add_error("addresses", "Type at least one address.")
         else:
+            if typed:  # never send to the originals while addresses stand typed in the box
+                self.add_error(
+                    "addresses",
+                    'You typed addresses but chose the original recipients. Choose "Only the addresses typed '
+                    'below" to send only to them, or clear the box to send to the original recipients.',
+                )
             cleaned["address_list"] = None
         return cleaned

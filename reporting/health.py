@@ -2,8 +2,9 @@
 
 Beat writes its heartbeat from its tick (at most every HEARTBEAT_SECONDS); each worker from
 a timer of its own (the `WorkerHeartbeat` bootstep of project/celery.py). /healthz
-answers JSON with the database, the broker and the age of each heartbeat, and 503 when the
-database or the broker is down or beat has been silent too long.
+answers JSON with the database, the broker, the age of each heartbeat and the runs past
+their deadline, and 503 when the database or the broker is down, beat has been silent too
+long, or a run has been past its deadline longer than the deadline sweep takes to act.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ import time
 from datetime import datetime
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from reporting.models import Heartbeat
+from reporting.models import Heartbeat, ReportRun
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 15
 BEAT = "beat"
 WORKER_SILENCE_SECONDS = 120  # a worker not heard from for this long is listed as silent
+DEADLINE_SWEEP_SLACK_SECONDS = 300  # the deadline sweep runs every minute: a run overdue this long is stuck
 
 
 def record_heartbeat(name: str, **detail: Any) -> None:
@@ -58,7 +61,8 @@ def health(*, now: datetime | None = None) -> tuple[bool, dict[str, Any]]:
     heartbeats = _heartbeats() if database["ok"] else {}
     checks["beat"] = _beat(heartbeats.pop(BEAT, None), now)
     checks["workers"] = [_worker(name, seen, now) for name, seen in sorted(heartbeats.items())]
-    healthy = checks["database"]["ok"] and checks["broker"]["ok"] and checks["beat"]["ok"]
+    checks["runs_past_deadline"] = _overdue_runs(now) if database["ok"] else {"ok": False}
+    healthy = all(checks[name]["ok"] for name in ("database", "broker", "beat", "runs_past_deadline"))
     return healthy, {"status": "ok" if healthy else "fail", "checked_at": now.isoformat(), "checks": checks}
 
 
@@ -72,14 +76,26 @@ def _database() -> dict[str, Any]:
 
 
 def _broker() -> dict[str, Any]:
-    from project.celery import app
-
     try:
-        with app.connection_for_write() as conn:
+        with current_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         return {"ok": True, "transport": conn.transport_cls}
     except Exception as exc:  # kombu raises its transports' own errors
         return {"ok": False, "error": f"The message broker is unreachable: {type(exc).__name__}."}
+
+
+def _overdue_runs(now: datetime) -> dict[str, Any]:
+    """Runs not at an end and past their deadline: normal for up to a sweep's interval, a fault beyond."""
+    overdue = ReportRun.objects.filter(status__in=ReportRun.WORKING, deadline_at__lt=now)
+    oldest = overdue.order_by("deadline_at").values_list("deadline_at", flat=True).first()
+    late_by = _age(oldest, now) if oldest else 0.0
+    answer = {"ok": late_by <= DEADLINE_SWEEP_SLACK_SECONDS, "count": overdue.count(), "oldest_seconds": late_by}
+    if not answer["ok"]:
+        answer["error"] = (
+            f"{answer['count']} runs are past their deadline, one by {late_by:.0f} seconds: "
+            "is the deadline sweep (a beat task) running?"
+        )
+    return answer
 
 
 def _heartbeats() -> dict[str, datetime]:

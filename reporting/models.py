@@ -1,7 +1,7 @@
 """Data sources, report definitions, recipients, and the archive of runs and deliveries."""
 
 from pathlib import Path
-from zoneinfo import available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -11,6 +11,9 @@ from django.db.models.functions import Upper
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
+
+from reporting import periods
+from reporting.periods import Period
 
 ENV_VAR_NAME = RegexValidator(
     r"^[A-Z_][A-Z0-9_]*$",
@@ -227,6 +230,7 @@ class ReportRun(models.Model):
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
+        RETRYING = "retrying", "Waiting to retry"
         FETCHING = "fetching", "Fetching"
         RENDERING = "rendering", "Rendering"
         SENDING = "sending", "Sending"
@@ -236,15 +240,24 @@ class ReportRun(models.Model):
         HELD = "held", "Held (data check failed)"
         MISSED = "missed", "Missed"
 
-    WORKING = (Status.QUEUED, Status.FETCHING, Status.RENDERING, Status.SENDING)
+    # Not yet at an end: each of these has a deadline (deadline_at), enforced by a sweep.
+    WORKING = (Status.QUEUED, Status.RETRYING, Status.FETCHING, Status.RENDERING, Status.SENDING)
     FINISHED = (Status.SENT, Status.PARTIALLY_SENT, Status.FAILED, Status.MISSED)
     # Triggers that stand for "the" run of a period: at most one each per period.
     SCHEDULED_TRIGGERS = (Trigger.SCHEDULE, Trigger.CATCH_UP)
 
     report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="runs")
+    # What the run reports on, kept on the run itself: editing the report later (its name,
+    # period or timezone) must not change how an archived run reads or resends.
+    report_name = models.CharField(max_length=200, blank=True, help_text="The report's name when the run was made.")
+    period_kind = models.CharField("period", max_length=10, choices=Report.PeriodKind, blank=True)
+    period_timezone = models.CharField(
+        "timezone", max_length=64, blank=True, help_text="The report's timezone when the run was made."
+    )
     period_start = models.DateField()
     period_end = models.DateField(help_text="Last day of the period, inclusive.")
     period_key = models.CharField(max_length=64, editable=False)
+    period_label = models.CharField(max_length=100, blank=True)
     scheduled_for = models.DateTimeField(null=True, blank=True, help_text="The schedule slot this run belongs to.")
     trigger = models.CharField(max_length=10, choices=Trigger)
     requested_by = models.ForeignKey(
@@ -258,6 +271,12 @@ class ReportRun(models.Model):
     rendered_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    deadline_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="While the run is not finished: when the deadline sweep takes it if it has not moved on.",
+    )
     heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="Last sign of life.")
     attempts = models.PositiveIntegerField(default=0)
     recoveries = models.PositiveSmallIntegerField(
@@ -300,19 +319,39 @@ class ReportRun(models.Model):
                 name="one_scheduled_run_per_period",
             )
         ]
-        indexes = [models.Index(fields=["report", "-created_at"])]
+        indexes = [
+            models.Index(fields=["report", "-created_at"]),
+            models.Index(fields=["deadline_at"], condition=Q(deadline_at__isnull=False), name="run_deadline_idx"),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.report} · {self.period_label} · {self.get_status_display()}"
+        return f"{self.report_name or self.report} · {self.period_label} · {self.get_status_display()}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self._state.adding:
+            self._fill_in_from_report()
+        super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:
         return reverse("admin:reporting_reportrun_change", args=[self.pk])
 
-    @property
-    def period_label(self) -> str:
-        from reporting.periods import Period
+    def _fill_in_from_report(self) -> None:
+        """Record what the run is about as the report says now, where the creator did not."""
+        for name in ("period_start", "period_end"):  # a date may be given as text, as Django allows
+            setattr(self, name, self._meta.get_field(name).to_python(getattr(self, name)))
+        report = self.report
+        self.report_name = self.report_name or report.name
+        self.period_kind = self.period_kind or report.period_kind
+        self.period_timezone = self.period_timezone or report.timezone
+        self.period_label = self.period_label or self.period.label
 
-        return Period.from_run(self).label
+    @property
+    def period(self) -> Period:
+        """The period this run reports on, in the terms it was made with."""
+        at = None
+        if self.period_kind == periods.NONE and self.scheduled_for is not None:
+            at = self.scheduled_for.astimezone(ZoneInfo(self.period_timezone or "UTC"))
+        return Period(kind=self.period_kind, start=self.period_start, end=self.period_end, at=at)
 
     @property
     def is_rendered(self) -> bool:
@@ -433,6 +472,10 @@ class AuditEvent(models.Model):
         RELEASED = "released", "Released a held run"
         RERAN = "reran", "Re-ran"
         LEGAL_HOLD = "legal_hold", "Changed legal hold"
+        SCHEDULED = "scheduled", "Started a scheduled run"
+        CAUGHT_UP = "caught_up", "Ran a missed slot late"
+        REPUBLISHED = "republished", "Published a run again at its deadline"
+        GAVE_UP = "gave_up", "Failed a run at its deadline"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

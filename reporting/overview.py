@@ -34,10 +34,11 @@ class ReportHealth:
     missed: int  # missed slots since the last success
     held: int  # runs held back by a data check, not yet released or re-run
     late: bool  # the latest slot has passed (beyond the grace) without a run for its period
+    overdue: int = 0  # runs not yet at an end and past their deadline (the deadline sweep acts on them)
 
     @property
     def needs_attention(self) -> bool:
-        return bool(self.consecutive_failures or self.missed or self.held or self.late)
+        return bool(self.consecutive_failures or self.missed or self.held or self.late or self.overdue)
 
 
 def enabled_reports() -> QuerySet:
@@ -58,6 +59,7 @@ def enabled_reports() -> QuerySet:
             failures_since_success=_count(runs.filter(since_success, status=Status.FAILED)),
             missed_since_success=_count(runs.filter(since_success, status=Status.MISSED)),
             held_runs=_count(runs.filter(status=Status.HELD)),
+            overdue_runs=_count(runs.filter(status__in=ReportRun.WORKING, deadline_at__lt=timezone.now())),
         )
         .order_by("name", "pk")
     )
@@ -79,6 +81,7 @@ def report_health(reports: list[Report], *, now: datetime | None = None) -> list
                 consecutive_failures=report.failures_since_success or 0,
                 missed=report.missed_since_success or 0,
                 held=report.held_runs or 0,
+                overdue=report.overdue_runs or 0,
                 late=bool(spec) and _is_late(report, spec, now - grace),
             )
         )

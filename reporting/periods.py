@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 from django.utils.dateformat import format as format_date
-
-if TYPE_CHECKING:
-    from reporting.models import ReportRun
 
 DAILY, WEEKLY, MONTHLY, QUARTERLY, NONE = "daily", "weekly", "monthly", "quarterly", "none"
 
@@ -46,13 +42,6 @@ class Period:
         if self.at is not None:
             return format_date(self.at, "j F Y, H:i T")
         return format_date(self.start, "j F Y")
-
-    @classmethod
-    def from_run(cls, run: ReportRun) -> Period:
-        at = run.scheduled_for
-        if at is not None:
-            at = at.astimezone(ZoneInfo(run.report.timezone))
-        return cls(kind=run.report.period_kind, start=run.period_start, end=run.period_end, at=at)
 
 
 def period_containing(kind: str, day: date) -> Period:

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import date
 
-from reporting import runs
+from reporting import stage_inputs
 from reporting.models import Report
 from reporting.periods import Period
 from reporting.pipeline import checks, fetch, render
@@ -53,19 +53,19 @@ class PreviewError(Exception):
 def preview_report(*, report_id: int, period_day: date | None) -> Preview:
     """Fetch and render the report for the period containing `period_day` (default: the last complete one)."""
     report = Report.objects.select_related("data_source").get(pk=report_id)
-    period = runs.period_for_day(report, period_day)
+    period = stage_inputs.period_for_day(report, period_day)
     request_url = ""
     try:
-        request = runs.fetch_request_for(report, period)
+        request = stage_inputs.fetch_request_for(report, period)
         request_url = request.url
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
             request_url, data = fetch.download(request, body)
-        render_request = runs.render_request_for(report, period, data)
+        render_request = stage_inputs.render_request_for(report, period, data)
         email = render.render(render_request)
     except (fetch.FetchError, render.RenderError) as exc:
         raise PreviewError(exc.message, request_url=request_url) from exc
     held = checks.failed_checks(
-        rows=render_request.rows, data=data, checks=runs.check_settings(report), now=render_request.generated_at
+        rows=render_request.rows, data=data, checks=stage_inputs.check_settings(report), now=render_request.generated_at
     )
     return Preview(
         period=period,

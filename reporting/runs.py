@@ -1,7 +1,8 @@
 """Runs: the one orchestrator of fetch → render → deliver, and its bookkeeping.
 
-Every entry point (beat, "Run now", "Send test", resend, management commands) ends up
-here. The rules that make a scheduled period go out at most once per address:
+The services (reporting.services) create runs here and work on them here; nothing in this
+module enqueues work or writes audit events. The rules that make a scheduled period go
+out at most once per address:
 
 * one scheduled `ReportRun` per (report, period), by a unique constraint;
 * a run is worked on by one worker at a time, claimed with a conditional UPDATE and a
@@ -9,35 +10,41 @@ here. The rules that make a scheduled period go out at most once per address:
 * one original `Delivery` per (run, address), by a unique constraint, written before the
   message is sent; a delivery found half-done ("sending") after a crash is not sent
   again, because the mail server may already have accepted it.
+
+And the rule that nothing waits forever: every run not yet at an end carries a deadline
+(`deadline_at`): the lease while a worker holds it, the queue deadline while it waits for
+a worker, the retry time plus the queue deadline while it waits to retry. The deadline
+sweep (reporting.services.deadlines) acts on any run past it.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
-import math
+import random
 import tempfile
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
-from django.urls import reverse
 from django.utils import timezone
 
-from reporting import schedules
-from reporting.models import DataSource, Delivery, Report, ReportRun, RunAttachment
-from reporting.periods import Period, last_complete_period, period_containing, period_for_slot
+from reporting import attachments, schedules
+from reporting.addresses import check_addresses, check_some_address_is_valid
+from reporting.archive import fail_queued_deliveries, send_deliveries, snapshot_data
+from reporting.models import Delivery, Report, ReportRun, RunAttachment
+from reporting.periods import Period, period_for_slot
 from reporting.pipeline import checks, deliver, fetch, render
+from reporting.stage_inputs import check_settings, fetch_request_for, period_for_day, render_request_for
+from reporting.timing import duration_in_words, local_time
 
 log = logging.getLogger(__name__)
 Status = ReportRun.Status
@@ -46,6 +53,8 @@ Trigger = ReportRun.Trigger
 # A worker's clock may run a little behind beat's: a task that starts up to this much
 # before a slot still belongs to that slot.
 SLOT_TOLERANCE = timedelta(seconds=30)
+# A scheduled run that starts later than this after its slot says so on its page.
+LATE_AFTER = timedelta(seconds=60)
 
 
 class RunNotClaimed(Exception):
@@ -57,11 +66,11 @@ class RunNotClaimed(Exception):
 
 
 class RunRetryLater(Exception):
-    """A transient failure; the run is queued again and should be retried."""
+    """A transient failure; the run waits to retry, in `retry_in` seconds."""
 
-    def __init__(self, message: str, retry_after: float | None):
+    def __init__(self, message: str, retry_in: float):
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_in = retry_in
 
 
 @dataclass(frozen=True)
@@ -74,55 +83,85 @@ class RunRequest:
     recipients: list[str] | None = None  # default: the report's active recipients
 
 
+# --- deadlines --------------------------------------------------------------------------
+
+
+def queue_deadline(*, after: float = 0) -> datetime:
+    """When a run queued now (to start `after` seconds from now) must have been taken by a worker."""
+    return timezone.now() + timedelta(seconds=after + settings.REPORTING["RUN_QUEUE_DEADLINE_SECONDS"])
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.REPORTING["RUN_LEASE_SECONDS"])
+
+
 # --- creating runs ----------------------------------------------------------------------
 
 
 def start_scheduled_run(
     *, report_id: int, started_at: datetime | None = None, trigger: str = Trigger.SCHEDULE
 ) -> ReportRun | None:
-    """Create the run for the schedule slot at or before `started_at`, once per period.
+    """The run to execute for the schedule slot at or before `started_at` (see open_scheduled_run)."""
+    return open_scheduled_run(report_id=report_id, started_at=started_at, trigger=trigger)[0]
 
-    Returns the run to execute: the new one, or an existing one that has not finished;
-    None when the report is disabled, unscheduled, or its period's run has finished.
+
+def open_scheduled_run(
+    *, report_id: int, started_at: datetime | None = None, trigger: str = Trigger.SCHEDULE
+) -> tuple[ReportRun | None, bool]:
+    """Create the run for the schedule slot at or before `started_at`, once per period; (run, created).
+
+    The run is the new one, or an existing one that has not finished; None when the report
+    is disabled, unscheduled, or its period's run has finished.
     """
     report = Report.objects.select_related("periodic_task__crontab").get(pk=report_id)
     spec = schedules.spec_for(report)
     if not report.enabled or spec is None:
         log.info("report %s is disabled or has no schedule; nothing to run", report_id)
-        return None
+        return None, False
     moment = (started_at or timezone.now()) + SLOT_TOLERANCE
     slot = schedules.latest_slot(spec, at_or_before=moment)
     if slot is None:
-        return None
-    period = period_for_slot(report.period_kind, slot, ZoneInfo(report.timezone))
+        return None, False
+    period = period_for_slot(report.period_kind, slot, report_timezone(report))
     request = RunRequest(report_id=report.pk, period=period, trigger=trigger, scheduled_for=slot)
     try:
-        return create_run(request, report=report)
+        return create_run(request, report=report), True
     except IntegrityError:
         existing = ReportRun.objects.get(report=report, period_key=period.key, trigger__in=ReportRun.SCHEDULED_TRIGGERS)
         log.info("report %s period %s already has run %s (%s)", report_id, period.key, existing.pk, existing.status)
         # Not finished: a redelivered message after a crash, or a duplicate; the claim
         # in execute_run decides who works on it.
-        return existing if existing.status in ReportRun.WORKING else None
+        return (existing if existing.status in ReportRun.WORKING else None), False
+
+
+def report_timezone(report: Report) -> ZoneInfo:
+    return ZoneInfo(report.timezone)
 
 
 def create_run(request: RunRequest, *, report: Report | None = None) -> ReportRun:
-    """Insert a queued run; raises IntegrityError when its scheduled period already has one.
+    """Insert a queued run, with its deadline; IntegrityError when its scheduled period already has one.
 
-    `report` saves a query when the caller has already loaded the request's report.
+    The run records the period, timezone and name as they are now, so that it reads and
+    resends the same after the report is edited. `report` saves a query when the caller
+    has already loaded the request's report.
     """
     report = report or Report.objects.get(pk=request.report_id)
     recipients = request.recipients if request.recipients is not None else report.recipient_addresses()
     with transaction.atomic():
         return ReportRun.objects.create(
             report=report,
+            report_name=report.name,
+            period_kind=request.period.kind,
+            period_timezone=report.timezone,
             period_start=request.period.start,
             period_end=request.period.end,
             period_key=request.period.key,
+            period_label=request.period.label,
             scheduled_for=request.scheduled_for,
             trigger=request.trigger,
             requested_by_id=request.requested_by_id,
             recipients=recipients,
+            deadline_at=queue_deadline(),
         )
 
 
@@ -152,29 +191,25 @@ def create_test_run(*, report_id: int, period_day: date | None, user_email: str,
     )
 
 
-def period_for_day(report: Report, period_day: date | None) -> Period:
-    """The period containing `period_day` in the report's terms; without a day, the last complete one."""
-    if period_day is None:
-        return last_complete_period(report.period_kind, ZoneInfo(report.timezone))
-    return period_containing(report.period_kind, period_day)
-
-
 # --- executing runs ---------------------------------------------------------------------
 
 
-def execute_run(*, run_id: int, final_attempt: bool = True) -> ReportRun:
+def execute_run(*, run_id: int, final_attempt: bool | None = True) -> ReportRun:
     """Fetch, render and deliver the run, resuming after whatever an earlier attempt did.
 
     Raises RunNotClaimed when another worker holds the run, and RunRetryLater on a
-    transient fetch failure unless this is the final attempt.
+    transient failure unless this is the final attempt. `final_attempt=None`: final once
+    the run has been attempted more than FETCH_MAX_RETRIES times (what the workers use).
     """
     if not _claim(run_id):
         return ReportRun.objects.get(pk=run_id)
     run = ReportRun.objects.select_related("report__data_source").get(pk=run_id)
+    if final_attempt is None:
+        final_attempt = run.attempts > settings.REPORTING["FETCH_MAX_RETRIES"]
     try:
         if not run.recipients:
             raise render.RenderError("The report has no active recipients: add a recipient or a recipient list.")
-        _check_some_address_is_valid(run.recipients)
+        _check_addresses(run.recipients)
         if run.rendered_at is None and not _fetch_check_render(run):
             return run  # held by a data check: nothing rendered, nothing sent
         _deliver_stage(run)
@@ -182,15 +217,13 @@ def execute_run(*, run_id: int, final_attempt: bool = True) -> ReportRun:
         if exc.permanent or final_attempt:
             _fail(run, exc.message, exc.detail)
         else:
-            _requeue(run, exc.message)
-            raise RunRetryLater(exc.message, exc.retry_after) from exc
+            _retry_later(run, exc.message, exc.retry_after)
     except deliver.DeliveryError as exc:  # the mail server could not be reached at all
         if final_attempt:
-            _fail_queued_deliveries(run.deliveries.filter(kind=Delivery.Kind.ORIGINAL), exc.message)
+            fail_queued_deliveries(run.deliveries.filter(kind=Delivery.Kind.ORIGINAL), exc.message)
             _finish(run)
         else:
-            _requeue(run, exc.message)
-            raise RunRetryLater(exc.message, None) from exc
+            _retry_later(run, exc.message, None)
     except render.RenderError as exc:
         _fail(run, exc.message, exc.detail)
     except SoftTimeLimitExceeded:
@@ -204,95 +237,47 @@ def execute_run(*, run_id: int, final_attempt: bool = True) -> ReportRun:
     return run
 
 
-def release_held_run(*, run_id: int, released_by_id: int) -> bool:
-    """Send a held run anyway: render its archived data without the checks, then deliver it.
-
-    Queues the run on commit; False (and nothing queued) when the run is no longer held,
-    e.g. a second click on "Send anyway".
-    """
-    return _leave_held(
-        run_id,
-        verb="Sent anyway",
-        user_id=released_by_id,
-        checks_released_by_id=released_by_id,
-    )
+def _check_addresses(addresses: list[str]) -> None:
+    try:
+        check_some_address_is_valid(addresses)
+    except ValidationError as exc:
+        raise render.RenderError(" ".join(exc.messages)) from exc
 
 
-def rerun_held_run(*, run_id: int, requested_by_id: int | None) -> bool:
-    """Fetch fresh data for a held run and execute it again, checks and all.
-
-    Queues the run on commit; False (and nothing queued) when the run is no longer held.
-    """
-    held = ReportRun.objects.filter(pk=run_id).values("data_snapshot", "legal_hold").first()
-    left = _leave_held(
-        run_id,
-        verb="Re-run",
-        user_id=requested_by_id,
-        data_snapshot="",
-        row_count=None,
-        request_url="",
-        fetched_at=None,
-        subject="",
-        body_html="",
-        body_text="",
-        rendered_at=None,
-        checks_released_by_id=None,
-        alerted_at=None,  # held again, the owner hears about it again
-    )
-    if left and held["data_snapshot"] and not held["legal_hold"]:
-        # The rejected data is replaced by the fresh fetch; its reasons stay in the notes.
-        storage = ReportRun._meta.get_field("data_snapshot").storage
-        transaction.on_commit(lambda: storage.delete(held["data_snapshot"]))
-    return left
-
-
-def _leave_held(run_id: int, *, verb: str, user_id: int | None, **fields) -> bool:
-    """Turn a held run back into a queued one (a conditional update: one caller wins) and queue it."""
-    from reporting import tasks  # tasks import this module
-
-    run = ReportRun.objects.filter(pk=run_id).only("error", "notes").first()
-    if run is None:
-        return False
-    when = timezone.localtime().strftime("%d %b %Y %H:%M %Z")
-    note = f"{verb} by {_user_name(user_id)} on {when}, after the data checks held it: {run.error}"
-    with transaction.atomic():
-        left = ReportRun.objects.filter(pk=run_id, status=Status.HELD).update(
-            status=Status.QUEUED,
-            error="",
-            error_detail="",
-            finished_at=None,
-            lease_expires_at=None,
-            notes=_noted(run.notes, note),
-            **fields,
-        )
-        if left:
-            tasks.execute_run.delay_on_commit(run_id=run_id)
-    return bool(left)
-
-
-def _user_name(user_id: int | None) -> str:
-    user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
-    return user.get_username() if user else "the system"
-
-
-def _noted(notes: str, note: str) -> str:
+def noted(notes: str, note: str) -> str:
     """`notes` with `note` added on a line of its own, once."""
     return notes if note in notes else f"{notes}\n{note}".strip()
 
 
 def _claim(run_id: int) -> bool:
-    """Take the run for this worker; False when it is finished, RunNotClaimed when held."""
+    """Take the run for this worker; False when it is finished, RunNotClaimed when held.
+
+    A run taken over from a worker that stopped (its lease ran out) says so in its notes.
+    """
     now = timezone.now()
-    claimable = Q(status=Status.QUEUED, lease_expires_at__isnull=True) | Q(
+    before = (
+        ReportRun.objects.filter(pk=run_id)
+        .values("status", "lease_expires_at", "attempts", "notes", "period_timezone")
+        .first()
+    )
+    if before is None:
+        raise ReportRun.DoesNotExist(f"No run #{run_id}.")
+    claimable = Q(status__in=(Status.QUEUED, Status.RETRYING), lease_expires_at__isnull=True) | Q(
         status__in=ReportRun.WORKING, lease_expires_at__lt=now
     )
-    claimed = ReportRun.objects.filter(claimable, pk=run_id).update(
-        lease_expires_at=now + _lease(),
-        heartbeat_at=now,
-        attempts=F("attempts") + 1,
-        started_at=Coalesce("started_at", now),
-    )
-    if claimed:
+    changes = {
+        "lease_expires_at": now + _lease(),
+        "deadline_at": now + _lease(),
+        "heartbeat_at": now,
+        "attempts": F("attempts") + 1,
+        "started_at": Coalesce("started_at", now),
+    }
+    resumed = _resumed_note(before, now)
+    if resumed:
+        changes["notes"] = noted(before["notes"], resumed)
+    if ReportRun.objects.filter(claimable, pk=run_id).update(**changes):
+        if resumed:
+            log.warning("run %s: %s", run_id, resumed)
         return True
     run = ReportRun.objects.get(pk=run_id)
     if run.status in ReportRun.WORKING and run.lease_expires_at:
@@ -301,18 +286,44 @@ def _claim(run_id: int) -> bool:
     return False
 
 
-def _lease() -> timedelta:
-    return timedelta(seconds=settings.REPORTING["RUN_LEASE_SECONDS"])
+_DOING = {
+    Status.FETCHING: "fetching the data",
+    Status.RENDERING: "rendering the email",
+    Status.SENDING: "sending the email",
+    Status.QUEUED: "starting the run",
+}
+
+
+def _resumed_note(before: dict, now: datetime) -> str:
+    """Why a worker takes over a run another worker had started, in words; "" for a fresh start."""
+    lease = before["lease_expires_at"]
+    if before["status"] not in _DOING or lease is None or lease >= now:
+        return ""
+    return (
+        f"Resumed at {local_time(now, before['period_timezone'])} (attempt {before['attempts'] + 1}): "
+        "the worker that was "
+        f"{_DOING[before['status']]} stopped, and its message was delivered again. Nothing already sent "
+        "is sent again."
+    )
 
 
 def _set(run: ReportRun, *, release: bool = False, **fields) -> None:
     """Write `fields` and renew the lease (the worker is alive), or `release` it when done."""
     now = timezone.now()
     fields["lease_expires_at"] = None if release else now + _lease()
+    if not release:
+        fields["deadline_at"] = fields["lease_expires_at"]
     fields["heartbeat_at"] = now  # the last sign of life, shown to staff and in a stuck run's error
     for name, value in fields.items():
         setattr(run, name, value)
     ReportRun.objects.filter(pk=run.pk).update(**fields)
+
+
+def _renew_lease(run: ReportRun) -> None:
+    """Renew the lease between messages once half of it has gone by (not on every message)."""
+    lease = run.lease_expires_at
+    if run.status in ReportRun.WORKING and lease and lease - timezone.now() < _lease() / 2:
+        _set(run)
 
 
 _SPOOL_BYTES = 1024 * 1024  # a fetched answer up to this size stays in memory, a larger one goes to disk
@@ -321,7 +332,7 @@ _SPOOL_BYTES = 1024 * 1024  # a fetched answer up to this size stays in memory, 
 def _fetch_stage(run: ReportRun) -> object:
     _set(run, status=Status.FETCHING)
     report = run.report
-    request = fetch_request_for(report, Period.from_run(run))
+    request = fetch_request_for(report, run.period)
     _set(run, request_url=request.url)
     # The answer goes to a file as it arrives (in memory while small): its bytes need not stay
     # in memory beside the data parsed from them, and the snapshot is copied from the file.
@@ -332,49 +343,6 @@ def _fetch_stage(run: ReportRun) -> object:
     _set(run, data_snapshot=run.data_snapshot.name, request_url=url, fetched_at=timezone.now())
     _set(run, row_count=len(fetch.select_rows(data, report.records_path)))
     return data
-
-
-def fetch_request_for(report: Report, period: Period) -> fetch.FetchRequest:
-    """What to ask the report's data source for `period`; RenderError for a broken path or parameter."""
-    context = {"period": period, "report": report}
-    source = report.data_source
-    return fetch.FetchRequest(
-        base_url=source.base_url,
-        path=render.render_string(report.path, context, what="path"),
-        params={
-            key: render.render_string(str(value), context, what=f"query parameter '{key}'")
-            for key, value in report.query_params.items()
-        },
-        auth=_auth(source),
-        connect_timeout=source.connect_timeout,
-        read_timeout=source.read_timeout,
-        verify_tls=source.verify_tls,
-        max_bytes=settings.REPORTING["MAX_RESPONSE_BYTES"],
-    )
-
-
-def render_request_for(report: Report, period: Period, data: object) -> render.RenderRequest:
-    """How to render the report's email from `data` for `period`."""
-    return render.RenderRequest(
-        template_name=report.template,
-        subject_template=report.subject_template,
-        report={"name": report.name, "slug": report.slug, "description": report.description},
-        period=period,
-        data=data,
-        rows=fetch.select_rows(data, report.records_path),
-        generated_at=timezone.now(),
-        timezone=report.timezone,
-        attach_csv=report.attach_csv,
-        attach_xlsx=report.attach_xlsx,
-        charts=render.chart_specs(report.charts),
-        max_rows=report.email_max_rows,
-    )
-
-
-def _auth(source: DataSource) -> fetch.Auth:
-    return fetch.Auth(
-        scheme=source.auth_scheme, header_name=source.auth_header_name, secret_env_var=source.secret_env_var
-    )
 
 
 def _fetch_check_render(run: ReportRun) -> bool:
@@ -397,31 +365,19 @@ def _fetch_check_render(run: ReportRun) -> bool:
     return True
 
 
-def check_settings(report: Report) -> checks.CheckSettings:
-    """The data checks of `report`, as the checks module takes them."""
-    return checks.CheckSettings(
-        min_rows=report.check_min_rows,
-        required_fields=checks.field_names(report.check_required_fields),
-        max_age_field=report.check_max_age_field.strip(),
-        max_age_hours=report.check_max_age_hours,
-        timezone=report.timezone,
-    )
-
-
 def _hold(run: ReportRun, failures: list[str]) -> None:
     """Keep the snapshot, render and send nothing; the alert sweep tells the owner (alerted_at is null)."""
     log.info("run %s held by its data checks: %s", run.pk, " ".join(failures))
-    _set(run, status=Status.HELD, error="\n".join(failures), error_detail="", finished_at=timezone.now(), release=True)
+    _end(run, status=Status.HELD, error="\n".join(failures), error_detail="")
 
 
 def _render_stage(run: ReportRun, data: object | None) -> None:
     _set(run, status=Status.RENDERING)
-    report = run.report
     if data is None:
         data = snapshot_data(run)
-    request = render_request_for(report, Period.from_run(run), data)
+    request = render_request_for(run.report, run.period, data)
     email = render.render(request)
-    too_large = _too_large_to_attach(email.attachments)
+    too_large = attachments.too_large_to_attach(email.attachments)
     with transaction.atomic():
         run.attachments.all().delete()
         links = []
@@ -436,11 +392,11 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
                 content_id=attachment.content_id,
             )
             if stored.linked:
-                links.append(_link_to(stored))
+                links.append(attachments.link_to(stored))
         notes = run.notes
         if links:
-            email = _render_with_links(request, email, links)
-            notes = _noted(notes, " ".join(too_large.values()))
+            email = attachments.render_with_links(request, email, links)
+            notes = noted(notes, " ".join(too_large.values()))
         _set(
             run,
             subject=email.subject,
@@ -449,70 +405,6 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
             rendered_at=timezone.now(),
             notes=notes,
         )
-
-
-def _too_large_to_attach(attachments: list[render.Attachment]) -> dict[int, str]:
-    """Which attachments to link instead of attach (index → why, in words): the largest, until the rest fit.
-
-    Sizes are counted as encoded in the message (base64: 4 bytes for every 3), all attachments together.
-    """
-    limit = settings.REPORTING["MAX_ATTACHMENT_BYTES"]
-    sizes = {  # the files; a chart shown inside the email stays in it
-        index: 4 * math.ceil(len(attachment.content) / 3)
-        for index, attachment in enumerate(attachments)
-        if not attachment.content_id
-    }
-    total = sum(sizes.values())
-    too_large = {}
-    for index in sorted(sizes, key=lambda each: sizes[each], reverse=True):
-        if total <= limit:
-            break
-        total -= sizes[index]
-        over = "is over" if sizes[index] > limit else "would take the attachments over"
-        too_large[index] = (
-            f"{attachments[index].filename} ({size_in_words(sizes[index])} encoded) {over} the "
-            f"{size_in_words(limit)} attachment limit; the email links to the archived file instead."
-        )
-    return too_large
-
-
-def _link_to(attachment: RunAttachment) -> dict[str, str]:
-    """What the email says about a linked attachment: its name, size and address in the admin."""
-    path = reverse("admin:reporting_reportrun_attachment", args=[attachment.run_id, attachment.pk])
-    return {
-        "filename": attachment.filename,
-        "size": size_in_words(attachment.size),
-        "url": settings.REPORTING["SITE_URL"].rstrip("/") + path,
-    }
-
-
-def _render_with_links(
-    request: render.RenderRequest, first: render.RenderedEmail, links: list[dict[str, str]]
-) -> render.RenderedEmail:
-    """The email rendered again, now that the archived files it links to have addresses."""
-    linked = {link["filename"] for link in links}
-    still_attached = [each for each in first.attachments if each.filename not in linked]
-    extra = {
-        "linked_attachments": links,
-        "attach_csv": any(each.mimetype == "text/csv" for each in still_attached),  # "the attached CSV has them all"
-    }
-    email = render.render(replace(request, attach_csv=False, context_extra={**request.context_extra, **extra}))
-    # A report's own text template may not include the generic link block: the links are added at its end.
-    missing = [link for link in links if link["url"] not in email.text]
-    text = email.text.rstrip("\n") + "\n\n" + "".join(map(_link_in_text, missing)) if missing else email.text
-    return replace(email, text=text, attachments=still_attached)
-
-
-def _link_in_text(link: dict[str, str]) -> str:
-    return f"{link['filename']} ({link['size']}) is too large to attach. Download it from the archive:\n{link['url']}\n"
-
-
-def size_in_words(size: int) -> str:
-    """A size in bytes as people read it: "14.2 MB", "980 KB", "512 bytes"."""
-    for unit, factor in (("MB", 1024 * 1024), ("KB", 1024)):
-        if size >= factor:
-            return f"{size / factor:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{size} bytes"
 
 
 def _deliver_stage(run: ReportRun) -> None:
@@ -532,13 +424,15 @@ def _deliver_stage(run: ReportRun) -> None:
     )
     originals = run.deliveries.filter(kind=Delivery.Kind.ORIGINAL)
     # Still "sending" from an attempt whose worker died: the server may have taken it.
-    originals.filter(status=Delivery.Status.SENDING).update(
-        status=Delivery.Status.FAILED,
-        error="Interrupted while sending (the worker stopped). Not sent again automatically, "
-        "because the mail server may already have accepted it; resend it if it did not arrive.",
-    )
-    send_deliveries(run, list(originals.filter(status=Delivery.Status.QUEUED)))
+    originals.filter(status=Delivery.Status.SENDING).update(status=Delivery.Status.FAILED, error=INTERRUPTED)
+    send_deliveries(run, list(originals.filter(status=Delivery.Status.QUEUED)), after_each=lambda: _renew_lease(run))
     _finish(run)
+
+
+INTERRUPTED = (
+    "Interrupted while sending (the worker stopped). Not sent again automatically, "
+    "because the mail server may already have accepted it; resend it if it did not arrive."
+)
 
 
 def _finish(run: ReportRun) -> None:
@@ -552,7 +446,7 @@ def _finish(run: ReportRun) -> None:
         error = f"{len(failed)} of {len(originals)} addresses did not get the email: " + _first_errors(failed)
     else:
         status, error = Status.FAILED, "No address got the email: " + _first_errors(failed)
-    _set(run, status=status, error=error, finished_at=timezone.now(), release=True)
+    _end(run, status=status, error=error)
 
 
 def _first_errors(deliveries: list[Delivery]) -> str:
@@ -562,181 +456,47 @@ def _first_errors(deliveries: list[Delivery]) -> str:
 
 def _fail(run: ReportRun, message: str, detail: str = "") -> None:
     log.warning("run %s failed: %s", run.pk, message)
-    _set(run, status=Status.FAILED, error=message, error_detail=detail, finished_at=timezone.now(), release=True)
+    _end(run, status=Status.FAILED, error=message, error_detail=detail)
 
 
-def _requeue(run: ReportRun, message: str) -> None:
-    _set(run, status=Status.QUEUED, error=f"Will retry: {message}", release=True)
+def _end(run: ReportRun, **fields) -> None:
+    """Bring the run to an end: no lease, no deadline; a scheduled run that went out late says so."""
+    now = timezone.now()
+    late = lateness_note(run, now)
+    if late:
+        fields["notes"] = noted(fields.get("notes", run.notes), late)
+    _set(run, finished_at=now, deadline_at=None, release=True, **fields)
 
 
-# --- sending and resending --------------------------------------------------------------
+def lateness_note(run: ReportRun, now: datetime) -> str:
+    """Why a scheduled run ended well after its slot, in words; "" when it was on time."""
+    if run.scheduled_for is None or run.trigger not in ReportRun.SCHEDULED_TRIGGERS:
+        return ""
+    delay = now - run.scheduled_for
+    if delay < LATE_AFTER:
+        return ""
+    created_late = run.created_at - run.scheduled_for
+    if run.trigger == Trigger.CATCH_UP:
+        cause = "beat did not fire it (beat or the broker was down); the catch-up sweep ran it"
+    elif created_late >= LATE_AFTER:
+        cause = f"beat was down or behind and fired it {duration_in_words(created_late)} late"
+    else:
+        cause = "it waited for a worker (the workers were busy, down, or its message was lost and published again)"
+    slot = local_time(run.scheduled_for, run.period_timezone)
+    return f"Ended {duration_in_words(delay)} after its slot ({slot}): {cause}."
 
 
-def send_deliveries(run: ReportRun, deliveries: list[Delivery]) -> None:
-    """Send the archived email of `run` for each queued delivery, one connection for all."""
-    if not deliveries:
-        return
-    email = archived_email(run)
-    with deliver.connection() as backend:
-        for delivery in deliveries:
-            # Claim the row: whoever turns it from queued to sending sends it.
-            if not Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.QUEUED).update(
-                status=Delivery.Status.SENDING
-            ):
-                continue
-            try:
-                result = deliver.send(email, delivery.address, backend=backend)
-            except deliver.DeliveryError as exc:
-                _record_delivery(delivery, status=Delivery.Status.FAILED, error=exc.message)
-            else:
-                _record_delivery(
-                    delivery,
-                    status=Delivery.Status.SENT,
-                    message_id=result.message_id,
-                    esp_status=result.esp_status,
-                    sent_at=timezone.now(),
-                )
-            _heartbeat(run)
+def _retry_later(run: ReportRun, message: str, retry_after: float | None) -> None:
+    """Wait to retry: no lease, and a deadline past the retry time; RunRetryLater tells the caller when."""
+    retry_in = retry_delay(run.attempts - 1, retry_after)
+    deadline = queue_deadline(after=retry_in)
+    _set(run, status=Status.RETRYING, error=f"Will retry: {message}", release=True, deadline_at=deadline)
+    raise RunRetryLater(message, retry_in)
 
 
-def _heartbeat(run: ReportRun) -> None:
-    """Renew the lease between messages once half of it has gone by (not on every message)."""
-    lease = run.lease_expires_at
-    if run.status in ReportRun.WORKING and lease and lease - timezone.now() < _lease() / 2:
-        _set(run)
-
-
-def _record_delivery(delivery: Delivery, **fields) -> None:
-    for name, value in fields.items():
-        setattr(delivery, name, value)
-    Delivery.objects.filter(pk=delivery.pk).update(**fields)
-
-
-def archived_email(run: ReportRun) -> deliver.OutgoingEmail:
-    """The email exactly as archived: subject, both parts and the stored attachments (but the linked ones)."""
-    attachments = []
-    for attachment in run.attachments.filter(linked=False):  # a linked one is too large: the body links to it
-        with attachment.file.open("rb") as stored:
-            content = stored.read()
-        attachments.append(
-            render.Attachment(attachment.filename, content, attachment.mimetype, content_id=attachment.content_id)
-        )
-    return deliver.OutgoingEmail(subject=run.subject, html=run.body_html, text=run.body_text, attachments=attachments)
-
-
-def html_with_images_inline(run: ReportRun) -> str:
-    """The archived HTML with each image it shows (cid:) as a data: URI, for viewing in a browser."""
-    html = run.body_html
-    for attachment in run.attachments.exclude(content_id="").exclude(file=""):  # "": removed by retention
-        with attachment.file.open("rb") as stored:
-            encoded = base64.b64encode(stored.read()).decode("ascii")
-        html = html.replace(f"cid:{attachment.content_id}", f"data:{attachment.mimetype};base64,{encoded}")
-    return html
-
-
-def queue_resend(*, run_id: int, addresses: list[str] | None, requested_by_id: int | None) -> list[Delivery]:
-    """Record a resend of the archived email as queued deliveries; nothing is fetched again.
-
-    `addresses` defaults to the run's original recipients. Raises ValidationError in
-    words when the run has no archived email or an address is invalid.
-    """
-    run = ReportRun.objects.get(pk=run_id)
-    if not run.is_rendered:
-        why = {
-            Status.HELD: "it was held by a data check: send it anyway or re-run it from its page",
-            Status.MISSED: "it was missed: use Run now for its period",
-        }.get(run.status, "it failed before rendering; re-run it instead")
-        raise ValidationError(f"This run has no archived email to resend: {why}.")
-    if run.attachments.filter(file="", linked=False).exists():
-        raise ValidationError(
-            "This run's attachments were removed by the retention of the archive (see its notes), so it cannot "
-            "be resent as it was. Use Run now for its period to send it again with fresh data."
-        )
-    targets = clean_addresses(addresses if addresses is not None else run.recipients)
-    if not targets:
-        raise ValidationError("There is no address to resend to.")
-    return Delivery.objects.bulk_create(
-        [
-            Delivery(run=run, address=address, kind=Delivery.Kind.RESEND, requested_by_id=requested_by_id)
-            for address in targets
-        ]
-    )
-
-
-def send_resend(*, run_id: int, delivery_ids: list[int]) -> None:
-    run = ReportRun.objects.get(pk=run_id)
-    resends = run.deliveries.filter(pk__in=delivery_ids, kind=Delivery.Kind.RESEND)
-    try:
-        send_deliveries(run, list(resends))
-    except deliver.DeliveryError as exc:
-        _fail_queued_deliveries(resends, exc.message)
-
-
-def _fail_queued_deliveries(deliveries, message: str) -> None:
-    deliveries.filter(status=Delivery.Status.QUEUED).update(status=Delivery.Status.FAILED, error=message)
-
-
-def clean_addresses(addresses: list[str]) -> list[str]:
-    """Validate and de-duplicate addresses (case-insensitively); ValidationError names the bad ones."""
-    checked = check_addresses(addresses)
-    if checked.invalid:
-        raise ValidationError(f"Not a valid email address: {', '.join(map(_readable_address, checked.invalid))}.")
-    return checked.valid
-
-
-@dataclass(frozen=True)
-class CheckedAddresses:
-    valid: list[str]  # each once, case-insensitively, in the order given
-    invalid: dict[str, str]  # address → why it is refused, in words
-
-
-def check_addresses(addresses: list[str]) -> CheckedAddresses:
-    """Sort addresses into valid ones (de-duplicated case-insensitively) and invalid ones with the reason.
-
-    Refused besides what Django's validator refuses: a line break or other control character
-    (it could add a header) and more than 254 characters (what SMTP carries).
-    """
-    unique: dict[str, str] = {}
-    invalid: dict[str, str] = {}
-    for raw in addresses:
-        address = raw.strip()
-        if not address:
-            continue
-        problem = _address_problem(address)
-        if problem:
-            invalid[address] = f"{problem}; nothing was sent to it."
-        else:
-            unique.setdefault(address.lower(), address)
-    return CheckedAddresses(valid=list(unique.values()), invalid=invalid)
-
-
-def _address_problem(address: str) -> str:
-    if any(not character.isprintable() for character in address):
-        return "Not a valid email address (it contains a line break or another control character)"
-    if len(address) > 254:
-        return "Not a valid email address (longer than 254 characters)"
-    try:
-        validate_email(address)
-    except ValidationError:
-        return "Not a valid email address"
-    return ""
-
-
-def _readable_address(address: str) -> str:
-    """An address as staff can read it: control characters shown escaped."""
-    return address if address.isprintable() else repr(address)
-
-
-def _check_some_address_is_valid(addresses: list[str]) -> None:
-    """Fail the run in words, before fetching, when not one of its addresses could be sent to."""
-    if not check_addresses(addresses).valid:
-        shown = ", ".join(_readable_address(address) for address in addresses[:5])
-        raise render.RenderError(f"None of the run's addresses is a valid email address ({shown}): nothing was sent.")
-
-
-def snapshot_data(run: ReportRun) -> object | None:
-    """The archived data as parsed JSON, or None when nothing was fetched."""
-    if not run.data_snapshot:
-        return None
-    with run.data_snapshot.open("rb") as snapshot:
-        return fetch.parse_json_file(snapshot)
+def retry_delay(retries: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter, at least the server's Retry-After, capped."""
+    base = settings.REPORTING["FETCH_RETRY_BASE_SECONDS"]
+    cap = settings.REPORTING["FETCH_RETRY_MAX_SECONDS"]
+    backoff = random.uniform(base, min(cap, base * 2**retries))
+    return min(cap, max(backoff, retry_after or 0))

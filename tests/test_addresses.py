@@ -111,7 +111,7 @@ def test_resend_refuses_an_invalid_address_in_words_and_sends_nothing(staff_clie
 
     page = staff_client.post(
         reverse("admin:reporting_reportrun_resend", args=[run.pk]),
-        {"confirm": "yes", "target": "typed", "addresses": "eve@example.com, eve@@example.com"},
+        {"step": "send", "target": "typed", "addresses": "eve@example.com, eve@@example.com"},
     )
 
     assert page.status_code == 200
@@ -127,7 +127,7 @@ def test_resend_sends_a_duplicated_address_once(staff_client, report, mailoutbox
     with django_capture_on_commit_callbacks(execute=True):
         staff_client.post(
             reverse("admin:reporting_reportrun_resend", args=[run.pk]),
-            {"confirm": "yes", "target": "typed", "addresses": "eve@example.com\nEVE@example.com, eve@example.com"},
+            {"step": "send", "target": "typed", "addresses": "eve@example.com\nEVE@example.com, eve@example.com"},
         )
 
     assert [m.to for m in mailoutbox] == [["eve@example.com"]]

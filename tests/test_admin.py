@@ -225,14 +225,14 @@ def test_resend_to_typed_addresses_records_who_asked(staff_client, staff, report
     mail.outbox.clear()
 
     page = post_action(staff_client, "admin:reporting_reportrun_changelist", "resend", [run.pk])
-    assert "Only these addresses" in page.content.decode()
+    assert "Only the addresses typed below" in page.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
         post_action(
             staff_client,
             "admin:reporting_reportrun_changelist",
             "resend",
             [run.pk],
-            confirm="yes",
+            step="send",
             target="typed",
             addresses="carol@example.com, dan@example.com",
         )
@@ -251,7 +251,7 @@ def test_resend_rejects_an_invalid_typed_address_and_sends_nothing(staff_client,
 
     page = staff_client.post(
         reverse("admin:reporting_reportrun_resend", args=[run.pk]),
-        {"confirm": "yes", "target": "typed", "addresses": "carol@example.com\nnot an address"},
+        {"step": "send", "target": "typed", "addresses": "carol@example.com\nnot an address"},
     )
 
     assert "Not a valid email address: not an address" in page.content.decode()
@@ -267,7 +267,7 @@ def test_only_users_with_the_resend_permission_see_or_use_resend(client, django_
     listing = client.get(reverse("admin:reporting_reportrun_changelist")).content.decode()
     page = client.get(reverse("admin:reporting_reportrun_change", args=[run.pk])).content.decode()
     direct = client.post(
-        reverse("admin:reporting_reportrun_resend", args=[run.pk]), {"confirm": "yes", "target": "original"}
+        reverse("admin:reporting_reportrun_resend", args=[run.pk]), {"step": "send", "target": "original"}
     )
 
     assert 'value="resend"' not in listing and "Resend…" not in page

@@ -15,6 +15,7 @@ from django.urls import reverse
 from reporting import runs
 from reporting.demo import data as demo
 from reporting.models import Delivery, ReportRun
+from reporting.services import archive as services_archive
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -121,8 +122,7 @@ def test_a_resend_links_to_the_file_too(big_report, limit, use_smtp):
     use_smtp.messages.clear()
     attachment = run.attachments.get()
 
-    deliveries = runs.queue_resend(run_id=run.pk, addresses=["carol@example.com"], requested_by_id=None)
-    runs.send_resend(run_id=run.pk, delivery_ids=[delivery.pk for delivery in deliveries])
+    services_archive.resend_here(run_id=run.pk, addresses=["carol@example.com"], actor=None)
 
     [message] = use_smtp.messages_to("carol@example.com")
     assert list(message.iter_attachments()) == []

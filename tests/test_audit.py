@@ -176,7 +176,7 @@ def test_it_records_who_resent_a_run_to_which_addresses(staff_client, report, dj
     with django_capture_on_commit_callbacks(execute=True):
         staff_client.post(
             reverse("admin:reporting_reportrun_resend", args=[run.pk]),
-            {"confirm": "yes", "target": "typed", "addresses": "eve@example.com, Dan@example.com"},
+            {"step": "send", "target": "typed", "addresses": "eve@example.com, Dan@example.com"},
         )
 
     event = AuditEvent.objects.get(action=Action.RESENT)

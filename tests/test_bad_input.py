@@ -316,7 +316,7 @@ def test_a_bad_resend_is_refused_in_words_and_nothing_is_queued(admin_client, so
 
     response = admin_client.post(
         reverse("admin:reporting_reportrun_resend", args=[run.pk]),
-        {"target": "typed", "addresses": addresses, "confirm": "1"},
+        {"target": "typed", "addresses": addresses, "step": "send"},
     )
 
     assert response.status_code == 200
@@ -331,7 +331,7 @@ def test_a_duplicate_address_in_a_resend_gets_one_email(admin_client, source, us
 
     admin_client.post(
         reverse("admin:reporting_reportrun_resend", args=[run.pk]),
-        {"target": "typed", "addresses": "dora@example.com, DORA@example.com", "confirm": "1"},
+        {"target": "typed", "addresses": "dora@example.com, DORA@example.com", "step": "send"},
     )
 
     assert list(run.deliveries.filter(kind="resend").values_list("address", flat=True)) == ["dora@example.com"]

@@ -7,9 +7,10 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from reporting import runs
+from reporting import archive, runs
 from reporting.models import AuditEvent, Report, ReportRun
 from reporting.pipeline.checks import CheckSettings, failed_checks
+from reporting.services import runs as services_runs
 from tests import factories
 
 UTC = ZoneInfo("UTC")
@@ -149,7 +150,7 @@ def test_a_held_run_sends_nothing_keeps_its_snapshot_and_renders_nothing(report,
     assert run.status == HELD
     assert run.error == REASONS
     assert use_smtp.messages == [] and not run.deliveries.exists() and not run.attachments.exists()
-    assert runs.snapshot_data(run) == factories.POSITIONS and run.row_count == 3
+    assert archive.snapshot_data(run) == factories.POSITIONS and run.row_count == 3
     assert (run.rendered_at, run.subject, run.body_html) == (None, "", "")
     assert run.finished_at is not None and run.lease_expires_at is None
     assert run.alerted_at is None  # for the alert sweep to pick up
@@ -218,8 +219,8 @@ def test_releasing_twice_through_the_service_queues_it_once(report, releaser, dj
     run = held_run(report)
 
     with django_capture_on_commit_callbacks() as queued:
-        first = runs.release_held_run(run_id=run.pk, released_by_id=releaser.pk)
-        second = runs.release_held_run(run_id=run.pk, released_by_id=releaser.pk)
+        first = services_runs.send_anyway(run_id=run.pk, actor=releaser)
+        second = services_runs.send_anyway(run_id=run.pk, actor=releaser)
 
     assert (first, second) == (True, False)
     assert len(queued) == 1
@@ -244,7 +245,7 @@ def test_re_run_fetches_fresh_data_and_sends_it_when_the_checks_pass(
     run.refresh_from_db()
     assert run.status == ReportRun.Status.SENT and run.row_count == 3 and run.error == ""
     assert len(httpserver.log) == 2
-    assert runs.snapshot_data(run) == factories.POSITIONS
+    assert archive.snapshot_data(run) == factories.POSITIONS
     assert not run.data_snapshot.storage.exists(old_snapshot)
     assert len(use_smtp.messages) == 2
     assert "Initech ETF" in use_smtp.messages_to("ann@example.com")[0].get_body(("html",)).get_content()
@@ -259,7 +260,7 @@ def test_re_run_holds_again_when_the_data_is_still_bad(report, releaser, use_smt
     run = held_run(report)
     ReportRun.objects.filter(pk=run.pk).update(alerted_at=NOW)  # the owner was told the first time
 
-    assert runs.rerun_held_run(run_id=run.pk, requested_by_id=releaser.pk)
+    assert services_runs.rerun_held(run_id=run.pk, actor=releaser)
     again = runs.execute_run(run_id=run.pk)
 
     assert (again.status, again.error) == (HELD, REASONS)

@@ -14,8 +14,9 @@ import pytest
 import time_machine
 from django.core import mail
 
-from reporting import beat, schedules, sweeps, tasks
+from reporting import beat, schedules, tasks
 from reporting.models import ReportRun
+from reporting.services import catch_up as sweeps
 from tests import beatkit, factories
 
 sent = beatkit.sent

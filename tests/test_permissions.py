@@ -166,7 +166,7 @@ def test_resend_is_refused_to_anyone_without_the_resend_permission_and_changes_n
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
             reverse("admin:reporting_reportrun_resend", args=[archived_run.pk]),
-            {"confirm": "yes", "target": "typed", "addresses": "eve@example.com"},
+            {"step": "send", "target": "typed", "addresses": "eve@example.com"},
         )
 
     assert response.status_code == 403
@@ -179,7 +179,7 @@ def test_a_sender_resends_an_archived_run(as_role, archived_run, django_capture_
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
             reverse("admin:reporting_reportrun_resend", args=[archived_run.pk]),
-            {"confirm": "yes", "target": "typed", "addresses": "eve@example.com"},
+            {"step": "send", "target": "typed", "addresses": "eve@example.com"},
         )
 
     assert response.status_code == 302

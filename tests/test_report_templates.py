@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from reporting import stage_inputs
 from reporting.demo import data as demo
 from reporting.periods import Period, period_containing
 from reporting.pipeline.render import RenderedEmail, RenderRequest, render
@@ -225,14 +226,14 @@ def test_it_caps_the_positions_at_max_rows_but_keeps_the_totals_of_all(template_
 
 @pytest.mark.django_db
 def test_the_demo_reports_draw_their_charts_from_the_demo_data():
-    from reporting import runs
     from reporting.demo.setup import install_demo
 
     daily, monthly = install_demo(base_url="http://127.0.0.1:8000/demo-api/").reports
     march = period_containing("monthly", DAY)
 
-    day_email = render(runs.render_request_for(daily, period_containing("daily", DAY), demo.daily_portfolio(DAY)))
-    month_email = render(runs.render_request_for(monthly, march, demo.performance(march.start, march.end)))
+    day = period_containing("daily", DAY)
+    day_email = render(stage_inputs.render_request_for(daily, day, demo.daily_portfolio(DAY)))
+    month_email = render(stage_inputs.render_request_for(monthly, march, demo.performance(march.start, march.end)))
 
     assert [image.filename for image in day_email.inline_images] == ["chart-1.png"]
     assert 'alt="Allocation by asset class — 14 March 2025"' in day_email.html

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from reporting import retention, runs
 from reporting.models import AuditEvent, Delivery, ReportRun
+from reporting.services import archive as services_archive
 
 pytestmark = pytest.mark.django_db
 
@@ -64,7 +65,7 @@ def test_after_the_file_retention_the_run_keeps_its_email_but_not_its_files(repo
     assert "Acme Corp" in run.body_html and run.deliveries.count() == 2
     assert "removed on" in run.notes and "90-day retention" in run.notes
     with pytest.raises(ValidationError, match="removed by the retention"):
-        runs.queue_resend(run_id=run.pk, addresses=None, requested_by_id=None)
+        services_archive.plan_resend(run_ids=[run.pk], addresses=None)
     assert prune().runs_stripped == 0  # nothing left to strip
 
 

@@ -13,8 +13,9 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.utils import timezone
 
-from reporting import runs
+from reporting import archive, runs
 from reporting.models import Delivery, ReportRun
+from reporting.services import archive as services_archive
 from tests import factories
 
 LONDON = ZoneInfo("Europe/London")
@@ -36,7 +37,7 @@ def test_it_fetches_renders_sends_and_archives_a_run(report, use_smtp, httpserve
     assert run.row_count == 3
     assert run.subject == "Portfolio — 20 November 2026"
     assert httpserver.log[0][0].args["date"] == "2026-11-20"
-    assert runs.snapshot_data(run) == factories.POSITIONS
+    assert archive.snapshot_data(run) == factories.POSITIONS
     assert [d.address for d in run.deliveries.all()] == ["ann@example.com", "bob@example.com"]
     assert {d.status for d in run.deliveries.all()} == {Delivery.Status.SENT}
     assert all(run.started_at <= stamp <= run.finished_at for stamp in (run.fetched_at, run.rendered_at))
@@ -170,7 +171,7 @@ def test_it_queues_a_transient_failure_for_retry_and_fails_on_the_last_attempt(h
     with pytest.raises(runs.RunRetryLater):
         runs.execute_run(run_id=run.pk, final_attempt=False)
     run.refresh_from_db()
-    assert run.status == ReportRun.Status.QUEUED
+    assert run.status == ReportRun.Status.RETRYING
     assert "Will retry" in run.error and "503" in run.error
 
     runs.execute_run(run_id=run.pk, final_attempt=True)
@@ -190,7 +191,7 @@ def test_it_keeps_the_fetched_data_when_the_records_path_is_wrong(report):
     run.refresh_from_db()
     assert run.status == ReportRun.Status.FAILED
     assert "records path 'data.holdings' was not found" in run.error
-    assert runs.snapshot_data(run) == factories.POSITIONS
+    assert archive.snapshot_data(run) == factories.POSITIONS
     assert not mail.outbox
 
 
@@ -203,7 +204,7 @@ def test_it_keeps_the_fetched_data_when_the_template_is_broken(report):
     run.refresh_from_db()
     assert run.status == ReportRun.Status.FAILED
     assert run.error.startswith("The subject template has an error")
-    assert runs.snapshot_data(run) == factories.POSITIONS
+    assert archive.snapshot_data(run) == factories.POSITIONS
     assert not run.deliveries.exists()
 
 
@@ -278,8 +279,7 @@ def test_it_resends_the_archived_email_without_fetching_again(report, httpserver
     requests_before = len(httpserver.log)
     staff = django_user_model.objects.create_user("kim", "kim@example.com")
 
-    deliveries = runs.queue_resend(run_id=run.pk, addresses=["carol@example.com"], requested_by_id=staff.pk)
-    runs.send_resend(run_id=run.pk, delivery_ids=[d.pk for d in deliveries])
+    services_archive.resend_here(run_id=run.pk, addresses=["carol@example.com"], actor=staff)
 
     assert len(httpserver.log) == requests_before
     resent = mail.outbox[-1]
@@ -295,8 +295,7 @@ def test_it_resends_the_archived_email_without_fetching_again(report, httpserver
 def test_it_resends_to_the_original_recipients_by_default(report):
     run = runs.execute_run(run_id=manual_run(report).pk)
 
-    deliveries = runs.queue_resend(run_id=run.pk, addresses=None, requested_by_id=None)
-    runs.send_resend(run_id=run.pk, delivery_ids=[d.pk for d in deliveries])
+    services_archive.resend_here(run_id=run.pk, addresses=None, actor=None)
 
     assert sorted(m.to[0] for m in mail.outbox[2:]) == ["ann@example.com", "bob@example.com"]
     assert run.deliveries.filter(kind=Delivery.Kind.ORIGINAL).count() == 2
@@ -309,14 +308,14 @@ def test_it_refuses_to_resend_a_run_that_never_rendered(report):
     run = runs.execute_run(run_id=manual_run(report).pk)
 
     with pytest.raises(ValidationError, match="no archived email"):
-        runs.queue_resend(run_id=run.pk, addresses=None, requested_by_id=None)
+        services_archive.plan_resend(run_ids=[run.pk], addresses=None)
 
 
 def test_it_names_invalid_addresses_for_a_resend(report):
     run = runs.execute_run(run_id=manual_run(report).pk)
 
     with pytest.raises(ValidationError, match="not-an-address"):
-        runs.queue_resend(run_id=run.pk, addresses=["ok@example.com", "not-an-address"], requested_by_id=None)
+        services_archive.plan_resend(run_ids=[run.pk], addresses=["ok@example.com", "not-an-address"])
     assert not run.deliveries.filter(kind=Delivery.Kind.RESEND).exists()
 
 

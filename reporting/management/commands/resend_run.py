@@ -1,8 +1,8 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from reporting import runs
 from reporting.models import ReportRun
+from reporting.services import archive
 
 
 class Command(BaseCommand):
@@ -18,12 +18,10 @@ class Command(BaseCommand):
         if not ReportRun.objects.filter(pk=run_id).exists():
             raise CommandError(f"No run #{run_id}.")
         try:
-            deliveries = runs.queue_resend(run_id=run_id, addresses=addresses, requested_by_id=None)
+            deliveries = archive.resend_here(run_id=run_id, addresses=addresses)
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from exc
-        runs.send_resend(run_id=run_id, delivery_ids=[delivery.pk for delivery in deliveries])
         for delivery in deliveries:
-            delivery.refresh_from_db()
             self.stdout.write(f"{delivery.address}: {delivery.get_status_display()} {delivery.error}".rstrip())
         if not any(delivery.status == delivery.Status.SENT for delivery in deliveries):
             raise CommandError("No address got the email.")

@@ -2,8 +2,8 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
-from reporting import runs
 from reporting.models import Report
+from reporting.services import runs
 
 
 class Command(BaseCommand):
@@ -21,8 +21,7 @@ class Command(BaseCommand):
         report = Report.objects.filter(slug=slug).first()
         if report is None:
             raise CommandError(f"No report with the slug {slug!r}.")
-        run = runs.create_manual_run(report_id=report.pk, period_day=period_start, requested_by_id=None)
-        run = runs.execute_run(run_id=run.pk)
+        run = runs.run_now_here(report_id=report.pk, period_day=period_start)
         self.stdout.write(f"Run #{run.pk} of {report.name} for {run.period_label}: {run.get_status_display()}.")
         for delivery in run.deliveries.all():
             self.stdout.write(f"  {delivery.address}: {delivery.get_status_display()} {delivery.error}".rstrip())

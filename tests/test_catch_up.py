@@ -1,6 +1,6 @@
-"""The sweeps that keep scheduled runs from being lost: catch-up of missed slots, stuck-run recovery."""
+"""The catch-up sweep: a slot beat never started is run late once, or recorded as missed."""
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -9,9 +9,10 @@ from django.core import mail
 from django_celery_beat.models import PeriodicTask
 
 from project.celery import app as celery_app
-from reporting import runs, sweeps, tasks
+from reporting import runs, tasks
 from reporting.models import Delivery, ReportRun
 from reporting.periods import period_for_slot
+from reporting.services import catch_up as sweeps
 from tests import factories
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
@@ -232,11 +233,11 @@ def test_it_checks_many_reports_in_a_few_queries(
         for report in reports[1:]
     )
 
-    # The reports; their runs, 200 reports a query; and creating the one late run.
+    # The reports; their runs, 200 reports a query; and creating the one late run with its audit event.
     with (
         time_machine.travel(at(2026, 11, 21, 7, 10)),
         django_capture_on_commit_callbacks() as queued,
-        django_assert_max_num_queries(10),
+        django_assert_max_num_queries(11),
     ):
         result = sweeps.catch_up_missed_runs()
 
@@ -248,159 +249,6 @@ def test_the_sweeps_are_installed_as_periodic_tasks_beat_can_send():
     installed = dict(PeriodicTask.objects.filter(name__startswith="Reporting: ").values_list("task", "enabled"))
 
     assert installed["reporting.tasks.catch_up_missed_runs"] is True
-    assert installed["reporting.tasks.recover_stuck_runs"] is True
-    assert {"reporting.tasks.catch_up_missed_runs", "reporting.tasks.recover_stuck_runs"} <= set(celery_app.tasks)
-
-
-# --- stuck runs ---------------------------------------------------------------------------
-
-SILENT_SINCE = at(2026, 11, 21, 7, 2, 10)
-
-
-def stall(run: ReportRun, status: str, *, recoveries: int = 0) -> None:
-    """As if the worker holding `run` died at SILENT_SINCE while `status`: its lease ran out at 07:04:10."""
-    ReportRun.objects.filter(pk=run.pk).update(
-        status=status,
-        heartbeat_at=SILENT_SINCE,
-        lease_expires_at=SILENT_SINCE + timedelta(minutes=2),
-        recoveries=recoveries,
-    )
-
-
-def recover(moment: datetime, capture, *, execute: bool = True) -> tuple[sweeps.RecoveryResult, list]:
-    with time_machine.travel(moment), capture(execute=execute) as callbacks:
-        result = sweeps.recover_stuck_runs()
-    return result, callbacks
-
-
-def manual_run(report) -> ReportRun:
-    return runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
-
-
-def test_a_working_run_records_its_last_sign_of_life(report):
-    run = manual_run(report)
-
-    with time_machine.travel(at(2026, 11, 21, 7, 0, 5), tick=False):
-        runs.execute_run(run_id=run.pk)
-
-    run.refresh_from_db()
-    assert run.heartbeat_at == at(2026, 11, 21, 7, 0, 5) == run.finished_at
-    assert run.lease_expires_at is None
-
-
-def test_a_run_stuck_while_sending_is_retried_once_without_sending_anyone_twice(
-    report, use_smtp, django_capture_on_commit_callbacks
-):
-    run = manual_run(report)
-    runs.execute_run(run_id=run.pk)
-    # The worker died mid-send: ann was sent, bob's send was in flight, cy not tried yet.
-    ReportRun.objects.filter(pk=run.pk).update(recipients=["ann@example.com", "bob@example.com", "cy@example.com"])
-    run.deliveries.filter(address="bob@example.com").update(status=Delivery.Status.SENDING)
-    stall(run, Status.SENDING)
-
-    result, _ = recover(at(2026, 11, 21, 7, 5), django_capture_on_commit_callbacks)
-
-    run.refresh_from_db()
-    assert result == sweeps.RecoveryResult(retried=[run.pk])
-    assert [len(use_smtp.messages_to(address)) for address in ("ann@example.com", "bob@example.com")] == [1, 1]
-    assert len(use_smtp.messages_to("cy@example.com")) == 1
-    assert (run.status, run.recoveries, run.lease_expires_at) == (Status.PARTIALLY_SENT, 1, None)
-    assert run.error.startswith("1 of 3 addresses did not get the email: bob@example.com: Interrupted while sending")
-    assert run.notes == (
-        "The worker stopped responding while sending the email (last sign of life 21 November 2026, 07:02:10 GMT); "
-        "retrying once."
-    )
-
-
-def test_a_run_that_stalls_again_after_its_retry_is_failed_with_the_reason(report, django_capture_on_commit_callbacks):
-    run = manual_run(report)
-    stall(run, Status.FETCHING)
-
-    result, queued = recover(at(2026, 11, 21, 7, 5), django_capture_on_commit_callbacks, execute=False)
-
-    run.refresh_from_db()
-    assert result.retried == [run.pk] and len(queued) == 1
-    assert (run.status, run.lease_expires_at, run.recoveries) == (Status.QUEUED, None, 1)
-    assert run.error == (
-        "The worker stopped responding while fetching the data (last sign of life 21 November 2026, 07:02:10 GMT); "
-        "retrying once."
-    )
-
-    stall(run, Status.FETCHING, recoveries=1)  # the retry's worker went silent too
-    result, queued = recover(at(2026, 11, 21, 7, 10), django_capture_on_commit_callbacks)
-
-    run.refresh_from_db()
-    assert result == sweeps.RecoveryResult(failed=[run.pk]) and not queued
-    assert (run.status, run.finished_at, run.lease_expires_at) == (Status.FAILED, at(2026, 11, 21, 7, 10), None)
-    assert run.error == (
-        "The worker stopped responding again while fetching the data (last sign of life 21 November 2026, "
-        "07:02:10 GMT); not retried. No address got the email; use Run now to try again."
-    )
-    assert run.notes.splitlines()[1].startswith("The worker stopped responding again while fetching the data")
-    assert not mail.outbox
-
-
-def test_a_run_that_stalls_again_while_sending_says_who_got_it_and_closes_the_rest(
-    report, django_capture_on_commit_callbacks
-):
-    run = manual_run(report)
-    runs.execute_run(run_id=run.pk)
-    mail.outbox.clear()
-    ReportRun.objects.filter(pk=run.pk).update(recipients=["ann@example.com", "bob@example.com", "cy@example.com"])
-    run.deliveries.filter(address="bob@example.com").update(status=Delivery.Status.SENDING)
-    Delivery.objects.create(run=run, address="cy@example.com")
-    stall(run, Status.SENDING, recoveries=1)
-
-    result, _ = recover(at(2026, 11, 21, 7, 5), django_capture_on_commit_callbacks)
-
-    run.refresh_from_db()
-    assert result.failed == [run.pk]
-    assert run.status == Status.FAILED
-    assert run.error.endswith(
-        "not retried. 1 of 3 addresses got the email; resend it to the others from this run's page."
-    )
-    assert dict(run.deliveries.values_list("address", "status")) == {
-        "ann@example.com": "sent",
-        "bob@example.com": "failed",
-        "cy@example.com": "failed",
-    }
-    assert "Interrupted while sending" in run.deliveries.get(address="bob@example.com").error
-    assert not mail.outbox
-
-
-def test_a_run_with_a_live_lease_is_left_alone(report, django_capture_on_commit_callbacks):
-    run = manual_run(report)
-    stall(run, Status.SENDING)
-
-    result, queued = recover(at(2026, 11, 21, 7, 4), django_capture_on_commit_callbacks)
-
-    run.refresh_from_db()
-    assert result == sweeps.RecoveryResult() and not queued
-    assert (run.status, run.recoveries, run.error) == (Status.SENDING, 0, "")
-
-
-def test_a_queued_run_is_left_alone_until_a_worker_took_it_and_went_silent(report, django_capture_on_commit_callbacks):
-    waiting = manual_run(report)  # queued, no lease: its message waits for a worker
-    taken = manual_run(report)
-    stall(taken, Status.QUEUED)  # claimed, then the worker died before fetching
-
-    result, _ = recover(at(2026, 11, 21, 7, 5), django_capture_on_commit_callbacks)
-
-    waiting.refresh_from_db()
-    taken.refresh_from_db()
-    assert result.retried == [taken.pk]
-    assert (waiting.status, waiting.recoveries) == (Status.QUEUED, 0)
-    assert taken.status == Status.SENT
-    assert taken.notes.startswith("The worker stopped responding while starting the run")
-    assert sorted(m.to[0] for m in mail.outbox) == ["ann@example.com", "bob@example.com"]
-
-
-def test_a_stuck_run_is_retried_once_when_two_sweeps_find_it(report, django_capture_on_commit_callbacks):
-    run = manual_run(report)
-    stall(run, Status.RENDERING)
-
-    first, queued_first = recover(at(2026, 11, 21, 7, 5), django_capture_on_commit_callbacks, execute=False)
-    second, queued_second = recover(at(2026, 11, 21, 7, 5), django_capture_on_commit_callbacks, execute=False)
-
-    assert first.retried == [run.pk] and len(queued_first) == 1
-    assert second == sweeps.RecoveryResult() and not queued_second
+    assert installed["reporting.tasks.enforce_run_deadlines"] is True
+    assert "reporting.tasks.recover_stuck_runs" not in installed
+    assert {"reporting.tasks.catch_up_missed_runs", "reporting.tasks.enforce_run_deadlines"} <= set(celery_app.tasks)

@@ -1,15 +1,13 @@
-"""Sweeps that keep a scheduled run from being lost silently: catch-up and stuck-run recovery.
+"""The catch-up sweep: a schedule slot that beat never started is run late, or recorded as missed.
 
-Beat fires each report on time; these run every few minutes (periodic tasks installed by
-migration 0005) and repair what an outage left behind:
+Beat fires each report on time; this runs every few minutes (a periodic task installed by
+migration 0005) and repairs what an outage left behind: a slot whose period has no
+scheduled run is run late (trigger "catch-up") within the report's catch-up window, or
+recorded as a `missed` run when older, so that every gap shows in the archive. A period
+that has a run, whatever its state, is not a gap: a run that never ends is the deadline
+sweep's (reporting.services.deadlines).
 
-* `catch_up_missed_runs`: a schedule slot whose period has no scheduled run is run late
-  (trigger "catch-up") within the report's catch-up window, or recorded as a `missed` run
-  when older, so that every gap shows in the archive;
-* `recover_stuck_runs`: a run whose worker stopped renewing its lease is queued again once,
-  and failed the second time.
-
-Neither can send an address twice: the unique constraint on (report, period) for scheduled
+It cannot send an address twice: the unique constraint on (report, period) for scheduled
 runs, the lease claim in `runs.execute_run` and the per-address delivery claim still decide.
 """
 
@@ -23,14 +21,13 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, TextField, Value, When
-from django.db.models.functions import Concat
 from django.utils import timezone
 from django.utils.dateformat import format as format_date
 
-from reporting import runs, schedules
-from reporting.models import Delivery, Report, ReportRun
+from reporting import audit, runs, schedules
+from reporting.models import AuditEvent, Report, ReportRun
 from reporting.periods import Period, period_for_slot
+from reporting.services.enqueue import EXECUTE_RUN, enqueue
 
 log = logging.getLogger(__name__)
 Status = ReportRun.Status
@@ -38,7 +35,6 @@ Status = ReportRun.Status
 LOOK_BACK = timedelta(days=7)  # how far back gaps are recorded
 SLOTS_PER_REPORT = 11  # the latest slot and up to ten before it
 REPORTS_PER_QUERY = 200  # reports whose existing runs are read in one query
-RUNS_PER_SWEEP = 1000  # stuck runs taken back in one sweep; the next sweep takes the rest
 
 
 # --- catch-up -------------------------------------------------------------------------------
@@ -63,6 +59,7 @@ class _Gap:
 @dataclass(frozen=True)
 class _ScheduledReport:
     pk: int
+    name: str
     timezone: str
     period_kind: str
     catch_up_hours: int
@@ -106,6 +103,7 @@ def _scheduled_reports() -> Iterator[_ScheduledReport]:
         .order_by("pk")
         .values_list(
             "pk",
+            "name",
             "timezone",
             "period_kind",
             "catch_up_hours",
@@ -120,10 +118,10 @@ def _scheduled_reports() -> Iterator[_ScheduledReport]:
         )
     )
     specs: dict[tuple, schedules.CronSpec] = {}  # many reports share one schedule
-    for pk, tz, kind, hours, created_at, changed_at, *cron in rows.iterator(chunk_size=2000):
+    for pk, name, tz, kind, hours, created_at, changed_at, *cron in rows.iterator(chunk_size=2000):
         cron[-1] = str(cron[-1])
         spec = specs.setdefault(tuple(cron), schedules.CronSpec(*cron))
-        yield _ScheduledReport(pk, tz, kind, hours, max(created_at, changed_at), spec)
+        yield _ScheduledReport(pk, name, tz, kind, hours, max(created_at, changed_at), spec)
 
 
 class _SlotCache:
@@ -187,7 +185,9 @@ def _catch_up(gap: _Gap) -> int | None:
     try:
         with transaction.atomic():
             run = runs.create_run(request)
-            _queue(run.pk)
+            summary = f"Ran missed run #{run.pk} ({run.period_label}) late: beat did not start it at its slot."
+            audit.record(actor=None, action=AuditEvent.Action.CAUGHT_UP, summary=summary, run=run)
+            enqueue(EXECUTE_RUN, run_id=run.pk)
     except IntegrityError:
         log.info("report %s period %s got its run meanwhile", gap.report.pk, gap.period.key)
         return None
@@ -198,9 +198,13 @@ def _catch_up(gap: _Gap) -> int | None:
 def _missed_run(gap: _Gap, *, now: datetime) -> ReportRun:
     return ReportRun(
         report_id=gap.report.pk,
+        report_name=gap.report.name,
+        period_kind=gap.period.kind,
+        period_timezone=gap.report.timezone,
         period_start=gap.period.start,
         period_end=gap.period.end,
         period_key=gap.period.key,
+        period_label=gap.period.label,
         scheduled_for=gap.slot,
         trigger=ReportRun.Trigger.SCHEDULE,
         status=Status.MISSED,
@@ -230,113 +234,3 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
-
-
-# --- stuck runs ---------------------------------------------------------------------------
-
-
-@dataclass
-class RecoveryResult:
-    retried: list[int] = field(default_factory=list)  # ids of the runs queued again
-    failed: list[int] = field(default_factory=list)  # ids of the runs given up
-
-
-_DOING = {
-    Status.QUEUED: "while starting the run",
-    Status.FETCHING: "while fetching the data",
-    Status.RENDERING: "while rendering the email",
-    Status.SENDING: "while sending the email",
-}
-
-
-def recover_stuck_runs(*, now: datetime | None = None) -> RecoveryResult:
-    """Take back the runs whose worker stopped renewing the lease: retry once, then fail.
-
-    The lease (renewed on every stage change and between messages) is the heartbeat: a
-    run still working whose lease ran out has a dead or hung worker.
-    """
-    now = now or timezone.now()
-    result = RecoveryResult()
-    stuck = (
-        ReportRun.objects.filter(status__in=ReportRun.WORKING, lease_expires_at__lt=now)
-        .select_related("report")
-        .only("status", "lease_expires_at", "heartbeat_at", "recoveries", "report__timezone")
-        .order_by("lease_expires_at")
-    )
-    for run in list(stuck[:RUNS_PER_SWEEP]):  # read first: each is then updated on its own
-        if run.recoveries == 0 and _retry(run):
-            result.retried.append(run.pk)
-        elif run.recoveries > 0 and _give_up(run, now=now):
-            result.failed.append(run.pk)
-    return result
-
-
-def _retry(run: ReportRun) -> bool:
-    doing, seen = _DOING[run.status], _last_seen(run)
-    message = f"The worker stopped responding {doing} (last sign of life {seen}); retrying once."
-    with transaction.atomic():
-        if not _take(run, status=Status.QUEUED, recoveries=1, error=message, notes=_noted(message)):
-            return False
-        _queue(run.pk)
-    log.warning("run %s: %s", run.pk, message)
-    return True
-
-
-def _give_up(run: ReportRun, *, now: datetime) -> bool:
-    message = (
-        f"The worker stopped responding again {_DOING[run.status]} (last sign of life {_last_seen(run)}); not retried."
-    )
-    with transaction.atomic():
-        if not _take(run, status=Status.FAILED, recoveries=run.recoveries + 1, finished_at=now, notes=_noted(message)):
-            return False
-        message = f"{message} {_close_deliveries(run)}"
-        ReportRun.objects.filter(pk=run.pk).update(error=message)
-    log.warning("run %s: %s", run.pk, message)
-    return True
-
-
-def _take(run: ReportRun, **fields) -> bool:
-    """Change the run only if nobody touched it since it was read; the row count says who won."""
-    return bool(
-        ReportRun.objects.filter(
-            pk=run.pk, status=run.status, lease_expires_at=run.lease_expires_at, recoveries=run.recoveries
-        ).update(lease_expires_at=None, **fields)
-    )
-
-
-def _close_deliveries(run: ReportRun) -> str:
-    """Fail the original deliveries left open, and say in words who got the email."""
-    originals = Delivery.objects.filter(run_id=run.pk, kind=Delivery.Kind.ORIGINAL)
-    originals.filter(status=Delivery.Status.QUEUED).update(
-        status=Delivery.Status.FAILED, error="Not sent: the run was given up after its worker stopped responding."
-    )
-    originals.filter(status=Delivery.Status.SENDING).update(
-        status=Delivery.Status.FAILED,
-        error="Interrupted while sending (the worker stopped). Not sent again automatically, "
-        "because the mail server may already have accepted it; resend it if it did not arrive.",
-    )
-    total = originals.count()
-    accepted = originals.filter(status__in=Delivery.ACCEPTED).count()
-    if accepted:
-        return f"{accepted} of {total} addresses got the email; resend it to the others from this run's page."
-    return "No address got the email; use Run now to try again."
-
-
-def _last_seen(run: ReportRun) -> str:
-    seen = run.heartbeat_at or run.lease_expires_at - timedelta(seconds=settings.REPORTING["RUN_LEASE_SECONDS"])
-    return format_date(seen.astimezone(ZoneInfo(run.report.timezone)), "j F Y, H:i:s T")
-
-
-def _noted(message: str) -> Case:
-    """The run's notes with `message` added as a line: kept when a later attempt rewrites the error."""
-    return Case(
-        When(notes="", then=Value(message)),
-        default=Concat(F("notes"), Value("\n" + message)),
-        output_field=TextField(),
-    )
-
-
-def _queue(run_id: int) -> None:
-    from reporting import tasks  # tasks imports this module
-
-    tasks.execute_run.delay_on_commit(run_id=run_id)

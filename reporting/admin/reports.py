@@ -1,0 +1,344 @@
+"""The admin for reports: the definition with its schedule, run now, send test, preview and the overview."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models.functions import JSONArray
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from reporting import overview, preview, schedules
+from reporting.admin.common import RUN_MARK_HTML, RUN_STATUS_LABELS, runs_of_report_url
+from reporting.forms import PreviewForm, ReportForm, RunNowForm
+from reporting.models import AuditEvent, Report, ReportRun
+from reporting.services import reports as services_reports
+from reporting.services import runs as services_runs
+
+OVERVIEW_PAGE_SIZE = 100
+RUN_HISTORY_LENGTH = 10
+
+
+@admin.register(Report)
+class ReportAdmin(admin.ModelAdmin):
+    form = ReportForm
+
+    class Media:
+        js = ["reporting/local_times.js"]
+
+    list_display = ["name", "period_kind", "schedule_in_words", "next_run", "enabled", "last_run", "run_history"]
+    list_filter = ["enabled", "period_kind", "data_source"]
+    search_fields = ["name", "slug", "description"]
+    prepopulated_fields = {"slug": ["name"]}
+    filter_horizontal = ["recipients", "recipient_lists"]
+    readonly_fields = ["schedule_in_words", "next_runs", "runs_link"]
+    actions = ["run_now", "send_test"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "description", "owner", "enabled", "runs_link"]}),
+        ("Data", {"fields": ["data_source", "path", "query_params", "records_path"]}),
+        (
+            "Period and schedule",
+            {
+                "fields": [
+                    "period_kind",
+                    "timezone",
+                    "schedule_enabled",
+                    ("minute", "hour", "day_of_month", "month_of_year", "day_of_week"),
+                    "schedule_in_words",
+                    "next_runs",
+                    "catch_up_hours",
+                ],
+                "description": "Kept in this report's own periodic task; it fires in the report's timezone.",
+            },
+        ),
+        (
+            "Email",
+            {
+                "fields": [
+                    "template",
+                    "subject_template",
+                    "attach_csv",
+                    "attach_xlsx",
+                    "email_max_rows",
+                    "charts",
+                    "recipients",
+                    "recipient_lists",
+                ]
+            },
+        ),
+        (
+            "Data checks",
+            {
+                "fields": [
+                    "check_min_rows",
+                    "check_required_fields",
+                    ("check_max_age_field", "check_max_age_hours"),
+                ],
+                "description": "A run whose data fails a check is held, not sent; the owner is told, and staff "
+                "can send it anyway or re-run it from the run's page.",
+            },
+        ),
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # The list shows each report's latest runs in the same query, not a query per row:
+        # correlated subqueries, each a short probe of the (report, -created_at) index that
+        # the database evaluates only for the rows it returns (the page, after the LIMIT).
+        # One subquery per position, rather than a window over all of a report's runs, keeps
+        # the cost independent of how long the archive grows.
+        latest = ReportRun.objects.filter(report=OuterRef("pk")).order_by("-created_at", "-pk")
+        statuses = [Subquery(latest.values("status")[index : index + 1]) for index in range(RUN_HISTORY_LENGTH)]
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("periodic_task__crontab", "data_source")
+            .annotate(
+                last_run_id=Subquery(latest.values("pk")[:1]),
+                last_run_at=Subquery(latest.values("created_at")[:1]),
+                recent_statuses=JSONArray(*statuses),
+            )
+        )
+
+    def save_model(self, request: HttpRequest, report: Report, form: ReportForm, change: bool) -> None:
+        """Saved with its recipients and schedule in save_related: one service call."""
+
+    def save_related(self, request: HttpRequest, form: ReportForm, formsets, change: bool) -> None:
+        services_reports.save_report(
+            report=form.instance, save_related=form.save_m2m, schedule=form.schedule_spec(), actor=request.user
+        )
+
+    def delete_model(self, request: HttpRequest, report: Report) -> None:
+        services_reports.delete_reports(reports=[report], actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        services_reports.delete_reports(reports=list(queryset), actor=request.user)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        buttons = []
+        if self.has_preview_permission(request) and str(object_id).isdigit():
+            buttons.append((reverse("admin:reporting_report_preview", args=[object_id]), "Preview…"))
+        if self.has_run_permission(request) and str(object_id).isdigit():
+            buttons += [
+                (reverse("admin:reporting_report_run_now", args=[object_id]), "Run now…"),
+                (reverse("admin:reporting_report_send_test", args=[object_id]), "Send test…"),
+            ]
+        # One query: the latest events of this report, with the actor's name kept on the event.
+        # Staff changes and notable events; every scheduled start would crowd them out.
+        events = AuditEvent.objects.filter(report_id=object_id).exclude(action=AuditEvent.Action.SCHEDULED)
+        events = events.order_by("-at", "-pk")[:AUDIT_EVENTS_SHOWN]
+        context = {"report_buttons": buttons, "audit_events": events if str(object_id).isdigit() else []}
+        return super().change_view(request, object_id, form_url, {**context, **(extra_context or {})})
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:report_id>/run-now/", wrap(self.run_now_view), name="reporting_report_run_now"),
+            path("<int:report_id>/send-test/", wrap(self.send_test_view), name="reporting_report_send_test"),
+            path("<int:report_id>/preview/", wrap(self.preview_view), name="reporting_report_preview"),
+            path("overview/", wrap(self.overview_view), name="reporting_report_overview"),
+            *super().get_urls(),
+        ]
+
+    def overview_view(self, request: HttpRequest) -> HttpResponse:
+        """Every enabled report at a glance: next run, last success, failures, late, missed, held."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        page = Paginator(overview.enabled_reports(), OVERVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
+        rows = overview.report_health(list(page))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Reports at a glance",
+            "opts": self.model._meta,
+            "page": page,
+            "rows": rows,
+            "attention": sum(row.needs_attention for row in rows),
+        }
+        return TemplateResponse(request, "admin/reporting/report/overview.html", context)
+
+    def has_preview_permission(self, request: HttpRequest) -> bool:
+        """Who may fetch live data to look at a report: whoever may edit it or send it."""
+        return request.user.has_perm("reporting.change_report") or self.has_run_permission(request)
+
+    def preview_view(self, request: HttpRequest, report_id: int) -> HttpResponse:
+        """The report rendered for a chosen period with live data: nothing is sent or archived."""
+        if not self.has_preview_permission(request):
+            raise PermissionDenied
+        report = get_object_or_404(Report, pk=report_id)
+        form = PreviewForm(request.GET or None)
+        result = error = None
+        if form.is_valid() or not request.GET:
+            day = form.cleaned_data.get("period_day") if form.is_bound else None
+            try:
+                result = preview.preview_report(report_id=report.pk, period_day=day)
+            except preview.PreviewError as exc:
+                error = exc
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Preview: {report.name}",
+            "opts": self.model._meta,
+            "original": report,
+            "form": form,
+            "preview": result,
+            "error": error,
+        }
+        return TemplateResponse(request, "admin/reporting/report/preview.html", context)
+
+    def run_now_view(self, request: HttpRequest, report_id: int) -> HttpResponse:
+        """The "Run now…" page of one report (the button on its page)."""
+        return self._one_report_page(request, report_id, self.run_now)
+
+    def send_test_view(self, request: HttpRequest, report_id: int) -> HttpResponse:
+        return self._one_report_page(request, report_id, self.send_test)
+
+    def _one_report_page(self, request: HttpRequest, report_id: int, action) -> HttpResponse:
+        if not self.has_run_permission(request):
+            raise PermissionDenied
+        get_object_or_404(Report, pk=report_id)
+        response = action(request, Report.objects.filter(pk=report_id))
+        return response or HttpResponseRedirect(reverse("admin:reporting_report_change", args=[report_id]))
+
+    @admin.display(description="schedule")
+    def schedule_in_words(self, report: Report) -> str:
+        spec = schedules.spec_for(report) if report.pk else None
+        return _schedule_in_words(spec) if spec else "Not scheduled (runs only by hand)"
+
+    @admin.display(description="next run")
+    def next_run(self, report: Report) -> str:
+        upcoming = self._upcoming(report, 1)
+        return _local_time(report, *upcoming[0]) if upcoming else "—"
+
+    @admin.display(description="next five runs")
+    def next_runs(self, report: Report):
+        upcoming = self._upcoming(report, 5)
+        if not upcoming:
+            return "—"
+        times = ((_local_time(report, *slot),) for slot in upcoming)
+        return format_html(
+            '<ol class="next-runs">{}</ol><p class="help">In the report\'s timezone ({}); your own beside it.</p>',
+            format_html_join("", "<li>{}</li>", times),
+            report.timezone,
+        )
+
+    def _upcoming(self, report: Report, count: int) -> tuple[tuple[str, str], ...]:
+        spec = schedules.spec_for(report) if report.pk and report.enabled else None
+        if spec is None:
+            return ()
+        return _upcoming_slots(spec, timezone.now().replace(second=0, microsecond=0), count)
+
+    @admin.display(description="last run")
+    def last_run(self, report: Report):
+        if getattr(report, "last_run_id", None) is None:
+            return "—"
+        url = reverse("admin:reporting_reportrun_change", args=[report.last_run_id])
+        status = ReportRun.Status(report.recent_statuses[0]).label
+        return format_html('<a href="{}">{} · {}</a>', url, status, f"{report.last_run_at:%d %b %H:%M}")
+
+    @admin.display(description=f"last {RUN_HISTORY_LENGTH} runs")
+    def run_history(self, report: Report):
+        """The latest runs' statuses as marks, oldest first, linking to the report's runs."""
+        statuses = [status for status in reversed(getattr(report, "recent_statuses", None) or []) if status]
+        if not statuses:
+            return "—"
+        marks = mark_safe("".join(RUN_MARK_HTML[status] for status in statuses))  # each one from format_html
+        url = runs_of_report_url(report.pk)
+        words = ", ".join(RUN_STATUS_LABELS[status].lower() for status in statuses)
+        return format_html(
+            '<a class="run-history" href="{}" aria-label="Runs, oldest first: {}">{}</a>', url, words, marks
+        )
+
+    @admin.display(description="archive")
+    def runs_link(self, report: Report):
+        if not report.pk:
+            return "—"
+        url = runs_of_report_url(report.pk)
+        return format_html('<a href="{}">All runs of this report</a>', url)
+
+    @admin.action(description="Run now (choose the period)", permissions=["run"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._period_page(request, queryset, action="run_now", title="Run now")
+
+    @admin.action(description="Send a test to my own address", permissions=["run"])
+    def send_test(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        if not request.user.email:
+            self.message_user(request, "Your user has no email address: add one to your profile first.", messages.ERROR)
+            return None
+        return self._period_page(request, queryset, action="send_test", title="Send a test")
+
+    def _period_page(self, request: HttpRequest, queryset: QuerySet, *, action: str, title: str) -> HttpResponse | None:
+        form = RunNowForm(request.POST if "confirm" in request.POST else None)
+        if form.is_valid():
+            service = services_runs.send_test if action == "send_test" else services_runs.run_now
+            try:
+                created = service(
+                    report_ids=[report.pk for report in queryset],
+                    period_day=form.cleaned_data["period_day"],
+                    actor=request.user,
+                )
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                self._announce(request, created, action)
+                return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.model._meta,
+            "reports": queryset,
+            "form": form,
+            "action": action,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "user_email": request.user.email,
+        }
+        return TemplateResponse(request, "admin/reporting/report/run_now.html", context)
+
+    def _announce(self, request: HttpRequest, created: list[ReportRun], action: str) -> None:
+        for run in created:
+            url = reverse("admin:reporting_reportrun_change", args=[run.pk])
+            what = f"A test of {run.report_name} to {request.user.email}" if action == "send_test" else run.report_name
+            self.message_user(
+                request,
+                format_html(
+                    '{} for {} is queued: <a href="{}">follow run #{}</a>.', what, run.period_label, url, run.pk
+                ),
+                messages.SUCCESS,
+            )
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("reporting.run_report")
+
+
+AUDIT_EVENTS_SHOWN = 20
+
+
+# The report list shows many reports, often on the same few schedules: each distinct
+# schedule is put in words, and its next runs computed, once (per minute for the latter).
+
+
+@functools.lru_cache(maxsize=1024)
+def _schedule_in_words(spec: schedules.CronSpec) -> str:
+    return schedules.describe(spec)
+
+
+@functools.lru_cache(maxsize=1024)
+def _upcoming_slots(spec: schedules.CronSpec, minute: datetime, count: int) -> tuple[tuple[str, str], ...]:
+    """The next `count` slots after `minute` as (ISO 8601, words in the report's timezone).
+
+    Slots are whole minutes, so they are the same for any moment in `minute`.
+    """
+    slots = schedules.next_runs(spec, after=minute, count=count)
+    return tuple((slot.isoformat(), f"{slot:%a %d %b %Y, %H:%M %Z}") for slot in slots)
+
+
+def _local_time(report: Report, iso: str, words: str) -> str:
+    """A time in the report's timezone; local_times.js adds the viewer's own beside it."""
+    return format_html('<time class="local-time" datetime="{}" data-zone="{}">{}</time>', iso, report.timezone, words)

@@ -1,0 +1,76 @@
+"""Attachments too large to send: which ones, and the email that links to them in the archive instead."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from django.conf import settings
+from django.urls import reverse
+
+from reporting.models import RunAttachment
+from reporting.pipeline import render
+
+
+def too_large_to_attach(attachments: list[render.Attachment]) -> dict[int, str]:
+    """Which attachments to link instead of attach (index → why, in words): the largest, until the rest fit.
+
+    Sizes are counted as encoded in the message (base64: 4 bytes for every 3), all attachments together.
+    """
+    limit = settings.REPORTING["MAX_ATTACHMENT_BYTES"]
+    sizes = {  # the files; a chart shown inside the email stays in it
+        index: 4 * math.ceil(len(attachment.content) / 3)
+        for index, attachment in enumerate(attachments)
+        if not attachment.content_id
+    }
+    total = sum(sizes.values())
+    too_large = {}
+    for index in sorted(sizes, key=lambda each: sizes[each], reverse=True):
+        if total <= limit:
+            break
+        total -= sizes[index]
+        over = "is over" if sizes[index] > limit else "would take the attachments over"
+        too_large[index] = (
+            f"{attachments[index].filename} ({size_in_words(sizes[index])} encoded) {over} the "
+            f"{size_in_words(limit)} attachment limit; the email links to the archived file instead."
+        )
+    return too_large
+
+
+def link_to(attachment: RunAttachment) -> dict[str, str]:
+    """What the email says about a linked attachment: its name, size and address in the admin."""
+    path = reverse("admin:reporting_reportrun_attachment", args=[attachment.run_id, attachment.pk])
+    return {
+        "filename": attachment.filename,
+        "size": size_in_words(attachment.size),
+        "url": settings.REPORTING["SITE_URL"].rstrip("/") + path,
+    }
+
+
+def render_with_links(
+    request: render.RenderRequest, first: render.RenderedEmail, links: list[dict[str, str]]
+) -> render.RenderedEmail:
+    """The email rendered again, now that the archived files it links to have addresses."""
+    linked = {link["filename"] for link in links}
+    still_attached = [each for each in first.attachments if each.filename not in linked]
+    extra = {
+        "linked_attachments": links,
+        "attach_csv": any(each.mimetype == "text/csv" for each in still_attached),  # "the attached CSV has them all"
+    }
+    email = render.render(replace(request, attach_csv=False, context_extra={**request.context_extra, **extra}))
+    # A report's own text template may not include the generic link block: the links are added at its end.
+    missing = [link for link in links if link["url"] not in email.text]
+    text = email.text.rstrip("\n") + "\n\n" + "".join(map(_link_in_text, missing)) if missing else email.text
+    return replace(email, text=text, attachments=still_attached)
+
+
+def _link_in_text(link: dict[str, str]) -> str:
+    return f"{link['filename']} ({link['size']}) is too large to attach. Download it from the archive:\n{link['url']}\n"
+
+
+def size_in_words(size: int) -> str:
+    """A size in bytes as people read it: "14.2 MB", "980 KB", "512 bytes"."""
+    for unit, factor in (("MB", 1024 * 1024), ("KB", 1024)):
+        if size >= factor:
+            return f"{size / factor:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"

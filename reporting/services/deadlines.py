@@ -1,0 +1,176 @@
+"""The deadline sweep: every run reaches an end, whatever was lost on the way.
+
+Each run not yet at an end carries a deadline (reporting.runs): the lease while a worker
+holds it, the queue deadline while it waits for a worker, its retry time plus the queue
+deadline while it waits to retry. A run past its deadline has lost its message (the broker
+lost it, an after-commit publish failed, a retry was dropped) or its worker (killed, hung).
+This sweep (a periodic task, every minute) takes each such run, whatever its state:
+
+* the first time, it publishes the run again, once, and says why in its notes;
+* the second time, it fails the run with the reason in words and who already got the
+  email; the alert sweep then tells the owner.
+
+It cannot send an address twice: the claim in `runs.execute_run` and the per-address
+delivery claim still decide, and a delivery left "sending" is never sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Case, F, TextField, Value, When
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from reporting import audit, runs
+from reporting.models import AuditEvent, Delivery, ReportRun
+from reporting.services.enqueue import EXECUTE_RUN, enqueue
+from reporting.timing import local_time
+
+log = logging.getLogger(__name__)
+Status = ReportRun.Status
+Action = AuditEvent.Action
+_FIELDS = (
+    "status",
+    "deadline_at",
+    "lease_expires_at",
+    "heartbeat_at",
+    "recoveries",
+    "period_timezone",
+    "period_label",
+    "report__name",
+)
+RUNS_PER_SWEEP = 1000  # runs taken in one sweep; the next sweep takes the rest
+
+
+@dataclass
+class DeadlineResult:
+    published_again: list[int] = field(default_factory=list)  # ids of the runs published once more
+    failed: list[int] = field(default_factory=list)  # ids of the runs failed at their second deadline
+
+
+def enforce_run_deadlines(*, now: datetime | None = None) -> DeadlineResult:
+    """Publish again once, then fail, every run past its deadline."""
+    now = now or timezone.now()
+    result = DeadlineResult()
+    overdue = (
+        ReportRun.objects.filter(status__in=ReportRun.WORKING, deadline_at__lt=now)
+        .select_related("report")
+        .only(*_FIELDS)
+        .order_by("deadline_at")
+    )
+    for run in list(overdue[:RUNS_PER_SWEEP]):  # read first: each is then updated on its own
+        if run.recoveries == 0 and _publish_again(run, now=now):
+            result.published_again.append(run.pk)
+        elif run.recoveries > 0 and _give_up(run, now=now):
+            result.failed.append(run.pk)
+    if result.published_again or result.failed:
+        log.warning("deadlines: %d runs published again, %d failed", len(result.published_again), len(result.failed))
+    return result
+
+
+def count_overdue(*, now: datetime | None = None) -> int:
+    """How many runs are past their deadline now (for /healthz and the overview)."""
+    now = now or timezone.now()
+    return ReportRun.objects.filter(status__in=ReportRun.WORKING, deadline_at__lt=now).count()
+
+
+def why_overdue(run: ReportRun) -> str:
+    """What a run past its deadline was waiting for, in words."""
+    if run.status == Status.QUEUED:
+        return "its message did not reach a worker by its deadline (lost by the broker, or never published)"
+    if run.status == Status.RETRYING:
+        return "its retry did not start by its deadline (the retry message was lost)"
+    doing = {Status.FETCHING: "fetching the data", Status.RENDERING: "rendering the email"}.get(
+        run.status, "sending the email"
+    )
+    return f"the worker stopped responding while {doing} (last sign of life {_last_seen(run)})"
+
+
+def _publish_again(run: ReportRun, *, now: datetime) -> bool:
+    message = f"At {local_time(now, run.period_timezone)}, {why_overdue(run)}; published again once."
+    with transaction.atomic():
+        taken = _take(
+            run,
+            status=Status.QUEUED,
+            recoveries=1,
+            deadline_at=runs.queue_deadline(),
+            error=message,
+            notes=_noted(message),
+        )
+        if not taken:
+            return False
+        summary = f"Run #{run.pk} ({run.period_label}) was past its deadline: {why_overdue(run)}. Published it again."
+        audit.record(actor=None, action=Action.REPUBLISHED, summary=summary, report=run.report, run=run)
+        enqueue(EXECUTE_RUN, run_id=run.pk)
+    log.warning("run %s: %s", run.pk, message)
+    return True
+
+
+def _give_up(run: ReportRun, *, now: datetime) -> bool:
+    when = local_time(now, run.period_timezone)
+    reason = f"Failed at {when}: {why_overdue(run)}, again after it was published once more."
+    with transaction.atomic():
+        taken = _take(
+            run,
+            status=Status.FAILED,
+            recoveries=run.recoveries + 1,
+            finished_at=now,
+            deadline_at=None,
+            notes=_noted(reason),
+        )
+        if not taken:
+            return False
+        who_got_it = _close_deliveries(run)
+        message = f"{reason} {who_got_it}"
+        ReportRun.objects.filter(pk=run.pk).update(error=message)
+        summary = f"Run #{run.pk} ({run.period_label}) failed at its second deadline. {who_got_it}"
+        audit.record(actor=None, action=Action.GAVE_UP, summary=summary, report=run.report, run=run)
+    log.warning("run %s: %s", run.pk, message)
+    return True
+
+
+def _take(run: ReportRun, **fields: object) -> bool:
+    """Change the run only if nobody touched it since it was read; the row count says who won."""
+    return bool(
+        ReportRun.objects.filter(
+            pk=run.pk,
+            status=run.status,
+            deadline_at=run.deadline_at,
+            lease_expires_at=run.lease_expires_at,
+            recoveries=run.recoveries,
+        ).update(lease_expires_at=None, **fields)
+    )
+
+
+def _close_deliveries(run: ReportRun) -> str:
+    """Fail the original deliveries left open, and say in words who got the email."""
+    originals = Delivery.objects.filter(run_id=run.pk, kind=Delivery.Kind.ORIGINAL)
+    originals.filter(status=Delivery.Status.QUEUED).update(
+        status=Delivery.Status.FAILED, error="Not sent: the run failed at its deadline."
+    )
+    originals.filter(status=Delivery.Status.SENDING).update(status=Delivery.Status.FAILED, error=runs.INTERRUPTED)
+    total = originals.count()
+    accepted = originals.filter(status__in=Delivery.ACCEPTED).count()
+    if accepted:
+        return f"{accepted} of {total} addresses got the email; resend it to the others from this run's page."
+    if total:
+        return f"None of its {total} addresses got the email; use Run now to try again."
+    return "No email was sent; use Run now to try again."
+
+
+def _last_seen(run: ReportRun) -> str:
+    seen = run.heartbeat_at or run.lease_expires_at
+    return local_time(seen, run.period_timezone) if seen else "none"
+
+
+def _noted(message: str) -> Case:
+    """The run's notes with `message` added as a line: kept when a later attempt rewrites the error."""
+    return Case(
+        When(notes="", then=Value(message)),
+        default=Concat(F("notes"), Value("\n" + message)),
+        output_field=TextField(),
+    )

@@ -1,0 +1,74 @@
+"""What each stage of a run is given: the fetch request, the render request and the data checks of a report."""
+
+from __future__ import annotations
+
+from datetime import date
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.utils import timezone
+
+from reporting.models import DataSource, Report
+from reporting.periods import Period, last_complete_period, period_containing
+from reporting.pipeline import checks, fetch, render
+
+
+def period_for_day(report: Report, period_day: date | None) -> Period:
+    """The period containing `period_day` in the report's terms; without a day, the last complete one."""
+    if period_day is None:
+        return last_complete_period(report.period_kind, ZoneInfo(report.timezone))
+    return period_containing(report.period_kind, period_day)
+
+
+def fetch_request_for(report: Report, period: Period) -> fetch.FetchRequest:
+    """What to ask the report's data source for `period`; RenderError for a broken path or parameter."""
+    context = {"period": period, "report": report}
+    source = report.data_source
+    return fetch.FetchRequest(
+        base_url=source.base_url,
+        path=render.render_string(report.path, context, what="path"),
+        params={
+            key: render.render_string(str(value), context, what=f"query parameter '{key}'")
+            for key, value in report.query_params.items()
+        },
+        auth=auth_for(source),
+        connect_timeout=source.connect_timeout,
+        read_timeout=source.read_timeout,
+        verify_tls=source.verify_tls,
+        max_bytes=settings.REPORTING["MAX_RESPONSE_BYTES"],
+    )
+
+
+def render_request_for(report: Report, period: Period, data: object) -> render.RenderRequest:
+    """How to render the report's email from `data` for `period`."""
+    return render.RenderRequest(
+        template_name=report.template,
+        subject_template=report.subject_template,
+        report={"name": report.name, "slug": report.slug, "description": report.description},
+        period=period,
+        data=data,
+        rows=fetch.select_rows(data, report.records_path),
+        generated_at=timezone.now(),
+        timezone=report.timezone,
+        attach_csv=report.attach_csv,
+        attach_xlsx=report.attach_xlsx,
+        charts=render.chart_specs(report.charts),
+        max_rows=report.email_max_rows,
+    )
+
+
+def auth_for(source: DataSource) -> fetch.Auth:
+    return fetch.Auth(
+        scheme=source.auth_scheme, header_name=source.auth_header_name, secret_env_var=source.secret_env_var
+    )
+
+
+def check_settings(report: Report) -> checks.CheckSettings:
+    """The data checks of `report`, as the checks module takes them."""
+    return checks.CheckSettings(
+        min_rows=report.check_min_rows,
+        required_fields=checks.field_names(report.check_required_fields),
+        max_age_field=report.check_max_age_field.strip(),
+        max_age_hours=report.check_max_age_hours,
+        timezone=report.timezone,
+    )
