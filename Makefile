@@ -7,7 +7,7 @@ export REPORTING_SITE_URL ?= http://127.0.0.1:$(PORT)
 # The demo's data source is the project's own API on 127.0.0.1 (see REPORTING_SITE_URL).
 export REPORTING_ALLOWED_SOURCE_HOSTS ?= 127.0.0.1,localhost
 
-.PHONY: run test test-sqlite test-postgres browser-deps bench lint format install install-dev clean
+.PHONY: run test test-sqlite test-postgres browser-deps bench lint migrations-check format install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ browser-deps:
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## Fails when a model change has no migration.
+migrations-check: install-dev
+	$(BIN)/python manage.py makemigrations --check --dry-run
 
 format: install-dev
 	$(BIN)/ruff format .

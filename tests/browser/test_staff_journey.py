@@ -110,7 +110,12 @@ def test_a_staff_user_defines_previews_runs_reads_and_resends_a_report(
     page.wait_for_url("**/resend/")
     page.check("input[name=target][value=typed]")
     page.fill("#id_addresses", "carol@example.com")
-    page.click("input[type=submit][value='Resend']")
+    page.click("input[type=submit][value='Review the recipients…']")
+    # The confirmation lists exactly who will get it, and nothing is sent before it is confirmed.
+    assert page.locator("#resend-plan .resend-addresses li").all_inner_texts() == ["carol@example.com"]
+    assert not Delivery.objects.filter(run=run, kind="resend").exists()
+    shoot(page, "4-resend-check-recipients")
+    page.click("button[name=step][value=send]")
     page.wait_for_selector("text=is queued")
     shoot(page, "4-resend-queued")
     wait_for(lambda: use_smtp.messages_to("carol@example.com"), timeout=20)
