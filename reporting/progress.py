@@ -8,6 +8,7 @@ from reporting.models import Delivery, ReportRun
 
 Status = ReportRun.Status
 STEPS = ["queued", "fetching", "rendering", "sending", "done"]
+_STEP = {Status.RETRYING: "queued"}  # waiting to retry: back before the fetch
 
 
 def run_progress(*, run_id: int) -> dict[str, Any]:
@@ -27,7 +28,7 @@ def run_progress(*, run_id: int) -> dict[str, Any]:
     return {
         "status": run.status,
         "status_label": run.get_status_display(),
-        "step": "done" if finished else run.status,
+        "step": "done" if finished else _STEP.get(run.status, run.status),
         "finished": finished,
         "error": run.error,
         "deliveries": deliveries,

@@ -154,6 +154,15 @@ def test_a_working_runs_page_follows_its_progress(admin_client, report):
     ]
 
 
+def test_a_run_waiting_to_retry_shows_as_waiting_before_the_fetch(admin_client, report):
+    run = runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None)
+    ReportRun.objects.filter(pk=run.pk).update(status=ReportRun.Status.RETRYING, error="Will retry: HTTP 503")
+
+    progress = admin_client.get(reverse("admin:reporting_reportrun_progress", args=[run.pk])).json()
+
+    assert (progress["step"], progress["status_label"], progress["finished"]) == ("queued", "Waiting to retry", False)
+
+
 def test_a_finished_runs_progress_says_done_and_its_page_does_not_poll(admin_client, report):
     run = runs.execute_run(run_id=runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None).pk)
 

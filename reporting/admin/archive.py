@@ -197,7 +197,20 @@ class ReportRunAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Timings", {"fields": ["created_at", "started_at", "fetched_at", "rendered_at", "finished_at", "attempts"]}),
+        (
+            "Timings",
+            {
+                "fields": [
+                    "created_at",
+                    "started_at",
+                    "fetched_at",
+                    "rendered_at",
+                    "finished_at",
+                    "deadline_at",
+                    "attempts",
+                ]
+            },
+        ),
         ("Data", {"fields": ["request_url", "row_count"]}),
     ]
 
