@@ -333,10 +333,10 @@ def pages(run) -> list[dict]:
 
 
 def clear_schedule_caches() -> None:
-    from reporting import admin
+    from reporting.admin import reports
 
-    admin._schedule_in_words.cache_clear()
-    admin._upcoming_slots.cache_clear()
+    reports._schedule_in_words.cache_clear()
+    reports._upcoming_slots.cache_clear()
 
 
 def request(client, page: dict):
