@@ -1,6 +1,6 @@
 """Admin at scale: the archive pages with 10,000 reports, 200,000 runs and 1,000,000 deliveries.
 
-Subject: the real admin (`reporting/admin.py`) on PostgreSQL, requested through Django's
+Subject: the real admin (`reporting/admin/`) on PostgreSQL, requested through Django's
 test `Client` as a logged-in superuser, with production-like settings (DEBUG off, so no
 query log). Pages: the report list; the run list unfiltered, filtered by status, by
 report, by a month of the date hierarchy and with a search; a run's page; the resend
@@ -466,7 +466,7 @@ def missed_paragraph(results: list[dict]) -> str:
 
 NOTES = """
 What the profile and EXPLAIN (ANALYZE) showed, and what changed
-(`reporting/admin.py`, `reporting/migrations/0003_admin_list_indexes.py`):
+(`reporting/admin/`, `reporting/migrations/0003_admin_list_indexes.py`):
 
 - **Run list, delivery counts.** `Count("deliveries")` twice made every list query a join of
   200,000 runs with 1,000,000 deliveries grouped by run: 5 s for the page, and Django wrapped the

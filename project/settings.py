@@ -224,7 +224,7 @@ REPORTING = {
     # Set it above the longest a burst of due reports may wait in the queue for a worker.
     "RUN_QUEUE_DEADLINE_SECONDS": env_int("REPORTING_RUN_QUEUE_DEADLINE_SECONDS", 600, minimum=5),
     # The catch-up sweep looks only at schedule slots at least this old, so that it never
-    # races beat firing on time (reporting.sweeps.catch_up_missed_runs).
+    # races beat firing on time (reporting.services.catch_up.catch_up_missed_runs).
     "CATCH_UP_GRACE_SECONDS": env_int("REPORTING_CATCH_UP_GRACE_SECONDS", 120),
     # Largest total size of a run's attachments, as encoded in the message (base64: about 4/3 of
     # the file); a file that would go over is archived and linked from the email instead.
