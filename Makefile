@@ -7,7 +7,7 @@ export REPORTING_SITE_URL ?= http://127.0.0.1:$(PORT)
 # The demo's data source is the project's own API on 127.0.0.1 (see REPORTING_SITE_URL).
 export REPORTING_ALLOWED_SOURCE_HOSTS ?= 127.0.0.1,localhost
 
-.PHONY: run test test-sqlite test-postgres browser-deps bench lint migrations-check format install install-dev clean
+.PHONY: run test test-sqlite test-postgres browser-deps bench chaos lint migrations-check format install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,3 +76,9 @@ clean:
 ## Needs the same services as make test (PostgreSQL, Redis). One: make bench BENCH=pipeline
 bench: install-dev
 	$(BIN)/python bench/run_all.py $(BENCH)
+
+## make chaos: the real stack through 200+ seeded faults (workers, beat and the broker killed,
+## SMTP and the data source failing), then invariants: nothing lost silently, nothing sent
+## twice. Prints and writes tests/chaos/RESULTS.md. Replay a schedule: make chaos SEED=1234
+chaos: install-dev
+	$(BIN)/python -m tests.chaos.run --long $(if $(SEED),--seed $(SEED))

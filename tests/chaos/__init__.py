@@ -1,0 +1,1 @@
+"""Fault injection ("make chaos"): the real stack through a seeded schedule of faults, then invariants."""
