@@ -20,14 +20,14 @@ from reporting.models import Delivery, ReportRun
 
 from .faults import FaultRunner
 from .invariants import Verdict, check
-from .plan import Fault, Profile, format_plan, make_plan
+from .plan import FIRST_SLOT_AT, Fault, Profile, format_plan, make_plan
 from .scenario import ChaosReport, create_reports, speed_up_sweeps
 from .settle import Settled, ceil_minute, settle
 from .smtp import ChaosSmtp
 from .source import ChaosSource
 from .stack import Stack
 
-LEAD_SECONDS = 10  # the fault phase starts this long before the first slot checked
+LEAD_SECONDS = FIRST_SLOT_AT  # the fault phase starts this long before the first slot checked
 
 
 @dataclass

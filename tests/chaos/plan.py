@@ -48,6 +48,12 @@ SMTP_ERRORS = (("greeting", 421), ("rcpt", 450), ("rcpt", 550), ("data", 451), (
 SMTP_SLOW_REPLY = (0.4, 1.0)  # seconds: well under the processes' EMAIL_TIMEOUT, only slow
 SMTP_STALLED_REPLY = 15.0  # seconds: well over EMAIL_TIMEOUT, the client gives up
 API_DELAY = 8.0  # seconds: over the data source's read timeout (chaos sets 3 s)
+WINDOW_SECONDS = (4.0, 18.0)  # how long the SMTP server or the data source misbehaves
+# The fault phase starts this long before the first slot; slots follow every minute. Faults
+# are wished mostly AROUND_SLOT seconds around a slot (NEAR_SLOT of them), where the runs are.
+FIRST_SLOT_AT = 10.0
+NEAR_SLOT = 0.7
+AROUND_SLOT = (-8.0, 6.0)
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,8 @@ def make_plan(seed: int, profile: Profile) -> list[Fault]:
     """The faults of a run, in time order: the same seed and profile give the same plan."""
     rng = random.Random(f"chaos-plan:{profile.name}:{seed}")
     end = profile.fault_seconds
-    starts = sorted(rng.uniform(0, end * 0.95) for _ in range(profile.faults))
+    slots = [slot for slot in range(int(FIRST_SLOT_AT), int(end), 60)]
+    starts = sorted(_wished_start(rng, slots, end) for _ in range(profile.faults))
     free_at: dict[str, float] = {}
     plan: list[Fault] = []
     for start in starts:
@@ -115,6 +122,14 @@ def make_plan(seed: int, profile: Profile) -> list[Fault]:
     for number, fault in enumerate(plan, start=1):
         fault.index = number
     return plan
+
+
+def _wished_start(rng: random.Random, slots: list[int], end: float) -> float:
+    """Mostly just before or during a slot's burst of runs (a fault in the quiet rest of a minute
+    still meets retries, sweeps and alerts, but far less)."""
+    if slots and rng.random() < NEAR_SLOT:
+        return max(0.0, rng.choice(slots) + rng.uniform(*AROUND_SLOT))
+    return rng.uniform(0, end * 0.95)
 
 
 def _place(rng: random.Random, start: float, free_at: dict[str, float], end: float, *, index: int) -> Fault | None:
@@ -139,7 +154,7 @@ def _shape(kind: Kind, rng: random.Random) -> tuple[float, dict[str, object]]:
         return round(rng.uniform(1, 5), 1), {}
     if kind is Kind.BROKER_RESTART:
         return round(rng.uniform(1, 6), 1), {}
-    duration = round(rng.uniform(5, 25), 1)
+    duration = round(rng.uniform(*WINDOW_SECONDS), 1)
     if kind is Kind.SMTP_STALL:
         stalled = rng.random() < 0.6
         delay = SMTP_STALLED_REPLY if stalled else round(rng.uniform(*SMTP_SLOW_REPLY), 2)
@@ -148,8 +163,8 @@ def _shape(kind: Kind, rng: random.Random) -> tuple[float, dict[str, object]]:
         phase, code = rng.choice(SMTP_ERRORS)
         return duration, {"phase": phase, "code": code}
     if kind is Kind.API_OUTAGE:
-        return round(rng.uniform(5, 30), 1), {"status": rng.choice((500, 502, 503))}
-    return round(rng.uniform(5, 30), 1), {"delay": API_DELAY}
+        return duration, {"status": rng.choice((500, 502, 503))}
+    return duration, {"delay": API_DELAY}
 
 
 def format_plan(plan: list[Fault]) -> str:
