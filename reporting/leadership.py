@@ -83,8 +83,9 @@ class FileLock:
         if self._fd is not None and self.still_held():
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Each open() is a description of its own, so two holders conflict even in one process;
-        # and Python's descriptors are not inherited by exec'd children, who would keep the lock.
+        # Each open() is a file description of its own, so two holders conflict even in one
+        # process. A child would share it (and keep the lock) only if forked: beat forks none,
+        # and Python's descriptors are closed on exec.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
