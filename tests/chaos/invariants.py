@@ -57,6 +57,8 @@ class Tally:
     failed_alerted: int = 0  # not received, recorded as failed in words, alerted
     lost_silently: int = 0
     report_emails: int = 0
+    interrupted: int = 0  # deliveries failed "Interrupted while sending" (a worker died mid-send)
+    interrupted_received: int = 0  # … of which the email had arrived all the same
     alert_emails: int = 0
     alerts_recorded: int = 0
 
@@ -204,6 +206,10 @@ def _expected(
     violations: list[Violation],
 ) -> None:
     tally.emails_expected += 1
+    delivery = archive.deliveries.get((run.pk, address.lower()))
+    if delivery is not None and delivery.status == Delivery.Status.FAILED and INTERRUPTED in delivery.error:
+        tally.interrupted += 1
+        tally.interrupted_received += 1 if times else 0
     if times == 1:
         tally.received_once += 1
         return
@@ -212,7 +218,6 @@ def _expected(
         what = f"{address} received {run.period_key} of report {run.report_id} {times}×"
         violations.append(Violation(2, what, run.pk))
         return
-    delivery = archive.deliveries.get((run.pk, address.lower()))
     reason = _failure_in_words(run, delivery)
     if reason and alerted:
         tally.failed_alerted += 1

@@ -31,14 +31,17 @@ DESCRIPTIONS = {
     Kind.API_OUTAGE: "the data source answers `status` to every request",
     Kind.API_TIMEOUT: "the data source answers after `delay` seconds, past the data source's read timeout",
 }
+# Kills weigh most: a run must survive them and still send each address once. The SMTP
+# server and the data source failing for a while mostly fail runs (in words, with an alert):
+# weighed as much, they would leave few runs that send anything at all.
 WEIGHTS = {
-    Kind.WORKER_KILL: 24,
-    Kind.BEAT_KILL: 10,
-    Kind.BROKER_RESTART: 12,
-    Kind.SMTP_STALL: 14,
-    Kind.SMTP_ERROR: 14,
-    Kind.API_OUTAGE: 13,
-    Kind.API_TIMEOUT: 13,
+    Kind.WORKER_KILL: 30,
+    Kind.BEAT_KILL: 14,
+    Kind.BROKER_RESTART: 14,
+    Kind.SMTP_STALL: 12,
+    Kind.SMTP_ERROR: 10,
+    Kind.API_OUTAGE: 10,
+    Kind.API_TIMEOUT: 10,
 }
 # After a kill, the time a process needs to be up again before its target takes another fault.
 RECOVERY_SECONDS = {Kind.WORKER_KILL: 8.0, Kind.BEAT_KILL: 10.0, Kind.BROKER_RESTART: 4.0}
@@ -48,11 +51,11 @@ SMTP_ERRORS = (("greeting", 421), ("rcpt", 450), ("rcpt", 550), ("data", 451), (
 SMTP_SLOW_REPLY = (0.4, 1.0)  # seconds: well under the processes' EMAIL_TIMEOUT, only slow
 SMTP_STALLED_REPLY = 15.0  # seconds: well over EMAIL_TIMEOUT, the client gives up
 API_DELAY = 8.0  # seconds: over the data source's read timeout (chaos sets 3 s)
-WINDOW_SECONDS = (4.0, 18.0)  # how long the SMTP server or the data source misbehaves
+WINDOW_SECONDS = (3.0, 12.0)  # how long the SMTP server or the data source misbehaves
 # The fault phase starts this long before the first slot; slots follow every minute. Faults
 # are wished mostly AROUND_SLOT seconds around a slot (NEAR_SLOT of them), where the runs are.
 FIRST_SLOT_AT = 10.0
-NEAR_SLOT = 0.7
+NEAR_SLOT = 0.5
 AROUND_SLOT = (-8.0, 6.0)
 
 
@@ -73,7 +76,7 @@ SHORT = Profile(
     "short", reports=7, addresses=5, fault_seconds=200, faults=15, slots_bound_seconds=120, settle_bound_seconds=180
 )
 LONG = Profile(
-    "long", reports=10, addresses=5, fault_seconds=900, faults=210, slots_bound_seconds=150, settle_bound_seconds=300
+    "long", reports=10, addresses=5, fault_seconds=1200, faults=210, slots_bound_seconds=150, settle_bound_seconds=300
 )
 PROFILES = {profile.name: profile for profile in (SHORT, LONG)}
 
@@ -96,7 +99,8 @@ class Fault:
 
     def describe(self) -> str:
         params = " ".join(f"{key}={value}" for key, value in self.params.items())
-        return f"#{self.index:<3} t+{self.at:6.1f}s {self.kind:<15} {self.target:<9} {self.duration:5.1f}s {params}"
+        when = f"t+{self.at:6.1f}s"
+        return f"#{self.index:<3} {when} {self.kind:<15} {self.target:<9} {self.duration:5.1f}s {params}".rstrip()
 
 
 def target_of(kind: Kind, rng: random.Random) -> str:

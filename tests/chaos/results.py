@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from collections import Counter
 
@@ -30,12 +31,15 @@ def render(outcome: Outcome, *, command: str) -> str:
         _invariants(outcome),
     ]
     if not outcome.ok:
-        parts += ["## Findings", "```", outcome.failure_message(limit=200), "```"]
+        parts += ["## Findings", _block(outcome.failure_message(limit=200))]
     if outcome.verdict is not None and outcome.verdict.observations:
         observed = outcome.verdict.observations
         parts += ["## Observations (not invariants)", "\n".join(f"- {line}" for line in observed)]
-    parts += ["## The schedule of faults", "<details><summary>all faults, as applied</summary>", "", "```",
-              _applied(outcome), "```", "</details>"]  # fmt: skip
+    parts += [
+        "## The schedule of faults",
+        f"<details><summary>all {len(outcome.plan)} faults, as applied</summary>\n\n"
+        f"{_block(_applied(outcome))}\n\n</details>",
+    ]
     return "\n\n".join(parts) + "\n"
 
 
@@ -51,7 +55,7 @@ def _summary(outcome: Outcome, command: str) -> str:
         ["duration", _duration(seconds.get("total", 0))],
         ["phases", ", ".join(f"{name} {_duration(value)}" for name, value in seconds.items() if name != "total")],
         ["reports", f"{outcome.profile.reports} × {outcome.profile.addresses} addresses, every minute"],
-        ["machine", f"{platform.node()}, {platform.python_version()}"],
+        ["machine", f"{os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}"],
     ]
     if outcome.settled is not None and not outcome.settled.settled:
         rows.append(["settled", "NO: the bound was reached with runs open or unalerted"])
@@ -90,6 +94,7 @@ def _emails(outcome: Outcome) -> str:
         ["not received: failed in words, with an alert", tally.failed_alerted],
         ["lost silently", tally.lost_silently],
         ["report emails in the mailbox", tally.report_emails],
+        ["interrupted while sending (of which received)", f"{tally.interrupted} ({tally.interrupted_received})"],
         ["runs", sum(runs.values())],
         ["runs by status", ", ".join(f"{status} {count}" for status, count in sorted(runs.items()))],
         ["runs by trigger", ", ".join(f"{trigger} {count}" for trigger, count in sorted(tally.triggers.items()))],
@@ -110,6 +115,10 @@ def _invariants(outcome: Outcome) -> str:
 
 def _applied(outcome: Outcome) -> str:
     return "\n".join(f"{fault.describe()}  {fault.note}".rstrip() for fault in outcome.plan)
+
+
+def _block(text: str) -> str:
+    return f"```\n{text}\n```"
 
 
 def _duration(seconds: float) -> str:

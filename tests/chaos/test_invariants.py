@@ -131,7 +131,10 @@ def test_an_email_interrupted_while_sending_may_have_arrived(chaos_report):
     run = run_for(chaos_report, status=Status.PARTIALLY_SENT)
     delivery(run, ANN), delivery(run, BOB, Failed, "Interrupted while sending (the worker stopped).")
 
-    assert rules(chaos_report, [email(run, ANN), email(run, BOB), *alert(run)]) == []
+    result = verdict(chaos_report, [email(run, ANN), email(run, BOB), *alert(run)])
+
+    assert result.violations == []
+    assert (result.tally.interrupted, result.tally.interrupted_received) == (1, 1)
 
 
 def test_it_sees_emails_no_run_or_alert_records(chaos_report):
