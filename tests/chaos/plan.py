@@ -29,7 +29,7 @@ DESCRIPTIONS = {
     Kind.SMTP_STALL: "the SMTP server holds every reply (greeting included) for `delay` seconds",
     Kind.SMTP_ERROR: "the SMTP server answers `code` at `phase` (greeting, RCPT or end of DATA)",
     Kind.API_OUTAGE: "the data source answers `status` to every request",
-    Kind.API_TIMEOUT: "the data source answers after `delay` seconds, past the data source's read timeout",
+    Kind.API_TIMEOUT: "the data source answers after `delay` seconds: slowly (1-2 s) or past the read timeout (8 s)",
 }
 # Kills weigh most: a run must survive them and still send each address once. The SMTP
 # server and the data source failing for a while mostly fail runs (in words, with an alert):
@@ -50,7 +50,8 @@ WORKERS = ("worker-a", "worker-b")
 SMTP_ERRORS = (("greeting", 421), ("rcpt", 450), ("rcpt", 550), ("data", 451), ("data", 554))
 SMTP_SLOW_REPLY = (0.4, 1.0)  # seconds: well under the processes' EMAIL_TIMEOUT, only slow
 SMTP_STALLED_REPLY = 15.0  # seconds: well over EMAIL_TIMEOUT, the client gives up
-API_DELAY = 8.0  # seconds: over the data source's read timeout (chaos sets 3 s)
+API_SLOW = (1.0, 2.0)  # seconds: under the data source's read timeout (chaos sets 3 s), only slow
+API_TIMED_OUT = 8.0  # seconds: over the read timeout, the client gives up
 WINDOW_SECONDS = (3.0, 12.0)  # how long the SMTP server or the data source misbehaves
 # The fault phase starts this long before the first slot; slots follow every minute. Faults
 # are wished mostly AROUND_SLOT seconds around a slot (NEAR_SLOT of them), where the runs are.
@@ -168,7 +169,8 @@ def _shape(kind: Kind, rng: random.Random) -> tuple[float, dict[str, object]]:
         return duration, {"phase": phase, "code": code}
     if kind is Kind.API_OUTAGE:
         return duration, {"status": rng.choice((500, 502, 503))}
-    return duration, {"delay": API_DELAY}
+    timed_out = rng.random() < 0.6
+    return duration, {"delay": API_TIMED_OUT if timed_out else round(rng.uniform(*API_SLOW), 2)}
 
 
 def format_plan(plan: list[Fault]) -> str:

@@ -12,6 +12,7 @@ from reporting.models import Report
 from tests import factories
 
 from .plan import Profile
+from .source import READ_TIMEOUT
 
 SWEEP_PREFIX = "Reporting: "
 SWEEP_SECONDS = 10
@@ -33,7 +34,7 @@ class ChaosReport:
 
 def create_reports(profile: Profile, source_url: str) -> list[ChaosReport]:
     """`profile.reports` reports of the source, each with its own owner and addresses, every minute."""
-    source = factories.data_source(source_url, name="Chaos data source", connect_timeout=2.0, read_timeout=3.0)
+    source = factories.data_source(source_url, name="Chaos data source", connect_timeout=2.0, read_timeout=READ_TIMEOUT)
     created = []
     for number in range(1, profile.reports + 1):
         slug = f"chaos-{number:02d}"

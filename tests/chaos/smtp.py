@@ -23,6 +23,9 @@ from aiosmtpd.smtp import SMTP
 from tests.e2e.conftest import free_port
 
 ALERT_PREFIX = "[Scheduled Reports] "
+# What a real server takes to accept a message: long enough that a worker killed during a
+# run's sends is often caught mid-message, well under the clients' timeout.
+ACCEPT_SECONDS = 0.4
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class _Handler:
         refusal = self.server.mode.refusal("data")
         if refusal:
             return refusal
+        await asyncio.sleep(ACCEPT_SECONDS)
         # Kept when the acknowledgement goes out (see _ChaosSMTP.push), not before.
         session.chaos_pending = (list(envelope.rcpt_tos), bytes(envelope.original_content))
         return "250 Message accepted for delivery"

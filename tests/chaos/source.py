@@ -13,6 +13,7 @@ from tests.e2e.conftest import free_port
 
 PATH = "/api/positions"
 FIGURE = "Globex 4.25% 2032"  # a row of factories.POSITIONS that every report email shows
+READ_TIMEOUT = 3.0  # the chaos data source's read timeout (scenario.create_reports)
 
 
 class ChaosSource:
@@ -23,7 +24,7 @@ class ChaosSource:
         self.port = free_port()
         self.status = 200
         self.delay = 0.0
-        self.answered: Counter[str] = Counter()  # "200", "503", "hung", …
+        self.answered: Counter[str] = Counter()  # "200", "503", "slow", "timed out", …
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
         self._server.daemon_threads = True
@@ -62,8 +63,8 @@ def _handler_for(source: ChaosSource) -> type[BaseHTTPRequestHandler]:
                 self._answer(404, {"error": "not found"})
                 return
             if delay:
-                source.count("hung")
-                time.sleep(delay)  # the client's read timeout is shorter: it has gone by now
+                source.count("slow" if delay < READ_TIMEOUT else "timed out")
+                time.sleep(delay)
             else:
                 source.count(str(status))
             if status == 200:
