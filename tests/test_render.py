@@ -224,6 +224,33 @@ def test_it_writes_a_header_only_csv_for_no_rows():
     assert rows_to_csv([]) == b"\xef\xbb\xbf\r\n"
 
 
+# A value from the API that a spreadsheet would run as a formula (OWASP "CSV injection").
+FORMULAS = ['=HYPERLINK("http://evil.test","x")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"]
+
+
+def test_it_neutralises_csv_text_that_a_spreadsheet_would_run_as_a_formula():
+    rows = [{"value": text} for text in FORMULAS]
+
+    assert read_csv(rows_to_csv(rows)) == [["value"], *[["'" + text] for text in FORMULAS]]
+
+
+def test_it_neutralises_formula_column_names_and_nested_values_in_csv():
+    rows = [{"=cmd": "x", "ok": ["=a"]}, ["@x", 1]]
+
+    assert read_csv(rows_to_csv(rows)) == [
+        ["'=cmd", "ok", "column 1", "column 2"],
+        ["x", '["=a"]', "", ""],
+        ["", "", "'@x", "1"],
+    ]
+
+
+def test_it_keeps_numbers_as_numbers_in_csv():
+    rows = [{"n": -20}, {"n": -1.5}, {"n": "-1250.50"}, {"n": "+3"}, {"n": "a-b"}, {"n": "- 2"}]
+
+    # A negative number, or text that is only a number, cannot be a formula: left as it is.
+    assert read_csv(rows_to_csv(rows)) == [["n"], ["-20"], ["-1.5"], ["-1250.50"], ["+3"], ["a-b"], ["'- 2"]]
+
+
 def test_it_names_the_csv_after_a_single_day(templates):
     email = render(request_for(period=Period(DAILY, date(2026, 5, 14), date(2026, 5, 14))))
 

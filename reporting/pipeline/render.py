@@ -192,7 +192,7 @@ def rows_to_csv(rows: list[Any], columns: list[str] | None = None) -> bytes:
     # Encoded as it is written: no second copy of the whole file as one str.
     text = io.TextIOWrapper(buffer, encoding="utf-8-sig", newline="")
     writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow(columns)
+    writer.writerow([_csv_value(column) for column in columns])  # names come from the API too
     writer.writerows(_csv_cells(row, columns) for row in rows)
     text.flush()
     return buffer.getvalue()
@@ -200,8 +200,11 @@ def rows_to_csv(rows: list[Any], columns: list[str] | None = None) -> bytes:
 
 def _csv_cells(row: Any, columns: list[str]) -> list[Any]:
     cells = list(map(row.get, columns)) if type(row) is dict else [_cell(row, column) for column in columns]
-    # The csv module writes None as an empty cell itself; only nested JSON needs converting.
-    if not _NESTED.isdisjoint(map(type, cells)):
+    # The csv module writes None as an empty cell itself; only nested JSON and text a
+    # spreadsheet would run as a formula need converting (most rows need neither).
+    if not _NESTED.isdisjoint(map(type, cells)) or any(
+        type(cell) is str and cell[:1] in _FORMULA_START for cell in cells
+    ):
         cells = [_csv_value(cell) for cell in cells]
     return cells
 
@@ -216,6 +219,10 @@ def _cell(row: Any, column: str) -> Any:
 
 
 _NESTED = frozenset({dict, list})
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV injection").
+_FORMULA_START = frozenset("=+-@\t\r")
+# Text that is only a number ("-1250.50") is read as that number, never as a formula.
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _csv_value(value: Any) -> Any:
@@ -223,6 +230,8 @@ def _csv_value(value: Any) -> Any:
         return ""
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value[:1] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value  # OWASP: a leading quote makes the spreadsheet show it as text
     return value
 
 
