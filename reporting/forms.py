@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from django import forms
 from django.core.exceptions import ValidationError
 
-from reporting import schedules
+from reporting import periods, schedules
 from reporting.addresses import clean_addresses
 from reporting.models import Recipient, Report, report_template_choices
 from reporting.pipeline import charts
@@ -154,6 +156,13 @@ class RunNowForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}),
         help_text="Any day in the period to report on. Leave empty for the last complete period.",
     )
+
+    def clean_period_day(self) -> date | None:
+        """A day whose period fits in the calendar: the week of 27 December 9999 ends in the year 10000."""
+        day = self.cleaned_data["period_day"]
+        if day is not None and day > periods.LAST_DAY:
+            raise ValidationError(periods.TOO_FAR)
+        return day
 
 
 class PreviewForm(RunNowForm):

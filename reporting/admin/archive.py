@@ -389,6 +389,7 @@ class ReportRunAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/reporting/reportrun/held_run.html", context)
 
     def resend_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        get_object_or_404(ReportRun.objects.only("pk"), pk=run_id)  # not an empty page for a run that is not there
         return self._resend_page(request, ReportRun.objects.filter(pk=run_id))
 
     @admin.action(description="Resend the archived email", permissions=["resend"])
