@@ -84,6 +84,7 @@ class ReportForm(forms.ModelForm):
         params = self.cleaned_data["query_params"] or {}
         if not isinstance(params, dict) or any(isinstance(value, dict | list) for value in params.values()):
             raise ValidationError('Give the query parameters as a JSON object of names to values, e.g. {"date": "…"}.')
+        _check_query_param_sizes(params)
         return params
 
     def clean_charts(self) -> list:
@@ -131,6 +132,29 @@ class ReportForm(forms.ModelForm):
             return None
         values = {field: self.cleaned_data[field].strip() for field in CRON_FIELDS}
         return schedules.CronSpec(timezone=self.cleaned_data.get("timezone") or "UTC", **values)
+
+
+# The request URL is kept with each run (at most 2,000 characters): the parameters must fit in it.
+MAX_QUERY_PARAMS = 50
+MAX_QUERY_PARAM_NAME = 100
+MAX_QUERY_PARAM_VALUE = 500
+
+
+def _check_query_param_sizes(params: dict) -> None:
+    """ValidationError in words when there are too many parameters or one is too long."""
+    if len(params) > MAX_QUERY_PARAMS:
+        raise ValidationError(f"Give at most {MAX_QUERY_PARAMS} query parameters; there are {len(params)}.")
+    for name, value in params.items():
+        if len(name) > MAX_QUERY_PARAM_NAME:
+            raise ValidationError(
+                f"The query parameter name '{name[:40]}…' is {len(name):,} characters long; "
+                f"at most {MAX_QUERY_PARAM_NAME} are allowed."
+            )
+        if len(str(value)) > MAX_QUERY_PARAM_VALUE:
+            raise ValidationError(
+                f"The value of the query parameter '{name}' is {len(str(value)):,} characters long; "
+                f"at most {MAX_QUERY_PARAM_VALUE} are allowed."
+            )
 
 
 def _has_active_address(cleaned: dict) -> bool:

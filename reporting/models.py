@@ -4,7 +4,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, available_timezones
 
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Upper
@@ -20,6 +20,7 @@ ENV_VAR_NAME = RegexValidator(
     "Use the name of an environment variable: capital letters, digits and underscores.",
 )
 TIMEZONE_CHOICES = sorted((name, name) for name in available_timezones())
+EMAIL_MAX_ROWS_LIMIT = 1000
 
 
 class DataSource(models.Model):
@@ -146,7 +147,15 @@ class Report(models.Model):
     email_max_rows = models.PositiveIntegerField(
         "rows shown in the email",
         default=100,
-        help_text="At most this many rows appear in the email's table; the attachment holds them all.",
+        # 100,000 rows made a 44.7 MB email: past a thousand, the attachment is the place to read them.
+        validators=[
+            MaxValueValidator(
+                EMAIL_MAX_ROWS_LIMIT,
+                f"Show at most {EMAIL_MAX_ROWS_LIMIT:,} rows in the email; the attachment holds them all.",
+            )
+        ],
+        help_text=f"At most this many rows appear in the email's table (up to {EMAIL_MAX_ROWS_LIMIT:,}); "
+        "the attachment holds them all.",
     )
     enabled = models.BooleanField(default=True)
     catch_up_hours = models.PositiveIntegerField(

@@ -335,3 +335,139 @@ def test_a_duplicate_address_in_a_resend_gets_one_email(admin_client, source, us
     )
 
     assert list(run.deliveries.filter(kind="resend").values_list("address", flat=True)) == ["dora@example.com"]
+
+
+# --- issue 11: exports that cannot execute, bounded subjects, URLs and forms, no 500s ------
+
+
+FORMULA_ROWS = [
+    {"instrument": '=HYPERLINK("http://evil.test","Click")', "quantity": -5, "note": "@SUM(A1)"},
+    {"instrument": "+1+cmd|' /C calc'!A0", "quantity": 3, "note": "-2+3"},
+]
+LONG_TITLE = "Positions " + "x" * 1500
+
+
+def redirect_to_a_long_url(httpserver):
+    long_path = "/api/positions/" + "r" * 2100
+    redirect = Response(status=302, headers={"Location": httpserver.url_for(long_path)})
+    httpserver.expect_request("/api/positions").respond_with_response(redirect)
+    httpserver.expect_request(long_path).respond_with_json(factories.POSITIONS)
+
+
+EXPORT_CASES = [
+    Case("rendered subject over 998 characters", FAILED, "The rendered subject is 1,510 characters long; at most 998 are allowed", answer({"title": LONG_TITLE, **factories.POSITIONS}), edit(subject_template="{{ data.title }}")),
+    Case("request URL over 2,000 characters", FAILED, "The request URL is 2,", None, edit(query_params={"q": "x" * 2100})),
+    Case("redirected to a URL over 2,000 characters: kept cut", SENT, "", redirect_to_a_long_url, sent_to=ANN_AND_BOB),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", EXPORT_CASES, ids=[case.name for case in EXPORT_CASES])
+def test_a_value_too_long_to_keep_ends_in_words_not_as_an_unexpected_error(
+    case, worker, report_with_history, httpserver, use_smtp, settings
+):
+    test_bad_input_ends_in_words_and_the_worker_serves_the_next_run(
+        case, worker, report_with_history, httpserver, use_smtp, settings
+    )
+    following = ReportRun.objects.latest("pk")  # the next report's run; the case's run is the one before it
+    run = ReportRun.objects.filter(pk__lt=following.pk).latest("pk")
+    assert "Unexpected error" not in run.error
+    assert len(run.subject) <= 998 and len(run.request_url) <= 2000
+
+
+def _attachment(message, suffix: str) -> bytes:
+    [part] = [part for part in message.iter_attachments() if part.get_filename().endswith(suffix)]
+    return part.get_payload(decode=True)
+
+
+def test_formulas_in_the_data_reach_the_emailed_files_as_text(
+    worker, report_with_history, httpserver, use_smtp, settings
+):
+    import csv
+    import io
+
+    from openpyxl import load_workbook
+
+    report, earlier, stored_before = report_with_history
+    Report.objects.filter(pk=report.pk).update(attach_xlsx=True)
+    answer({"data": {"positions": FORMULA_ROWS}})(httpserver)
+
+    run = run_through_worker(manual_run(report))
+
+    assert run.status == SENT, run.error
+    assert sorted(address for m in use_smtp.messages for address in use_smtp.recipients_of(m)) == ANN_AND_BOB
+    message = use_smtp.messages_to("ann@example.com")[0]
+    rows = list(csv.reader(io.StringIO(_attachment(message, ".csv").decode("utf-8-sig"), newline="")))
+    assert rows[1:] == [
+        ['\'=HYPERLINK("http://evil.test","Click")', "-5", "'@SUM(A1)"],
+        ["'+1+cmd|' /C calc'!A0", "3", "'-2+3"],
+    ]
+    sheet = load_workbook(io.BytesIO(_attachment(message, ".xlsx"))).active
+    cells = [(cell.value, cell.data_type) for row in sheet.iter_rows(min_row=2) for cell in row]
+    assert cells == [
+        ('=HYPERLINK("http://evil.test","Click")', "s"),
+        (-5, "n"),
+        ("@SUM(A1)", "s"),
+        ("+1+cmd|' /C calc'!A0", "s"),
+        (3, "n"),
+        ("-2+3", "s"),
+    ]
+    assert _stored(earlier) == stored_before
+
+    _the_worker_still_serves_the_next_run(httpserver, use_smtp, settings)
+
+
+EXPORT_FORM_CASES = [
+    ("rows shown in the email over 1,000", {"email_max_rows": "100000"}, "Show at most 1,000 rows in the email"),
+    ("subject template over 300 characters", {"subject_template": "x" * 301}, "at most 300 characters"),
+    ("path over 500 characters", {"path": "p" * 501}, "at most 500 characters"),
+    ("a query parameter value over 500 characters", {"query_params": json.dumps({"q": "x" * 501})}, "is 501 characters long; at most 500 are allowed."),
+    ("a query parameter name over 100 characters", {"query_params": json.dumps({"n" * 101: "1"})}, "at most 100 are allowed"),
+    ("over 50 query parameters", {"query_params": json.dumps({f"p{i}": "1" for i in range(51)})}, "Give at most 50 query parameters; there are 51."),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"), [case[1:] for case in EXPORT_FORM_CASES], ids=[c[0] for c in EXPORT_FORM_CASES]
+)
+def test_a_report_form_over_a_bound_is_refused_in_words_and_the_report_is_unchanged(
+    admin_client, source, overrides, message
+):
+    test_a_bad_report_form_is_refused_in_words_and_nothing_is_saved(admin_client, source, overrides, message)
+    report = factories.report(source, slug="kept")
+    before = Report.objects.filter(pk=report.pk).values().get()
+    form = report_form(source, slug="kept", **overrides)
+
+    response = admin_client.post(reverse("admin:reporting_report_change", args=[report.pk]), form)
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert Report.objects.filter(pk=report.pk).values().get() == before
+
+
+@pytest.mark.parametrize("url_name", ["admin:reporting_report_run_now", "admin:reporting_report_send_test"])
+def test_a_day_past_the_calendar_is_refused_on_the_form_and_the_worker_serves_the_next_run(
+    url_name, worker, report_with_history, admin_client, admin_user, httpserver, use_smtp, settings
+):
+    report, earlier, stored_before = report_with_history
+    Report.objects.filter(pk=report.pk).update(period_kind="weekly")
+    runs_before = ReportRun.objects.count()
+
+    response = admin_client.post(reverse(url_name, args=[report.pk]), {"confirm": "yes", "period_day": "9999-12-31"})
+
+    assert response.status_code == 200
+    assert "This day is too far in the future" in response.content.decode()
+    assert ReportRun.objects.count() == runs_before and use_smtp.messages == []
+    assert _stored(earlier) == stored_before
+
+    _the_worker_still_serves_the_next_run(httpserver, use_smtp, settings)
+
+
+def test_preview_of_a_day_past_the_calendar_is_refused_in_words(admin_client, source):
+    report = factories.report(source, period_kind="weekly")
+
+    response = admin_client.get(
+        reverse("admin:reporting_report_preview", args=[report.pk]), {"period_day": "9999-12-31"}
+    )
+
+    assert response.status_code == 200
+    assert "This day is too far in the future" in response.content.decode()
