@@ -389,7 +389,6 @@ class ReportRunAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/reporting/reportrun/held_run.html", context)
 
     def resend_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
-        get_object_or_404(ReportRun.objects.only("pk"), pk=run_id)  # not an empty page for a run that is not there
         return self._resend_page(request, ReportRun.objects.filter(pk=run_id))
 
     @admin.action(description="Resend the archived email", permissions=["resend"])
@@ -401,6 +400,8 @@ class ReportRunAdmin(admin.ModelAdmin):
         if not self.has_resend_permission(request):
             raise PermissionDenied
         chosen = list(queryset.select_related("report").order_by("pk"))
+        if not chosen:  # a run that is not there (the action always has one chosen): no empty page
+            raise Http404("No such run.")
         step = request.POST.get("step")
         form = ResendForm(request.POST if step in ("review", "send", "edit") else None)
         plan = None
