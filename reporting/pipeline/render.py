@@ -202,11 +202,21 @@ def _csv_cells(row: Any, columns: list[str]) -> list[Any]:
     cells = list(map(row.get, columns)) if type(row) is dict else [_cell(row, column) for column in columns]
     # The csv module writes None as an empty cell itself; only nested JSON and text a
     # spreadsheet would run as a formula need converting (most rows need neither).
-    if not _NESTED.isdisjoint(map(type, cells)) or any(
-        type(cell) is str and cell[:1] in _FORMULA_START for cell in cells
-    ):
+    if _needs_converting(cells):
         cells = [_csv_value(cell) for cell in cells]
     return cells
+
+
+def _needs_converting(cells: list[Any]) -> bool:
+    # A plain loop: this runs once per row of the CSV, and is faster than any() over a generator.
+    for cell in cells:
+        kind = type(cell)
+        if kind is str:
+            if cell[:1] in _FORMULA_START:
+                return True
+        elif kind is dict or kind is list:
+            return True
+    return False
 
 
 def _cell(row: Any, column: str) -> Any:
@@ -218,7 +228,6 @@ def _cell(row: Any, column: str) -> Any:
     return row if column == "value" else None
 
 
-_NESTED = frozenset({dict, list})
 # What makes a spreadsheet read a cell as a formula (OWASP, "CSV injection").
 _FORMULA_START = frozenset("=+-@\t\r")
 # Text that is only a number ("-1250.50") is read as that number, never as a formula.
