@@ -30,13 +30,11 @@ _TAGS = {
     "block": loader_tags.do_block,
     "comment": defaulttags.comment,
     "cycle": defaulttags.cycle,
-    "extends": loader_tags.do_extends,  # the sandbox's loader finds only the shipped layouts
     "filter": defaulttags.do_filter,
     "firstof": defaulttags.firstof,
     "for": defaulttags.do_for,
     "if": defaulttags.do_if,
     "ifchanged": defaulttags.ifchanged,
-    "include": loader_tags.do_include,
     "regroup": defaulttags.regroup,
     "resetcycle": defaulttags.resetcycle,
     "spaceless": defaulttags.spaceless,
@@ -57,6 +55,28 @@ def load(parser: Parser, token: Token):
         f"{{% {token.contents} %}}: report templates cannot load tag libraries; they use a fixed set of tags "
         "and filters."
     )
+
+
+@register.tag
+def extends(parser: Parser, token: Token):
+    """Django's, given a full name: the sandbox's loader finds only the shipped layouts."""
+    _refuse_relative_name(token)
+    return loader_tags.do_extends(parser, token)
+
+
+@register.tag
+def include(parser: Parser, token: Token):
+    """Django's, given a full name: the sandbox's loader finds only the shipped layouts."""
+    _refuse_relative_name(token)
+    return loader_tags.do_include(parser, token)
+
+
+def _refuse_relative_name(token: Token) -> None:
+    bits = token.split_contents()
+    if len(bits) > 1 and bits[1].strip("'\"").startswith(("./", "../")):
+        raise TemplateSyntaxError(
+            f"{{% {bits[0]} %}} takes a layout's full name under reporting/email/ or reports/, not {bits[1]}."
+        )
 
 
 class BoundedLoremNode(LoremNode):
