@@ -102,13 +102,9 @@ class _Budget:
 _budget: ContextVar[_Budget | None] = ContextVar("sandbox_budget", default=None)
 
 
-def check_budget(chars: int = 0) -> None:
-    """Fail in words when the render in progress is over its time or its output size."""
-    budget = _budget.get()
-    if budget is not None:
-        budget.tick()
-        if chars:
-            budget.charge(chars)
+def current_budget() -> _Budget | None:
+    """The budget of the render in progress (None outside one)."""
+    return _budget.get()
 
 
 def check_length(chars: int) -> None:
@@ -290,11 +286,15 @@ def _budgeted(node: Node) -> None:
     render = node.render_annotated
     writes_text = isinstance(node, _TEXT_NODES)
 
+    # Called for every node of every loop iteration: kept to one budget lookup and one clock read.
     def render_on_budget(context):
-        check_budget()
+        budget = _budget.get()
+        if budget is None:
+            return render(context)
+        budget.tick()
         output = render(context)
         if writes_text:
-            check_budget(len(output))
+            budget.charge(len(output))
         return output
 
     node.render_annotated = render_on_budget

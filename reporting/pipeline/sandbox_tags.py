@@ -17,7 +17,7 @@ from django.template import Library, defaultfilters, defaulttags, loader_tags
 from django.template.base import Parser, TemplateSyntaxError, Token
 from django.template.defaulttags import LoremNode
 
-from reporting.pipeline.sandbox import TemplateLimitError, check_budget, check_length, check_size
+from reporting.pipeline.sandbox import TemplateLimitError, check_length, check_size, current_budget
 
 MAX_LOREM = 1000  # words or paragraphs
 MAX_WIDTH = 10_000  # characters of an ljust, rjust, center or stringformat field
@@ -147,7 +147,9 @@ def _bounded(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)  # keeps is_safe, needs_autoescape, expects_localtime and the signature
     def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
-        check_budget()
+        budget = current_budget()
+        if budget is not None:
+            budget.tick()
         if check_arguments is not None:
             check_arguments(name, value, *args)
         return check_size(function(value, *args, **kwargs))
