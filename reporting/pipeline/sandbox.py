@@ -74,7 +74,9 @@ class TemplateLimitError(Exception):
 
 
 @dataclass
-class _Budget:
+class RenderBudget:
+    """What one render may still spend: its deadline, and the characters it has written so far."""
+
     what: str
     limits: Limits
     deadline: float
@@ -99,10 +101,10 @@ class _Budget:
         )
 
 
-_budget: ContextVar[_Budget | None] = ContextVar("sandbox_budget", default=None)
+_budget: ContextVar[RenderBudget | None] = ContextVar("sandbox_budget", default=None)
 
 
-def current_budget() -> _Budget | None:
+def current_budget() -> RenderBudget | None:
     """The budget of the render in progress (None outside one)."""
     return _budget.get()
 
@@ -142,7 +144,7 @@ def render_layout(
 
 
 def _render(template: Template, context: Mapping[str, Any], *, what: str, limits: Limits) -> str:
-    token = _budget.set(_Budget(what, limits, deadline=time.monotonic() + limits.seconds))
+    token = _budget.set(RenderBudget(what, limits, deadline=time.monotonic() + limits.seconds))
     try:
         rendered = template.render(Context(dict(context), autoescape=template.engine.autoescape))
     finally:
