@@ -471,3 +471,68 @@ def test_preview_of_a_day_past_the_calendar_is_refused_in_words(admin_client, so
 
     assert response.status_code == 200
     assert "This day is too far in the future" in response.content.decode()
+
+
+# --- staff templates run in a sandbox (issue 11): past the data or the bounds, refused in words ---
+
+BROKEN_TEMPLATES.update(
+    {
+        "reports/explosive.html": "".join(f'{{% for x{n} in "0123456789" %}}' for n in range(4))
+        + "{% lorem 1000 w %}"
+        + "{% endfor %}" * 4,
+        "reports/mutating.html": (
+            '{% extends "reporting/email/base.html" %}{% block content %}{{ rows.clear }}{% endblock %}'
+        ),
+    }
+)
+
+
+def owned_and_edited(**fields):
+    """The report gets an owner (whose password hash a template must not reach), then `fields`."""
+
+    def prepare(report, settings, smtp_server, httpserver):
+        from django.contrib.auth import get_user_model
+
+        owner = get_user_model().objects.create_user("owner-of-the-report", password="owner-password")
+        Report.objects.filter(pk=report.pk).update(owner=owner, **fields)
+
+    return prepare
+
+
+SLOW_SUBJECT = "Report " + "".join(f"{{% for x{n} in data.as_of %}}" for n in range(7)) + "{% endfor %}" * 7
+
+SANDBOX_CASES = [
+    Case("path reaching for the owner's password", FAILED, "not found in the data or the report", None, owned_and_edited(path="{{ report.owner.password }}")),
+    Case("subject with {% debug %}", FAILED, "is not a tag report templates may use", answer(factories.POSITIONS), edit(subject_template="{% debug %}")),
+    Case("query parameter loading a tag library", FAILED, "cannot load tag libraries", None, edit(query_params={"q": "{% load log %}"})),
+    Case("body writing over 5 MB", FAILED, "output is larger than 5 MB", answer(factories.POSITIONS), edit(template="reports/explosive.html")),
+    Case("body emptying its rows", FAILED, "refers to 'rows.clear'", answer(factories.POSITIONS), edit(template="reports/mutating.html")),
+    Case("subject looping for ever", FAILED, "took longer than 2 s", answer(factories.POSITIONS), edit(subject_template=SLOW_SUBJECT)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SANDBOX_CASES, ids=[case.name for case in SANDBOX_CASES])
+def test_a_template_past_its_data_or_its_bounds_ends_in_words_and_the_worker_serves_the_next_run(
+    case, worker, report_with_history, httpserver, use_smtp, settings
+):
+    test_bad_input_ends_in_words_and_the_worker_serves_the_next_run(
+        case, worker, report_with_history, httpserver, use_smtp, settings
+    )
+
+
+SANDBOX_FORM_CASES = [
+    ("path reaching past its data", {"path": "{{ report.owner.password }}"}, "not found in the data or the report"),
+    ("subject with debug", {"subject_template": "{% debug %}{{ report.name }}"}, "is not a tag report templates may use"),
+    ("query parameter loading a library", {"query_params": json.dumps({"q": "{% load log %}"})}, "cannot load tag libraries"),
+    ("subject with a huge lorem", {"subject_template": "{% lorem 100000 w %}"}, "may write at most 1,000 words"),
+    ("path including a file outside the layouts", {"path": '{% include "project/settings.py" %}'}, "which is not one of the layouts under reporting/email/ or reports/"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"), [case[1:] for case in SANDBOX_FORM_CASES], ids=[c[0] for c in SANDBOX_FORM_CASES]
+)
+def test_a_report_form_with_a_template_past_its_data_is_refused_in_words_and_nothing_is_saved(
+    admin_client, source, overrides, message
+):
+    test_a_bad_report_form_is_refused_in_words_and_nothing_is_saved(admin_client, source, overrides, message)

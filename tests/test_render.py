@@ -415,3 +415,11 @@ def test_it_attaches_an_excel_workbook_beside_the_csv():
     assert workbook_file.mimetype == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     sheet = load_workbook(io.BytesIO(workbook_file.content)).active
     assert sheet.max_row == 32 and sheet["B2"].value == 1001 and sheet["A2"].value == datetime(2026, 5, 1)
+
+
+def test_it_gives_the_parts_as_plain_text_that_a_page_must_escape(templates):
+    # Django marks a template's output "safe"; shown in a page as such, script in the data would run there.
+    email = render(request_for("reports/escaping_text.html", rows=[{"name": "<script>x</script>"}]))
+
+    assert type(email.text) is str and type(email.html) is str and type(email.subject) is str
+    assert email.text == "<script>x</script>"
