@@ -111,7 +111,7 @@ def closed_port_source(report, settings, smtp_server, httpserver):
 
 def missing_secret(report, settings, smtp_server, httpserver, monkeypatch=None):
     report.data_source.__class__.objects.filter(pk=report.data_source_id).update(
-        auth_scheme="bearer", secret_env_var="REPORTING_TEST_SECRET_THAT_IS_NOT_SET"
+        auth_scheme="bearer", secret_env_var="REPORTING_SECRET_THAT_IS_NOT_SET"
     )
 
 
@@ -148,7 +148,7 @@ CASES = [
     Case("data source times out", FAILED, "did not answer in time", None, slow_source),
     Case("DNS fails", FAILED, "no-such-host.invalid", None, unresolvable_source),
     Case("connection refused", FAILED, "Could not connect to the data source at http://127.0.0.1:9", None, closed_port_source),
-    Case("secret not set on the worker", FAILED, "REPORTING_TEST_SECRET_THAT_IS_NOT_SET' is not set", None, missing_secret),
+    Case("secret not set on the worker", FAILED, "REPORTING_SECRET_THAT_IS_NOT_SET' is not set", None, missing_secret),
     Case("template syntax error", FAILED, "template has an error", answer(factories.POSITIONS), edit(template="reports/broken_syntax.html")),
     Case("template does not exist", FAILED, "does not exist", answer(factories.POSITIONS), edit(template="reports/nope.html")),
     Case("template names a missing variable", FAILED, "refers to 'totals.grand'", answer(factories.POSITIONS), edit(template="reports/missing_variable.html")),

@@ -18,8 +18,8 @@ POSITIONS = {"data": {"positions": [{"isin": "GB0002634946", "value": 1250.5}, {
 
 @pytest.fixture
 def bearer(monkeypatch) -> Auth:
-    monkeypatch.setenv("POSITIONS_API_TOKEN", SECRET)
-    return Auth(scheme="bearer", secret_env_var="POSITIONS_API_TOKEN")
+    monkeypatch.setenv("REPORTING_SECRET_POSITIONS_API_TOKEN", SECRET)
+    return Auth(scheme="bearer", secret_env_var="REPORTING_SECRET_POSITIONS_API_TOKEN")
 
 
 def request_to(httpserver: HTTPServer, path: str = "positions", **fields) -> FetchRequest:
@@ -112,11 +112,14 @@ def test_it_sends_a_bearer_token_from_the_environment(httpserver, bearer):
 
 
 def test_it_sends_the_secret_in_a_custom_header(httpserver, monkeypatch):
-    monkeypatch.setenv("POSITIONS_API_KEY", SECRET)
+    monkeypatch.setenv("REPORTING_SECRET_POSITIONS_API_KEY", SECRET)
     httpserver.expect_request("/v1/positions").respond_with_json([])
 
     fetch(
-        request_to(httpserver, auth=Auth(scheme="header", header_name="X-Api-Key", secret_env_var="POSITIONS_API_KEY"))
+        request_to(
+            httpserver,
+            auth=Auth(scheme="header", header_name="X-Api-Key", secret_env_var="REPORTING_SECRET_POSITIONS_API_KEY"),
+        )
     )
 
     received = httpserver.log[0][0].headers
@@ -125,10 +128,10 @@ def test_it_sends_the_secret_in_a_custom_header(httpserver, monkeypatch):
 
 
 def test_it_sends_http_basic_credentials_split_at_the_first_colon(httpserver, monkeypatch):
-    monkeypatch.setenv("POSITIONS_API_LOGIN", "reporter:pa55:word")
+    monkeypatch.setenv("REPORTING_SECRET_POSITIONS_API_LOGIN", "reporter:pa55:word")
     httpserver.expect_request("/v1/positions").respond_with_json([])
 
-    fetch(request_to(httpserver, auth=Auth(scheme="basic", secret_env_var="POSITIONS_API_LOGIN")))
+    fetch(request_to(httpserver, auth=Auth(scheme="basic", secret_env_var="REPORTING_SECRET_POSITIONS_API_LOGIN")))
 
     scheme, encoded = httpserver.log[0][0].headers["Authorization"].split(" ")
     assert scheme == "Basic"
@@ -146,51 +149,59 @@ def test_it_sends_no_credentials_without_an_auth_scheme(httpserver, bearer):
 @pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
 def test_it_fails_permanently_naming_a_missing_secret_variable(httpserver, monkeypatch, value):
     if value is None:
-        monkeypatch.delenv("POSITIONS_API_TOKEN", raising=False)
+        monkeypatch.delenv("REPORTING_SECRET_POSITIONS_API_TOKEN", raising=False)
     else:
-        monkeypatch.setenv("POSITIONS_API_TOKEN", value)
+        monkeypatch.setenv("REPORTING_SECRET_POSITIONS_API_TOKEN", value)
     httpserver.expect_request("/v1/positions").respond_with_json([])
 
-    error = fetch_error(request_to(httpserver, auth=Auth(scheme="bearer", secret_env_var="POSITIONS_API_TOKEN")))
+    error = fetch_error(
+        request_to(httpserver, auth=Auth(scheme="bearer", secret_env_var="REPORTING_SECRET_POSITIONS_API_TOKEN"))
+    )
 
     assert error.permanent is True
     assert "secret is missing" in error.message
-    assert "'POSITIONS_API_TOKEN' is not set" in error.message
+    assert "'REPORTING_SECRET_POSITIONS_API_TOKEN' is not set" in error.message
     assert httpserver.log == []  # nothing was sent without credentials
 
 
 def test_it_does_not_reveal_another_variables_value_when_the_secret_is_missing(httpserver, monkeypatch):
-    monkeypatch.setenv("POSITIONS_API_KEY", SECRET)  # set, but not the one the source names
-    monkeypatch.delenv("POSITIONS_API_TOKEN", raising=False)
+    monkeypatch.setenv("REPORTING_SECRET_POSITIONS_API_KEY", SECRET)  # set, but not the one the source names
+    monkeypatch.delenv("REPORTING_SECRET_POSITIONS_API_TOKEN", raising=False)
 
-    error = fetch_error(request_to(httpserver, auth=Auth(scheme="bearer", secret_env_var="POSITIONS_API_TOKEN")))
+    error = fetch_error(
+        request_to(httpserver, auth=Auth(scheme="bearer", secret_env_var="REPORTING_SECRET_POSITIONS_API_TOKEN"))
+    )
 
-    assert "POSITIONS_API_TOKEN" in error.message
+    assert "REPORTING_SECRET_POSITIONS_API_TOKEN" in error.message
     assert SECRET not in f"{error.message} {error.detail}"
 
 
 def test_it_drops_the_final_newline_of_a_secret_read_from_a_file(httpserver, monkeypatch):
-    monkeypatch.setenv("POSITIONS_API_TOKEN", SECRET + "\n")
+    monkeypatch.setenv("REPORTING_SECRET_POSITIONS_API_TOKEN", SECRET + "\n")
     httpserver.expect_request("/v1/positions", headers={"Authorization": f"Bearer {SECRET}"}).respond_with_json([])
 
-    result = fetch(request_to(httpserver, auth=Auth(scheme="bearer", secret_env_var="POSITIONS_API_TOKEN")))
+    result = fetch(
+        request_to(httpserver, auth=Auth(scheme="bearer", secret_env_var="REPORTING_SECRET_POSITIONS_API_TOKEN"))
+    )
 
     assert result.data == []
 
 
 def test_it_keeps_a_secret_with_a_line_break_out_of_the_message(httpserver, monkeypatch):
-    monkeypatch.setenv("POSITIONS_API_TOKEN", SECRET + "\nInjected: header")
+    monkeypatch.setenv("REPORTING_SECRET_POSITIONS_API_TOKEN", SECRET + "\nInjected: header")
     httpserver.expect_request("/v1/positions").respond_with_json([])
 
-    error = fetch_error(request_to(httpserver, auth=Auth(scheme="bearer", secret_env_var="POSITIONS_API_TOKEN")))
+    error = fetch_error(
+        request_to(httpserver, auth=Auth(scheme="bearer", secret_env_var="REPORTING_SECRET_POSITIONS_API_TOKEN"))
+    )
 
     assert SECRET not in f"{error.message} {error.detail}"
     assert error.permanent is True
-    assert "POSITIONS_API_TOKEN" in error.message
+    assert "REPORTING_SECRET_POSITIONS_API_TOKEN" in error.message
 
 
 def test_it_does_not_send_a_custom_header_secret_to_another_origin_on_redirect(httpserver, monkeypatch):
-    monkeypatch.setenv("POSITIONS_API_KEY", SECRET)
+    monkeypatch.setenv("REPORTING_SECRET_POSITIONS_API_KEY", SECRET)
     other = HTTPServer(host="127.0.0.1", port=0)
     other.start()
     try:
@@ -198,7 +209,7 @@ def test_it_does_not_send_a_custom_header_secret_to_another_origin_on_redirect(h
         elsewhere = f"http://localhost:{other.port}/elsewhere"
         httpserver.expect_request("/v1/positions").respond_with_data("", status=302, headers={"Location": elsewhere})
 
-        auth = Auth(scheme="header", header_name="X-Api-Key", secret_env_var="POSITIONS_API_KEY")
+        auth = Auth(scheme="header", header_name="X-Api-Key", secret_env_var="REPORTING_SECRET_POSITIONS_API_KEY")
         with contextlib.suppress(FetchError):  # not following is fine too
             fetch(request_to(httpserver, auth=auth))
 
@@ -262,7 +273,7 @@ def test_it_fails_transiently_when_the_body_stalls(httpserver):
     finished.wait(2)
 
     assert error.permanent is False
-    assert "connection broke while reading" in error.message
+    assert "stopped sending its answer for more than 0.3s" in error.message
 
 
 @pytest.mark.parametrize(

@@ -25,14 +25,16 @@ def run_now(report):
 def test_the_secret_appears_nowhere_after_runs_that_succeed_and_fail(
     httpserver, monkeypatch, settings, caplog, admin_client
 ):
-    monkeypatch.setenv("PORTFOLIO_API_TOKEN", TOKEN)
+    monkeypatch.setenv("REPORTING_SECRET_PORTFOLIO_API", TOKEN)
     caplog.set_level(logging.DEBUG)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     httpserver.expect_request("/api/positions", headers=auth).respond_with_json(factories.POSITIONS)
     httpserver.expect_request("/api/broken", headers=auth).respond_with_data("<html>Login</html>", status=200)
     httpserver.expect_request("/api/denied").respond_with_data(f"bad token {TOKEN}", status=401)
     source = factories.data_source(
-        httpserver.url_for("/api/"), auth_scheme=DataSource.AuthScheme.BEARER, secret_env_var="PORTFOLIO_API_TOKEN"
+        httpserver.url_for("/api/"),
+        auth_scheme=DataSource.AuthScheme.BEARER,
+        secret_env_var="REPORTING_SECRET_PORTFOLIO_API",
     )
     good = run_now(factories.report(source, slug="good"))
     broken = run_now(factories.report(source, slug="broken", path="broken"))
@@ -51,4 +53,4 @@ def test_the_secret_appears_nowhere_after_runs_that_succeed_and_fail(
     pages += [reverse("admin:reporting_reportrun_changelist"), reverse("admin:reporting_report_changelist")]
     for page in pages:
         assert TOKEN not in admin_client.get(page).content.decode(), page
-    assert "PORTFOLIO_API_TOKEN" in admin_client.get(pages[0]).content.decode()
+    assert "REPORTING_SECRET_PORTFOLIO_API" in admin_client.get(pages[0]).content.decode()
