@@ -271,6 +271,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every form of every data-source secret is redacted from what is logged (a library's
+    # message or a traceback may quote a URL or a header).
+    "filters": {"secrets": {"()": "reporting.pipeline.fetch.SecretLogFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["secrets"]}},
     "loggers": {"reporting": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")}},
 }

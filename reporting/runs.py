@@ -23,7 +23,7 @@ import logging
 import random
 import tempfile
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -333,16 +333,24 @@ def _fetch_stage(run: ReportRun) -> object:
     _set(run, status=Status.FETCHING)
     report = run.report
     request = fetch_request_for(report, run.period)
+    drop = fetch.drop_field_entries(report.data_source.drop_fields)
+    request = replace(request, drop_fields=tuple(drop))
     _set(run, request_url=request.url)
     # The answer goes to a file as it arrives (in memory while small): its bytes need not stay
     # in memory beside the data parsed from them, and the snapshot is copied from the file.
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
-        url, data = fetch.download(request, body)
-        # Keep the exact bytes first: whatever happens next, what was fetched stays archived.
+        # The file holds the bytes as fetched, or the cleaned JSON when fields were dropped or the
+        # secret came back in the answer: what viewers of the archive read never holds either.
+        downloaded = fetch.download_for_archive(request, body)
+        # Keep the bytes first: whatever happens next, what was fetched stays archived.
         run.data_snapshot.save("data.json", File(body), save=False)
-    _set(run, data_snapshot=run.data_snapshot.name, request_url=url, fetched_at=timezone.now())
-    _set(run, row_count=len(fetch.select_rows(data, report.records_path)))
-    return data
+    notes = run.notes
+    for note in downloaded.notes:
+        notes = noted(notes, note)
+    fetched = {"data_snapshot": run.data_snapshot.name, "request_url": downloaded.url, "notes": notes}
+    _set(run, **fetched, fetched_at=timezone.now())
+    _set(run, row_count=len(fetch.select_rows(downloaded.data, report.records_path)))
+    return downloaded.data
 
 
 def _fetch_check_render(run: ReportRun) -> bool:

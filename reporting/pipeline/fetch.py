@@ -15,6 +15,7 @@ import base64
 import io
 import ipaddress
 import json
+import logging
 import os
 import re
 import socket
@@ -383,6 +384,35 @@ def redact(text: str, forms: list[str]) -> str:
     for form in forms:
         text = text.replace(form, "[secret]")
     return text
+
+
+class SecretLogFilter(logging.Filter):
+    """Redacts, in every log record it sees, every form of every value a data source may read as its secret.
+
+    The fetch keeps secrets out of its own errors; this is for what it does not write itself:
+    a library's message or a traceback quoting a URL or a header. Configured in settings.LOGGING.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        forms = _secret_forms_in_environment()
+        if not forms:
+            return True
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = redact(message, forms), ()
+        record.exc_text = redact(record.exc_text, forms) if record.exc_text else record.exc_text
+        record.stack_info = redact(record.stack_info, forms) if record.stack_info else record.stack_info
+        return True
+
+
+def _secret_forms_in_environment() -> list[str]:
+    forms: set[str] = set()
+    for name, value in os.environ.items():
+        if value.strip() and not secret_variable_problem(name):
+            # Any value with a colon may be a basic-auth "user:password": its password is redacted too.
+            forms.update(secret_forms(Auth(scheme="basic" if ":" in value else "bearer"), value.strip()))
+    return sorted(forms, key=len, reverse=True)
 
 
 def _download(
