@@ -7,11 +7,15 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from urllib.parse import quote, quote_plus
 
 import pytest
+from django.core.management import CommandError, call_command
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from reporting import preview
+from reporting.models import ReportRun
 from reporting.pipeline.fetch import (
     Auth,
     FetchError,
@@ -21,6 +25,7 @@ from reporting.pipeline.fetch import (
     fetch,
     select_rows,
 )
+from tests import factories
 
 SECRET = "s3cret-Token-9f8e7d"
 POSITIONS = {"data": {"positions": [{"isin": "GB0002634946", "value": 1250.5}, {"isin": "US0378331005", "value": 99}]}}
@@ -725,15 +730,11 @@ def slashed_bearer(monkeypatch) -> Auth:
 
 
 def all_forms(secret: str) -> list[str]:
-    from urllib.parse import quote, quote_plus
-
     escaped = secret.replace("/", "\\/")
     return [secret, escaped, quote(secret, safe=""), quote_plus(secret), base64.b64encode(secret.encode()).decode()]
 
 
 def test_it_redacts_a_json_escaped_and_url_encoded_echo_from_the_error(httpserver, slashed_bearer):
-    from urllib.parse import quote
-
     echo = '{"error": "bad token tok\\/9f8e+7d6c=5b4a", "see": "/login?t=' + quote(SLASHED, safe="") + '"}'
     httpserver.expect_request("/v1/positions").respond_with_data(echo, status=401, content_type="application/json")
 
@@ -760,8 +761,6 @@ def test_it_redacts_the_basic_auth_password_and_header_from_the_error(httpserver
 
 
 def test_a_token_carried_by_a_redirect_is_not_in_the_url_returned(httpserver, slashed_bearer):
-    from urllib.parse import quote
-
     target = httpserver.url_for("/v1/signed") + "?token=" + quote(SLASHED, safe="")
     httpserver.expect_request("/v1/positions").respond_with_data("", status=302, headers={"Location": target})
     httpserver.expect_request("/v1/signed").respond_with_json([])
@@ -825,3 +824,18 @@ def test_a_dotted_path_goes_through_every_item_of_a_list():
 
     assert drop_fields(data, ["rows.a.b"]) == ["rows.a.b"]
     assert data == {"rows": [{"a": {"c": 2}}, {"a": {}}, 4]}
+
+
+@pytest.mark.django_db
+def test_run_report_and_preview_end_at_the_deadline_without_celery(trickling_server, settings):
+    settings.REPORTING = {**settings.REPORTING, "FETCH_TOTAL_SECONDS": 1, "FETCH_MAX_RETRIES": 0}
+    report = factories.report(factories.data_source(trickling_server.url("/api/")))
+    started = time.monotonic()
+
+    with pytest.raises(CommandError, match="did not send its whole answer within 1 seconds"):
+        call_command("run_report", report.slug)
+    with pytest.raises(preview.PreviewError, match="did not send its whole answer within 1 seconds"):
+        preview.preview_report(report_id=report.pk, period_day=None)
+
+    assert time.monotonic() - started < 4
+    assert ReportRun.objects.get().status == ReportRun.Status.FAILED
