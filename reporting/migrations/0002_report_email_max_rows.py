@@ -4,18 +4,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("reporting", "0001_initial"),
+        ('reporting', '0001_initial'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="report",
-            name="email_max_rows",
-            field=models.PositiveIntegerField(
-                default=100,
-                help_text="At most this many rows appear in the email's table; the attachment holds them all.",
-                verbose_name="rows shown in the email",
-            ),
+            model_name='report',
+            name='email_max_rows',
+            field=models.PositiveIntegerField(default=100, help_text="At most this many rows appear in the email's table; the attachment holds them all.", verbose_name='rows shown in the email'),
         ),
     ]

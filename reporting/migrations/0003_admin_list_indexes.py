@@ -6,19 +6,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("django_celery_beat", "0019_alter_periodictasks_options"),
-        ("reporting", "0002_report_email_max_rows"),
+        ('django_celery_beat', '0019_alter_periodictasks_options'),
+        ('reporting', '0002_report_email_max_rows'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(django.db.models.functions.text.Upper("address"), name="delivery_address_upper_idx"),
+            model_name='delivery',
+            index=models.Index(django.db.models.functions.text.Upper('address'), name='delivery_address_upper_idx'),
         ),
         migrations.AddIndex(
-            model_name="report",
-            index=models.Index(fields=["name", "-id"], name="report_name_id_idx"),
+            model_name='report',
+            index=models.Index(fields=['name', '-id'], name='report_name_id_idx'),
         ),
     ]

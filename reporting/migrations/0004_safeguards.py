@@ -7,233 +7,128 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("reporting", "0003_admin_list_indexes"),
+        ('reporting', '0003_admin_list_indexes'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="Heartbeat",
+            name='Heartbeat',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("name", models.CharField(help_text="'beat', or 'worker:<hostname>'.", max_length=200, unique=True)),
-                ("seen_at", models.DateTimeField()),
-                ("detail", models.JSONField(blank=True, default=dict)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(help_text="'beat', or 'worker:<hostname>'.", max_length=200, unique=True)),
+                ('seen_at', models.DateTimeField()),
+                ('detail', models.JSONField(blank=True, default=dict)),
             ],
             options={
-                "ordering": ["name"],
+                'ordering': ['name'],
             },
         ),
         migrations.AlterModelOptions(
-            name="report",
-            options={"ordering": ["name"], "permissions": [("run_report", "Can run a report now or send a test")]},
+            name='report',
+            options={'ordering': ['name'], 'permissions': [('run_report', 'Can run a report now or send a test')]},
         ),
         migrations.AlterModelOptions(
-            name="reportrun",
-            options={
-                "get_latest_by": "created_at",
-                "ordering": ["-created_at", "-pk"],
-                "permissions": [
-                    ("resend_reportrun", "Can resend an archived report run"),
-                    ("release_reportrun", "Can send a held run anyway or re-run it"),
-                    ("legal_hold_reportrun", "Can set or clear a run's legal hold"),
-                ],
-            },
+            name='reportrun',
+            options={'get_latest_by': 'created_at', 'ordering': ['-created_at', '-pk'], 'permissions': [('resend_reportrun', 'Can resend an archived report run'), ('release_reportrun', 'Can send a held run anyway or re-run it'), ('legal_hold_reportrun', "Can set or clear a run's legal hold")]},
         ),
         migrations.AddField(
-            model_name="report",
-            name="catch_up_hours",
-            field=models.PositiveIntegerField(
-                default=24,
-                help_text="A scheduled run missed (beat or the broker was down) is run late within this many hours of its slot; an older one is recorded as missed, for staff to run by hand.",
-                verbose_name="catch-up window (hours)",
-            ),
+            model_name='report',
+            name='catch_up_hours',
+            field=models.PositiveIntegerField(default=24, help_text='A scheduled run missed (beat or the broker was down) is run late within this many hours of its slot; an older one is recorded as missed, for staff to run by hand.', verbose_name='catch-up window (hours)'),
         ),
         migrations.AddField(
-            model_name="report",
-            name="check_max_age_field",
-            field=models.CharField(
-                blank=True,
-                help_text="A dotted path in the response (e.g. meta.as_of) to a date or timestamp that must be recent.",
-                max_length=200,
-                verbose_name="timestamp field",
-            ),
+            model_name='report',
+            name='check_max_age_field',
+            field=models.CharField(blank=True, help_text='A dotted path in the response (e.g. meta.as_of) to a date or timestamp that must be recent.', max_length=200, verbose_name='timestamp field'),
         ),
         migrations.AddField(
-            model_name="report",
-            name="check_max_age_hours",
-            field=models.PositiveIntegerField(
-                blank=True,
-                help_text="Hold the report back when the timestamp field is older than this.",
-                null=True,
-                verbose_name="maximum age (hours)",
-            ),
+            model_name='report',
+            name='check_max_age_hours',
+            field=models.PositiveIntegerField(blank=True, help_text='Hold the report back when the timestamp field is older than this.', null=True, verbose_name='maximum age (hours)'),
         ),
         migrations.AddField(
-            model_name="report",
-            name="check_min_rows",
-            field=models.PositiveIntegerField(
-                default=1,
-                help_text="Hold the report back when the data has fewer rows than this (0: no check).",
-                verbose_name="minimum rows",
-            ),
+            model_name='report',
+            name='check_min_rows',
+            field=models.PositiveIntegerField(default=1, help_text='Hold the report back when the data has fewer rows than this (0: no check).', verbose_name='minimum rows'),
         ),
         migrations.AddField(
-            model_name="report",
-            name="check_required_fields",
-            field=models.CharField(
-                blank=True,
-                help_text="Comma-separated fields every row must have (not empty), e.g. account, value.",
-                max_length=500,
-                verbose_name="required fields",
-            ),
+            model_name='report',
+            name='check_required_fields',
+            field=models.CharField(blank=True, help_text='Comma-separated fields every row must have (not empty), e.g. account, value.', max_length=500, verbose_name='required fields'),
         ),
         migrations.AddField(
-            model_name="reportrun",
-            name="alerted_at",
-            field=models.DateTimeField(
-                blank=True,
-                editable=False,
-                help_text="When the owner was told that this run failed or was held.",
-                null=True,
-            ),
+            model_name='reportrun',
+            name='alerted_at',
+            field=models.DateTimeField(blank=True, editable=False, help_text='When the owner was told that this run failed or was held.', null=True),
         ),
         migrations.AddField(
-            model_name="reportrun",
-            name="checks_released_by",
-            field=models.ForeignKey(
-                blank=True,
-                help_text="Who sent a held run anyway.",
-                null=True,
-                on_delete=django.db.models.deletion.SET_NULL,
-                related_name="+",
-                to=settings.AUTH_USER_MODEL,
-            ),
+            model_name='reportrun',
+            name='checks_released_by',
+            field=models.ForeignKey(blank=True, help_text='Who sent a held run anyway.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
         ),
         migrations.AddField(
-            model_name="reportrun",
-            name="heartbeat_at",
-            field=models.DateTimeField(blank=True, editable=False, help_text="Last sign of life.", null=True),
+            model_name='reportrun',
+            name='heartbeat_at',
+            field=models.DateTimeField(blank=True, editable=False, help_text='Last sign of life.', null=True),
         ),
         migrations.AddField(
-            model_name="reportrun",
-            name="legal_hold",
-            field=models.BooleanField(default=False, help_text="Never pruned by retention while set."),
+            model_name='reportrun',
+            name='legal_hold',
+            field=models.BooleanField(default=False, help_text='Never pruned by retention while set.'),
         ),
         migrations.AddField(
-            model_name="reportrun",
-            name="notes",
-            field=models.TextField(
-                blank=True, help_text="What staff should know about this run, e.g. a linked attachment."
-            ),
+            model_name='reportrun',
+            name='notes',
+            field=models.TextField(blank=True, help_text='What staff should know about this run, e.g. a linked attachment.'),
         ),
         migrations.AddField(
-            model_name="reportrun",
-            name="recoveries",
-            field=models.PositiveSmallIntegerField(
-                default=0, editable=False, help_text="Times the stuck-run sweep took the run back from a silent worker."
-            ),
+            model_name='reportrun',
+            name='recoveries',
+            field=models.PositiveSmallIntegerField(default=0, editable=False, help_text='Times the stuck-run sweep took the run back from a silent worker.'),
         ),
         migrations.AddField(
-            model_name="runattachment",
-            name="linked",
-            field=models.BooleanField(
-                default=False, help_text="Too large to attach: the email carries a link to the archived file instead."
-            ),
+            model_name='runattachment',
+            name='linked',
+            field=models.BooleanField(default=False, help_text='Too large to attach: the email carries a link to the archived file instead.'),
         ),
         migrations.AlterField(
-            model_name="reportrun",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("queued", "Queued"),
-                    ("fetching", "Fetching"),
-                    ("rendering", "Rendering"),
-                    ("sending", "Sending"),
-                    ("sent", "Sent"),
-                    ("partially_sent", "Partially sent"),
-                    ("failed", "Failed"),
-                    ("held", "Held (data check failed)"),
-                    ("missed", "Missed"),
-                ],
-                db_index=True,
-                default="queued",
-                max_length=16,
-            ),
+            model_name='reportrun',
+            name='status',
+            field=models.CharField(choices=[('queued', 'Queued'), ('fetching', 'Fetching'), ('rendering', 'Rendering'), ('sending', 'Sending'), ('sent', 'Sent'), ('partially_sent', 'Partially sent'), ('failed', 'Failed'), ('held', 'Held (data check failed)'), ('missed', 'Missed')], db_index=True, default='queued', max_length=16),
         ),
         migrations.CreateModel(
-            name="Alert",
+            name='Alert',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("address", models.EmailField(db_index=True, max_length=254)),
-                ("sent_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ("subject", models.CharField(max_length=998)),
-                ("runs", models.ManyToManyField(blank=True, related_name="alerts", to="reporting.reportrun")),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('address', models.EmailField(db_index=True, max_length=254)),
+                ('sent_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ('subject', models.CharField(max_length=998)),
+                ('runs', models.ManyToManyField(blank=True, related_name='alerts', to='reporting.reportrun')),
             ],
             options={
-                "ordering": ["-sent_at", "-pk"],
+                'ordering': ['-sent_at', '-pk'],
             },
         ),
         migrations.CreateModel(
-            name="AuditEvent",
+            name='AuditEvent',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                (
-                    "actor_name",
-                    models.CharField(blank=True, help_text="Kept when the user is deleted.", max_length=150),
-                ),
-                (
-                    "action",
-                    models.CharField(
-                        choices=[
-                            ("created", "Created"),
-                            ("changed", "Changed"),
-                            ("deleted", "Deleted"),
-                            ("ran", "Ran now"),
-                            ("test_sent", "Sent a test"),
-                            ("resent", "Resent"),
-                            ("released", "Released a held run"),
-                            ("reran", "Re-ran"),
-                            ("legal_hold", "Changed legal hold"),
-                        ],
-                        max_length=20,
-                    ),
-                ),
-                ("report_name", models.CharField(blank=True, max_length=200)),
-                ("summary", models.TextField(help_text="What happened, in words.")),
-                ("changes", models.JSONField(blank=True, default=dict, help_text="Field → [before, after].")),
-                (
-                    "actor",
-                    models.ForeignKey(
-                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
-                    ),
-                ),
-                (
-                    "report",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="audit_events",
-                        to="reporting.report",
-                    ),
-                ),
-                (
-                    "run",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="audit_events",
-                        to="reporting.reportrun",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ('actor_name', models.CharField(blank=True, help_text='Kept when the user is deleted.', max_length=150)),
+                ('action', models.CharField(choices=[('created', 'Created'), ('changed', 'Changed'), ('deleted', 'Deleted'), ('ran', 'Ran now'), ('test_sent', 'Sent a test'), ('resent', 'Resent'), ('released', 'Released a held run'), ('reran', 'Re-ran'), ('legal_hold', 'Changed legal hold')], max_length=20)),
+                ('report_name', models.CharField(blank=True, max_length=200)),
+                ('summary', models.TextField(help_text='What happened, in words.')),
+                ('changes', models.JSONField(blank=True, default=dict, help_text='Field → [before, after].')),
+                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                ('report', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to='reporting.report')),
+                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to='reporting.reportrun')),
             ],
             options={
-                "ordering": ["-at", "-pk"],
-                "indexes": [models.Index(fields=["report", "-at"], name="reporting_a_report__769d35_idx")],
+                'ordering': ['-at', '-pk'],
+                'indexes': [models.Index(fields=['report', '-at'], name='reporting_a_report__769d35_idx')],
             },
         ),
     ]

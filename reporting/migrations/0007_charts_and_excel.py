@@ -4,36 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("reporting", "0006_permission_groups"),
+        ('reporting', '0006_permission_groups'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="report",
-            name="attach_xlsx",
-            field=models.BooleanField(
-                default=False,
-                help_text="An .xlsx workbook of all rows: numbers and dates as Excel types.",
-                verbose_name="attach Excel",
-            ),
+            model_name='report',
+            name='attach_xlsx',
+            field=models.BooleanField(default=False, help_text='An .xlsx workbook of all rows: numbers and dates as Excel types.', verbose_name='attach Excel'),
         ),
         migrations.AddField(
-            model_name="report",
-            name="charts",
-            field=models.JSONField(
-                blank=True,
-                default=list,
-                help_text='Charts drawn above the table, e.g. [{"kind": "line", "x": "date", "y": "value", "title": "Portfolio value"}, {"kind": "bar", "x": "asset_class", "y": "market_value", "title": "Allocation"}]. A line is drawn over a date field; bars sum a number field by category.',
-            ),
+            model_name='report',
+            name='charts',
+            field=models.JSONField(blank=True, default=list, help_text='Charts drawn above the table, e.g. [{"kind": "line", "x": "date", "y": "value", "title": "Portfolio value"}, {"kind": "bar", "x": "asset_class", "y": "market_value", "title": "Allocation"}]. A line is drawn over a date field; bars sum a number field by category.'),
         ),
         migrations.AddField(
-            model_name="runattachment",
-            name="content_id",
-            field=models.CharField(
-                blank=True,
-                help_text="Set for an image shown inside the email (a chart): its cid: name.",
-                max_length=100,
-            ),
+            model_name='runattachment',
+            name='content_id',
+            field=models.CharField(blank=True, help_text='Set for an image shown inside the email (a chart): its cid: name.', max_length=100),
         ),
     ]

@@ -48,106 +48,51 @@ def restore_the_stuck_run_sweep(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("reporting", "0007_charts_and_excel"),
+        ('reporting', '0007_charts_and_excel'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="reportrun",
-            name="deadline_at",
-            field=models.DateTimeField(
-                blank=True,
-                editable=False,
-                help_text="While the run is not finished: when the deadline sweep takes it if it has not moved on.",
-                null=True,
-            ),
+            model_name='reportrun',
+            name='deadline_at',
+            field=models.DateTimeField(blank=True, editable=False, help_text='While the run is not finished: when the deadline sweep takes it if it has not moved on.', null=True),
         ),
         migrations.AddField(
-            model_name="reportrun",
-            name="period_kind",
-            field=models.CharField(
-                blank=True,
-                choices=[
-                    ("daily", "Daily"),
-                    ("weekly", "Weekly (Monday to Sunday)"),
-                    ("monthly", "Monthly"),
-                    ("quarterly", "Quarterly"),
-                    ("none", "None (a snapshot at the scheduled time)"),
-                ],
-                max_length=10,
-                verbose_name="period",
-            ),
+            model_name='reportrun',
+            name='period_kind',
+            field=models.CharField(blank=True, choices=[('daily', 'Daily'), ('weekly', 'Weekly (Monday to Sunday)'), ('monthly', 'Monthly'), ('quarterly', 'Quarterly'), ('none', 'None (a snapshot at the scheduled time)')], max_length=10, verbose_name='period'),
         ),
         migrations.AddField(
-            model_name="reportrun",
-            name="period_label",
+            model_name='reportrun',
+            name='period_label',
             field=models.CharField(blank=True, max_length=100),
         ),
         migrations.AddField(
-            model_name="reportrun",
-            name="period_timezone",
-            field=models.CharField(
-                blank=True,
-                help_text="The report's timezone when the run was made.",
-                max_length=64,
-                verbose_name="timezone",
-            ),
+            model_name='reportrun',
+            name='period_timezone',
+            field=models.CharField(blank=True, help_text="The report's timezone when the run was made.", max_length=64, verbose_name='timezone'),
         ),
         migrations.AddField(
-            model_name="reportrun",
-            name="report_name",
+            model_name='reportrun',
+            name='report_name',
             field=models.CharField(blank=True, help_text="The report's name when the run was made.", max_length=200),
         ),
         migrations.AlterField(
-            model_name="auditevent",
-            name="action",
-            field=models.CharField(
-                choices=[
-                    ("created", "Created"),
-                    ("changed", "Changed"),
-                    ("deleted", "Deleted"),
-                    ("ran", "Ran now"),
-                    ("test_sent", "Sent a test"),
-                    ("resent", "Resent"),
-                    ("released", "Released a held run"),
-                    ("reran", "Re-ran"),
-                    ("legal_hold", "Changed legal hold"),
-                    ("scheduled", "Started a scheduled run"),
-                    ("caught_up", "Ran a missed slot late"),
-                    ("republished", "Published a run again at its deadline"),
-                    ("gave_up", "Failed a run at its deadline"),
-                ],
-                max_length=20,
-            ),
+            model_name='auditevent',
+            name='action',
+            field=models.CharField(choices=[('created', 'Created'), ('changed', 'Changed'), ('deleted', 'Deleted'), ('ran', 'Ran now'), ('test_sent', 'Sent a test'), ('resent', 'Resent'), ('released', 'Released a held run'), ('reran', 'Re-ran'), ('legal_hold', 'Changed legal hold'), ('scheduled', 'Started a scheduled run'), ('caught_up', 'Ran a missed slot late'), ('republished', 'Published a run again at its deadline'), ('gave_up', 'Failed a run at its deadline')], max_length=20),
         ),
         migrations.AlterField(
-            model_name="reportrun",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("queued", "Queued"),
-                    ("retrying", "Waiting to retry"),
-                    ("fetching", "Fetching"),
-                    ("rendering", "Rendering"),
-                    ("sending", "Sending"),
-                    ("sent", "Sent"),
-                    ("partially_sent", "Partially sent"),
-                    ("failed", "Failed"),
-                    ("held", "Held (data check failed)"),
-                    ("missed", "Missed"),
-                ],
-                db_index=True,
-                default="queued",
-                max_length=16,
-            ),
+            model_name='reportrun',
+            name='status',
+            field=models.CharField(choices=[('queued', 'Queued'), ('retrying', 'Waiting to retry'), ('fetching', 'Fetching'), ('rendering', 'Rendering'), ('sending', 'Sending'), ('sent', 'Sent'), ('partially_sent', 'Partially sent'), ('failed', 'Failed'), ('held', 'Held (data check failed)'), ('missed', 'Missed')], db_index=True, default='queued', max_length=16),
         ),
         migrations.AddIndex(
-            model_name="reportrun",
-            index=models.Index(
-                condition=models.Q(("deadline_at__isnull", False)), fields=["deadline_at"], name="run_deadline_idx"
-            ),
+            model_name='reportrun',
+            index=models.Index(condition=models.Q(('deadline_at__isnull', False)), fields=['deadline_at'], name='run_deadline_idx'),
         ),
         migrations.RunPython(record_what_each_run_is_about, migrations.RunPython.noop),
         migrations.RunPython(rename_the_stuck_run_sweep, restore_the_stuck_run_sweep),
