@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_int, env_list, env_str
+from project.env import env_bool, env_int, env_list, env_names, env_secret_prefix, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("REPORTING_VAR_DIR", str(BASE_DIR / "var")))
@@ -217,6 +217,18 @@ REPORTING = {
     "FETCH_MAX_RETRIES": env_int("REPORTING_FETCH_MAX_RETRIES", 5),
     "FETCH_RETRY_BASE_SECONDS": env_int("REPORTING_FETCH_RETRY_BASE_SECONDS", 30, minimum=1),
     "FETCH_RETRY_MAX_SECONDS": env_int("REPORTING_FETCH_RETRY_MAX_SECONDS", 1800, minimum=1),
+    # The most one fetch may take, every redirect and read included: a data source that
+    # trickles its answer is cut off here even where Celery's time limits do not fire (the
+    # embedded broker, Preview, manage.py run_report).
+    "FETCH_TOTAL_SECONDS": env_int("REPORTING_FETCH_TOTAL_SECONDS", 300, minimum=1),
+    # Limits on the JSON of an answer, checked before it is built into Python objects.
+    "MAX_JSON_DEPTH": env_int("REPORTING_MAX_JSON_DEPTH", 64, minimum=2),
+    "MAX_JSON_VALUES": env_int("REPORTING_MAX_JSON_VALUES", 5_000_000, minimum=1000),
+    # The environment variables a data source may name as its secret: those starting with the
+    # prefix, and those listed. Any other (SECRET_KEY, DATABASE_URL, …) is refused, so an editor
+    # cannot make the worker send the server's own secrets to a data source.
+    "SECRET_ENV_PREFIX": env_secret_prefix("REPORTING_SECRET_ENV_PREFIX", "REPORTING_SECRET_"),
+    "SECRET_ENV_VARS": env_names("REPORTING_SECRET_ENV_VARS", []),
     # A run not touched for this long is taken to be abandoned by a dead worker.
     "RUN_LEASE_SECONDS": env_int("REPORTING_RUN_LEASE_SECONDS", 120, minimum=5),
     # A run waiting for a worker (queued, or its retry time come) this long is taken by the
@@ -259,6 +271,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every form of every data-source secret is redacted from what is logged (a library's
+    # message or a traceback may quote a URL or a header).
+    "filters": {"secrets": {"()": "reporting.pipeline.fetch.SecretLogFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["secrets"]}},
     "loggers": {"reporting": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")}},
 }

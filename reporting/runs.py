@@ -23,7 +23,7 @@ import logging
 import random
 import tempfile
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -354,17 +354,25 @@ def _fetch_stage(run: ReportRun) -> object:
     # With its query string, as it is sent and then kept (requests encodes the parameters alike).
     full_url = f"{request.url}?{urlencode(request.params)}" if request.params else request.url
     _check_fits("request_url", full_url, "request URL", "Shorten the report's path or query parameters.")
+    drop = fetch.drop_field_entries(report.data_source.drop_fields)
+    request = replace(request, drop_fields=tuple(drop))
     _set(run, request_url=request.url)
     # The answer goes to a file as it arrives (in memory while small): its bytes need not stay
     # in memory beside the data parsed from them, and the snapshot is copied from the file.
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
-        url, data = fetch.download(request, body)
-        # Keep the exact bytes first: whatever happens next, what was fetched stays archived.
+        # The file holds the bytes as fetched, or the cleaned JSON when fields were dropped or the
+        # secret came back in the answer: what viewers of the archive read never holds either.
+        downloaded = fetch.download_for_archive(request, body)
+        # Keep the bytes first: whatever happens next, what was fetched stays archived.
         run.data_snapshot.save("data.json", File(body), save=False)
+    notes = run.notes
+    for note in downloaded.notes:
+        notes = noted(notes, note)
     # Where a redirect led is a record, not a request: a URL too long to keep is cut, the data kept.
-    _set(run, data_snapshot=run.data_snapshot.name, request_url=_cut(url, "request_url"), fetched_at=timezone.now())
-    _set(run, row_count=len(fetch.select_rows(data, report.records_path)))
-    return data
+    url = _cut(downloaded.url, "request_url")
+    _set(run, data_snapshot=run.data_snapshot.name, request_url=url, notes=notes, fetched_at=timezone.now())
+    _set(run, row_count=len(fetch.select_rows(downloaded.data, report.records_path)))
+    return downloaded.data
 
 
 def _fetch_check_render(run: ReportRun) -> bool:

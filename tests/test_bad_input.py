@@ -111,7 +111,7 @@ def closed_port_source(report, settings, smtp_server, httpserver):
 
 def missing_secret(report, settings, smtp_server, httpserver, monkeypatch=None):
     report.data_source.__class__.objects.filter(pk=report.data_source_id).update(
-        auth_scheme="bearer", secret_env_var="REPORTING_TEST_SECRET_THAT_IS_NOT_SET"
+        auth_scheme="bearer", secret_env_var="REPORTING_SECRET_THAT_IS_NOT_SET"
     )
 
 
@@ -148,7 +148,7 @@ CASES = [
     Case("data source times out", FAILED, "did not answer in time", None, slow_source),
     Case("DNS fails", FAILED, "no-such-host.invalid", None, unresolvable_source),
     Case("connection refused", FAILED, "Could not connect to the data source at http://127.0.0.1:9", None, closed_port_source),
-    Case("secret not set on the worker", FAILED, "REPORTING_TEST_SECRET_THAT_IS_NOT_SET' is not set", None, missing_secret),
+    Case("secret not set on the worker", FAILED, "REPORTING_SECRET_THAT_IS_NOT_SET' is not set", None, missing_secret),
     Case("template syntax error", FAILED, "template has an error", answer(factories.POSITIONS), edit(template="reports/broken_syntax.html")),
     Case("template does not exist", FAILED, "does not exist", answer(factories.POSITIONS), edit(template="reports/nope.html")),
     Case("template names a missing variable", FAILED, "refers to 'totals.grand'", answer(factories.POSITIONS), edit(template="reports/missing_variable.html")),
@@ -536,3 +536,84 @@ def test_a_report_form_with_a_template_past_its_data_is_refused_in_words_and_not
     admin_client, source, overrides, message
 ):
     test_a_bad_report_form_is_refused_in_words_and_nothing_is_saved(admin_client, source, overrides, message)
+
+
+# --- issue 11: secrets bound to their data source, a fetch whose every resource is bounded -----
+
+# Imported here so that this block stays one contiguous addition to the table.
+from reporting.models import DataSource  # noqa: E402
+
+
+def source_fields(**fields):
+    def prepare(report, settings, smtp_server, httpserver):
+        report.data_source.__class__.objects.filter(pk=report.data_source_id).update(**fields)
+
+    return prepare
+
+
+def trickling_source(report, settings, smtp_server, httpserver):
+    def handler(request):
+        def body():
+            for byte in json.dumps(factories.POSITIONS).encode() + b" " * 100:
+                time.sleep(0.2)
+                yield bytes([byte])
+
+        return Response(body(), content_type="application/json")
+
+    httpserver.expect_request("/api/positions").respond_with_handler(handler)
+    settings.REPORTING = {**settings.REPORTING, "FETCH_TOTAL_SECONDS": 1}
+
+
+def few_values_allowed(report, settings, smtp_server, httpserver):
+    settings.REPORTING = {**settings.REPORTING, "MAX_JSON_VALUES": 1000}
+
+
+SECRETS_AND_LIMITS_CASES = [
+    Case("secret in a variable not meant for data sources", FAILED, "The environment variable 'SECRET_KEY' may not hold a data source's secret", None, source_fields(auth_scheme="bearer", secret_env_var="SECRET_KEY")),
+    Case("base URL with user:password saved before the rule", FAILED, "must not carry a user name or password", None, source_fields(base_url="http://who:pw@localhost/api/")),
+    Case("ftp base URL", FAILED, "must start with http:// or https://, not ftp://", None, source_fields(base_url="ftp://localhost/api/")),
+    Case("connect timeout 0", FAILED, "The connect timeout must be more than 0", None, source_fields(connect_timeout=0)),
+    Case("header name with CRLF", FAILED, "is not a valid HTTP header name", None, source_fields(auth_scheme="header", auth_header_name="X-Key\r\nX-Evil: 1", secret_env_var="REPORTING_SECRET_THAT_IS_NOT_SET")),
+    Case("a source that trickles its answer", FAILED, "did not send its whole answer within 1 seconds", None, trickling_source),
+    Case("JSON nested 100,000 deep", FAILED, "nests deeper than 64 levels", answer("[" * 100_000 + "]" * 100_000)),
+    Case("a number of 5,000 digits", FAILED, "a number longer than 4,300 digits", answer('{"data": {"positions": [' + "7" * 5000 + "]}}")),
+    Case("more values than allowed", FAILED, "more than 1,000 values", answer({"data": {"positions": list(range(2000))}}), few_values_allowed),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SECRETS_AND_LIMITS_CASES, ids=[case.name for case in SECRETS_AND_LIMITS_CASES])
+def test_bad_secrets_urls_and_answers_end_in_words_and_the_worker_serves_the_next_run(
+    case, worker, report_with_history, httpserver, use_smtp, settings
+):
+    test_bad_input_ends_in_words_and_the_worker_serves_the_next_run(
+        case, worker, report_with_history, httpserver, use_smtp, settings
+    )
+
+
+def data_source_form(**overrides) -> dict:
+    form = {"name": "Positions", "base_url": "http://localhost/v1/", "auth_scheme": "none"}
+    return {**form, "connect_timeout": "5", "read_timeout": "30", **overrides}
+
+
+DATA_SOURCE_FORM_CASES = [
+    ("secret variable SECRET_KEY", {"auth_scheme": "bearer", "secret_env_var": "SECRET_KEY"}, "may not hold a data source&#x27;s secret"),
+    ("user:password in the URL", {"base_url": "http://who:pw@localhost/v1/"}, "must not carry a user name or password"),
+    ("ftp URL", {"base_url": "ftp://localhost/v1/"}, "must start with http:// or https://, not ftp://."),
+    ("connect timeout 0", {"connect_timeout": "0"}, "The connect timeout must be more than 0 and at most 300 seconds, not 0."),
+    ("connect timeout -1", {"connect_timeout": "-1"}, "The connect timeout must be more than 0 and at most 300 seconds, not -1."),
+    ("read timeout over 300", {"read_timeout": "3600"}, "The read timeout must be more than 0 and at most 300 seconds, not 3600."),
+    ("header name with CRLF", {"auth_scheme": "header", "auth_header_name": "X-Key\r\nX-Evil: 1"}, "is not a valid HTTP header name"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"), [case[1:] for case in DATA_SOURCE_FORM_CASES], ids=[c[0] for c in DATA_SOURCE_FORM_CASES]
+)
+def test_a_bad_data_source_form_is_refused_in_words_and_nothing_is_saved(admin_client, overrides, message):
+    before = list(DataSource.objects.values())
+
+    response = admin_client.post(reverse("admin:reporting_datasource_add"), data_source_form(**overrides))
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert list(DataSource.objects.values()) == before

@@ -15,7 +15,7 @@ def bring_down_to_the_limit(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("reporting", "0008_standalone_runs_and_deadlines"),
+        ("reporting", "0009_data_source_secrets_and_limits"),
     ]
 
     operations = [
