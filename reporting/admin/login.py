@@ -38,6 +38,16 @@ def lockout_response(
     return TemplateResponse(request, "admin/locked_out.html", context, status=429).render()
 
 
+class VerifyForm(OTPTokenForm):
+    """django-otp's token form, with errors that tell the user what to do."""
+
+    otp_error_messages = {
+        **OTPTokenForm.otp_error_messages,
+        "token_required": "Enter the 6-digit code your authenticator app shows.",
+        "invalid_token": "That code is not right, or it was already used. Enter the code your app shows now.",
+    }
+
+
 def needs_two_factor(user: AbstractBaseUser) -> bool:
     """Whether this user must pass a second factor before using the admin."""
     if not settings.REPORTING_REQUIRE_2FA or not user.is_authenticated:
@@ -73,14 +83,14 @@ def verify_view(request: HttpRequest) -> HttpResponse:
     target = _safe_next(request)
     if not needs_two_factor(request.user) or request.user.is_verified():
         return redirect(target)
-    form = OTPTokenForm(request.user, request, data=request.POST if request.method == "POST" else None)
+    form = VerifyForm(request.user, request, data=request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         django_otp.login(request, request.user.otp_device)
         return redirect(target)
     context = {
         "title": "Two-factor verification",
         "form": form,
-        "enrolled": bool(form.fields["otp_device"].choices),
+        "devices": list(django_otp.devices_for_user(request.user)),
         "next": target,
         "site_header": "Scheduled Reports",
     }
