@@ -5,6 +5,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from auditlog.models import LogEntry
 from axes.models import AccessAttempt
 from django.contrib.auth.models import Group
 from django.core.management import call_command
@@ -16,8 +17,9 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from reporting.models import Report
+from reporting.models import DataSource, Report
 from tests import factories
+from tests.test_admin import report_form
 from tests.test_settings import manage
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
@@ -320,3 +322,97 @@ def test_an_editor_still_edits_a_reports_schedule_on_the_report_page(client, mem
     assert response.status_code == 302
     report.refresh_from_db()
     assert report.periodic_task.crontab.hour == "9"
+
+
+# --- the audit log (django-auditlog): before and after, never a secret --------------------------
+
+
+def entries_for(instance) -> list[LogEntry]:
+    return list(LogEntry.objects.get_for_object(instance).order_by("timestamp", "pk"))
+
+
+def test_an_editors_change_to_a_data_source_is_logged_with_before_after_and_who(client, member, source):
+    editor = member("Report editors")
+    client.force_login(editor)
+    form = {
+        "name": "Portfolio API",
+        "base_url": source.base_url,
+        "auth_scheme": "bearer",
+        "auth_header_name": "Authorization",
+        "secret_env_var": "PORTFOLIO_API_TOKEN",
+        "connect_timeout": "5",
+        "read_timeout": "30",
+        "verify_tls": "on",
+    }
+
+    response = client.post(reverse("admin:reporting_datasource_change", args=[source.pk]), form)
+
+    assert response.status_code == 302
+    change = entries_for(source)[-1]
+    assert change.action == LogEntry.Action.UPDATE and change.actor == editor
+    assert change.changes_dict["name"] == [f"Source {source.base_url}", "Portfolio API"]
+    assert change.changes_dict["secret_env_var"] == ["", "PORTFOLIO_API_TOKEN"]  # the name only, never a value
+
+
+def test_a_users_password_never_enters_the_audit_log(client, member):
+    root = member(None, username="root", superuser=True)
+    eve = member("Report senders")
+    client.force_login(root)
+    old_hash = eve.password
+
+    client.post(
+        reverse("admin:auth_user_password_change", args=[eve.pk]),
+        {"password1": "a-new-Passw0rd-42", "password2": "a-new-Passw0rd-42", "usable_password": "true"},
+    )
+    eve.refresh_from_db()
+    client.post(reverse("admin:auth_group_change", args=[Group.objects.get(name="Report senders").pk]), {})
+
+    assert eve.password != old_hash  # the password did change
+    logged = " ".join(str(entry.changes) for entry in LogEntry.objects.all())
+    assert "password" not in logged
+    assert old_hash not in logged and eve.password not in logged
+    assert "pbkdf2" not in logged
+
+
+def test_group_membership_and_periodic_task_changes_are_logged(client, member, system_task):
+    root = member(None, username="root", superuser=True)
+    eve = member("Report viewers")
+    client.force_login(root)
+
+    eve.groups.add(Group.objects.get(name="Report senders"))
+    client.post(
+        reverse("admin:django_celery_beat_periodictask_change", args=[system_task.pk]),
+        task_form(system_task, enabled=None),
+    )
+
+    membership = entries_for(eve)[-1]
+    assert membership.changes_dict["groups"]["objects"] == ["Report senders"]
+    task_change = entries_for(system_task)[-1]
+    assert task_change.changes_dict["enabled"] == ["True", "False"] and task_change.actor == root
+
+
+def test_the_report_page_shows_the_audit_log_beside_the_reports_own_trail(client, member, source):
+    client.force_login(member("Report editors"))
+    client.post(reverse("admin:reporting_report_add"), report_form(source))
+    report = Report.objects.get(slug="collections")
+    client.post(
+        reverse("admin:reporting_report_change", args=[report.pk]), report_form(source, name="Collections (EMEA)")
+    )
+
+    page = client.get(reverse("admin:reporting_report_change", args=[report.pk])).content.decode()
+
+    log = " ".join(page.split('id="audit-log"')[1].split("</fieldset>")[0].split())
+    assert "<strong>name</strong>: Collections → Collections (EMEA)" in log
+    assert "eve" in log
+    assert 'id="audit-trail"' in page  # reporting's own trail is still there
+
+
+def test_the_log_entries_list_in_the_admin_shows_the_change(client, member, source):
+    root = member(None, username="root", superuser=True)
+    client.force_login(root)
+    DataSource.objects.filter(pk=source.pk).get().delete()
+
+    page = client.get(reverse("admin:auditlog_logentry_changelist"))
+
+    assert page.status_code == 200
+    assert f"Source {source.base_url}" in page.content.decode()
