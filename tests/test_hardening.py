@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from auditlog.models import LogEntry
-from axes.models import AccessAttempt
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -126,6 +126,17 @@ def test_the_limit_and_cool_off_default_to_5_tries_and_15_minutes_and_come_from_
 
     assert defaults.stdout.strip().splitlines()[-1] == "5 0:15:00 [['username', 'ip_address']]", defaults.stderr
     assert configured.stdout.strip().splitlines()[-1] == "10 1:00:00 [['username', 'ip_address']]", configured.stderr
+
+
+@pytest.mark.usefixtures("three_tries")
+def test_a_typed_password_is_never_stored_by_the_login_throttle(client, member):
+    member("Report editors")
+    for _ in range(3):
+        log_in(client, "eve", "right-passwor")  # a near miss: almost the secret itself
+
+    rows = [*AccessAttempt.objects.values(), *AccessFailureLog.objects.values(), *AccessLog.objects.values()]
+    assert rows  # the attempts are recorded…
+    assert not any("right-passwor" in str(row) for row in rows)  # …without what was typed
 
 
 # --- two-factor (django-otp), switched on by REPORTING_REQUIRE_2FA ---------------------------------
@@ -416,3 +427,15 @@ def test_the_log_entries_list_in_the_admin_shows_the_change(client, member, sour
 
     assert page.status_code == 200
     assert f"Source {source.base_url}" in page.content.decode()
+
+
+def test_the_code_page_sends_back_only_to_this_site(client, member, settings):
+    settings.REPORTING_REQUIRE_2FA = True
+    settings.OTP_TOTP_THROTTLE_FACTOR = 0
+    user = member("Report editors")
+    device = enrolled(user)
+    client.force_login(user)
+
+    response = verify(client, device, code_of(device), next_url="https://evil.example/admin/")
+
+    assert (response.status_code, response.url) == (302, reverse("admin:index"))
