@@ -17,7 +17,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from reporting.models import DataSource, Report
+from reporting.models import DataSource, Recipient, Report
 from tests import factories
 from tests.test_admin import report_form
 from tests.test_settings import manage
@@ -439,3 +439,21 @@ def test_the_code_page_sends_back_only_to_this_site(client, member, settings):
     response = verify(client, device, code_of(device), next_url="https://evil.example/admin/")
 
     assert (response.status_code, response.url) == (302, reverse("admin:index"))
+
+
+def test_every_models_history_page_shows_its_audit_log(client, member):
+    editor = member("Report editors")
+    client.force_login(editor)
+    client.post(reverse("admin:reporting_recipient_add"), {"email": "cfo@example.com", "name": "", "active": "on"})
+    recipient = Recipient.objects.get(email="cfo@example.com")
+    client.post(
+        reverse("admin:reporting_recipient_change", args=[recipient.pk]),
+        {"email": "cfo@example.com", "name": "The CFO", "active": "on"},
+    )
+
+    page = client.get(reverse("admin:reporting_recipient_history", args=[recipient.pk])).content.decode()
+
+    log = " ".join(page.split('id="audit-log"')[1].split("</fieldset>")[0].split())
+    assert "<strong>name</strong>: (empty) → The CFO" in log
+    assert "eve" in log
+    assert 'id="change-history"' in page  # the admin's own history is still there

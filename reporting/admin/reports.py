@@ -20,7 +20,7 @@ from django.utils.safestring import mark_safe
 
 from reporting import overview, preview, schedules
 from reporting.admin.common import RUN_MARK_HTML, RUN_STATUS_LABELS, runs_of_report_url
-from reporting.admin.system import audit_log_entries
+from reporting.audit_log import audit_log_entries
 from reporting.forms import PreviewForm, ReportForm, RunNowForm
 from reporting.models import AuditEvent, Report, ReportRun
 from reporting.services import reports as services_reports

@@ -1,4 +1,4 @@
-"""The system's own periodic tasks, kept to superusers; the audit log's entries shown where staff look.
+"""The system's own periodic tasks, kept to superusers.
 
 The sweeps installed by migrations 0005 and 0008 (catch-up, run deadlines, alerts,
 retention) are PeriodicTask rows named "Reporting: …". Report editors hold
@@ -10,9 +10,7 @@ through the list's actions.
 
 from collections.abc import Callable
 
-from auditlog.models import LogEntry
 from django.contrib import admin, messages
-from django.contrib.contenttypes.models import ContentType
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin
@@ -23,13 +21,6 @@ SYSTEM_TASK_PREFIX = "Reporting: "
 
 def system_tasks() -> QuerySet[PeriodicTask]:
     return PeriodicTask.objects.filter(name__startswith=SYSTEM_TASK_PREFIX)
-
-
-def audit_log_entries(instance: Model, *, limit: int = 20) -> list[LogEntry]:
-    """The latest audit-log entries (django-auditlog: each field before and after) of one object."""
-    content_type = ContentType.objects.get_for_model(instance)
-    entries = LogEntry.objects.filter(content_type=content_type, object_pk=str(instance.pk))
-    return list(entries.select_related("actor").order_by("-timestamp")[:limit])
 
 
 class SystemTaskGuard:
