@@ -7,6 +7,7 @@ CELERY_BROKER_URL, an email backend and the security variables; see .env.example
 
 import json
 import os
+from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -36,6 +37,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "anymail",
+    "csp",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "auditlog",
     "reporting",
 ]
 
@@ -46,9 +52,66 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified()
+    "reporting.admin.login.RequireTwoFactorMiddleware",  # only with REPORTING_REQUIRE_2FA
+    "auditlog.middleware.AuditlogMiddleware",  # the audit log's actor: the logged-in user
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into its page
 ]
+
+# --- admin hardening: CSP, login throttling, two-factor, audit log ------------------------
+# Content Security Policy (django-csp 4): scripts only from our own static files, never
+# inline, so an injected <script> or onclick= does not run. Styles may be inline: the admin
+# and our pages use style attributes, and a style cannot run code. The archived email's
+# page sends its own stricter policy (reporting/admin/archive.py), which this leaves alone.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],  # the preview's charts are data: images
+        "frame-src": ["'self'"],  # the archived email's frame
+        "frame-ancestors": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+    }
+}
+
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one username
+# from one address, that pair is refused for AXES_COOLOFF_MINUTES, even with the right one.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_MINUTES = env_int("AXES_COOLOFF_MINUTES", 15, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=AXES_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "reporting.admin.login.lockout_response"  # the page says how long, in words
+
+# Two-factor (django-otp, TOTP): with REPORTING_REQUIRE_2FA on, superusers and members of
+# the groups below must enrol an authenticator (manage.py enrol_totp USER) and give its
+# code after logging in before the admin lets them in (reporting/admin/login.py).
+REPORTING_REQUIRE_2FA = env_bool("REPORTING_REQUIRE_2FA", False)
+REPORTING_2FA_GROUPS = ["Report editors", "Report senders"]
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Scheduled Reports")
+
+# Audit log (django-auditlog): before and after values of every model staff can change, with
+# who changed it. A user's password hash is never recorded (nor the last login, which is noise).
+AUDITLOG_INCLUDE_TRACKING_MODELS = (
+    "reporting.datasource",
+    "reporting.recipient",
+    {"model": "reporting.recipientlist", "m2m_fields": {"recipients"}},
+    {"model": "reporting.report", "m2m_fields": {"recipients", "recipient_lists"}},
+    {"model": "auth.user", "exclude_fields": ["password", "last_login"], "m2m_fields": {"groups", "user_permissions"}},
+    {"model": "auth.group", "m2m_fields": {"permissions"}},
+    "django_celery_beat.periodictask",
+    "django_celery_beat.crontabschedule",
+)
 
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"

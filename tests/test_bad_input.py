@@ -617,3 +617,82 @@ def test_a_bad_data_source_form_is_refused_in_words_and_nothing_is_saved(admin_c
     assert response.status_code == 200
     assert message in response.content.decode()
     assert list(DataSource.objects.values()) == before
+
+
+# --- admin hardening (issue 11): bad settings, bad codes, a locked-out login ----------------------------------------
+
+HARDENING_SETTINGS_CASES = [
+    (
+        "login limit not a number",
+        {"AXES_FAILURE_LIMIT": "five"},
+        "AXES_FAILURE_LIMIT must be a whole number, not 'five'.",
+    ),
+    ("login limit zero", {"AXES_FAILURE_LIMIT": "0"}, "AXES_FAILURE_LIMIT must be at least 1, not 0."),
+    ("cool-off negative", {"AXES_COOLOFF_MINUTES": "-5"}, "AXES_COOLOFF_MINUTES must be at least 1, not -5."),
+    ("2FA switch not a yes/no", {"REPORTING_REQUIRE_2FA": "maybe"}, "REPORTING_REQUIRE_2FA must be one of"),
+]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"), [case[1:] for case in HARDENING_SETTINGS_CASES], ids=[c[0] for c in HARDENING_SETTINGS_CASES]
+)
+def test_a_bad_hardening_setting_stops_the_start_in_words(tmp_path, env, message):
+    from tests.test_settings import manage
+
+    result = manage("check", REPORTING_VAR_DIR=str(tmp_path), **env)
+
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+TWO_FACTOR_CODE_CASES = [
+    ("empty code", "", "Enter the 6-digit code your authenticator app shows."),
+    ("wrong code", "WRONG", "That code is not right, or it was already used. Enter the code your app shows now."),
+    ("letters", "abcdef", "That code is not right, or it was already used. Enter the code your app shows now."),
+    (
+        "too long",
+        "1234567890" * 10,
+        "That code is not right, or it was already used. Enter the code your app shows now.",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "message"), [case[1:] for case in TWO_FACTOR_CODE_CASES], ids=[c[0] for c in TWO_FACTOR_CODE_CASES]
+)
+def test_a_bad_two_factor_code_is_refused_in_words_and_the_admin_stays_closed(
+    client, django_user_model, settings, code, message
+):
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    settings.REPORTING_REQUIRE_2FA = True
+    root = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    device = TOTPDevice.objects.create(user=root, name="Authenticator", confirmed=True)
+    right = f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits):06d}"
+    client.force_login(root)
+
+    response = client.post(
+        reverse("reporting_verify_2fa"),
+        {"otp_device": device.persistent_id, "otp_token": "WRONG" if code == right else code, "next": "/admin/"},
+    )
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert client.get(reverse("admin:index")).status_code == 302  # still sent to the code page
+    assert TOTPDevice.objects.get() == device  # the enrolment is untouched
+
+
+def test_a_locked_out_login_says_so_in_words_and_the_password_is_unchanged(client, django_user_model, settings):
+    settings.AXES_FAILURE_LIMIT = 2
+    user = django_user_model.objects.create_user("ann", "ann@example.com", "right-password", is_staff=True)
+    stored = user.password
+    for _ in range(2):
+        response = client.post(reverse("admin:login"), {"username": "ann", "password": "guess"})
+
+    assert response.status_code == 429
+    assert "after 2 wrong passwords, logging in is blocked for 15 minutes" in " ".join(
+        response.content.decode().split()
+    )
+    user.refresh_from_db()
+    assert user.password == stored and user.is_active

@@ -20,6 +20,7 @@ from django.utils.safestring import mark_safe
 
 from reporting import overview, preview, schedules
 from reporting.admin.common import RUN_MARK_HTML, RUN_STATUS_LABELS, runs_of_report_url
+from reporting.audit_log import audit_log_entries
 from reporting.forms import PreviewForm, ReportForm, RunNowForm
 from reporting.models import AuditEvent, Report, ReportRun
 from reporting.services import reports as services_reports
@@ -140,7 +141,12 @@ class ReportAdmin(admin.ModelAdmin):
         # Staff changes and notable events; every scheduled start would crowd them out.
         events = AuditEvent.objects.filter(report_id=object_id).exclude(action=AuditEvent.Action.SCHEDULED)
         events = events.order_by("-at", "-pk")[:AUDIT_EVENTS_SHOWN]
-        context = {"report_buttons": buttons, "audit_events": events}
+        report = self.get_object(request, object_id)
+        context = {
+            "report_buttons": buttons,
+            "audit_events": events,
+            "audit_log": audit_log_entries(report) if report is not None else [],  # field values before/after
+        }
         return super().change_view(request, object_id, form_url, {**context, **(extra_context or {})})
 
     def get_urls(self):
