@@ -1,6 +1,7 @@
 """Small strict readers for environment variables: a bad value fails loudly at start-up."""
 
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -44,3 +45,32 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def env_names(name: str, default: list[str]) -> list[str]:
+    """Return a comma-separated list of environment variable names; a malformed one fails."""
+    names = env_list(name, default)
+    for item in names:
+        if not _ENV_NAME.match(item):
+            raise ImproperlyConfigured(
+                f"{name} must list environment variable names (capital letters, digits, underscores), not {item!r}."
+            )
+    return names
+
+
+def env_secret_prefix(name: str, default: str) -> str:
+    """Return the prefix of the variables that may hold data-source secrets.
+
+    It must be at least 4 characters of a variable name: an empty or one-letter prefix would
+    let a data source name almost any variable, Django's SECRET_KEY included.
+    """
+    prefix = env_str(name, default).strip()
+    if len(prefix) < 4 or not _ENV_NAME.match(prefix):
+        raise ImproperlyConfigured(
+            f"{name} must be the start of an environment variable name, at least 4 capital letters, digits "
+            f"or underscores (such as REPORTING_SECRET_), not {prefix!r}."
+        )
+    return prefix

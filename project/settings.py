@@ -7,13 +7,14 @@ CELERY_BROKER_URL, an email backend and the security variables; see .env.example
 
 import json
 import os
+from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_int, env_list, env_str
+from project.env import env_bool, env_int, env_list, env_names, env_secret_prefix, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("REPORTING_VAR_DIR", str(BASE_DIR / "var")))
@@ -36,6 +37,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "anymail",
+    "csp",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "auditlog",
     "reporting",
 ]
 
@@ -46,9 +52,66 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified()
+    "reporting.admin.login.RequireTwoFactorMiddleware",  # only with REPORTING_REQUIRE_2FA
+    "auditlog.middleware.AuditlogMiddleware",  # the audit log's actor: the logged-in user
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into its page
 ]
+
+# --- admin hardening: CSP, login throttling, two-factor, audit log ------------------------
+# Content Security Policy (django-csp 4): scripts only from our own static files, never
+# inline, so an injected <script> or onclick= does not run. Styles may be inline: the admin
+# and our pages use style attributes, and a style cannot run code. The archived email's
+# page sends its own stricter policy (reporting/admin/archive.py), which this leaves alone.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],  # the preview's charts are data: images
+        "frame-src": ["'self'"],  # the archived email's frame
+        "frame-ancestors": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+    }
+}
+
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one username
+# from one address, that pair is refused for AXES_COOLOFF_MINUTES, even with the right one.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_MINUTES = env_int("AXES_COOLOFF_MINUTES", 15, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=AXES_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "reporting.admin.login.lockout_response"  # the page says how long, in words
+
+# Two-factor (django-otp, TOTP): with REPORTING_REQUIRE_2FA on, superusers and members of
+# the groups below must enrol an authenticator (manage.py enrol_totp USER) and give its
+# code after logging in before the admin lets them in (reporting/admin/login.py).
+REPORTING_REQUIRE_2FA = env_bool("REPORTING_REQUIRE_2FA", False)
+REPORTING_2FA_GROUPS = ["Report editors", "Report senders"]
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Scheduled Reports")
+
+# Audit log (django-auditlog): before and after values of every model staff can change, with
+# who changed it. A user's password hash is never recorded (nor the last login, which is noise).
+AUDITLOG_INCLUDE_TRACKING_MODELS = (
+    "reporting.datasource",
+    "reporting.recipient",
+    {"model": "reporting.recipientlist", "m2m_fields": {"recipients"}},
+    {"model": "reporting.report", "m2m_fields": {"recipients", "recipient_lists"}},
+    {"model": "auth.user", "exclude_fields": ["password", "last_login"], "m2m_fields": {"groups", "user_permissions"}},
+    {"model": "auth.group", "m2m_fields": {"permissions"}},
+    "django_celery_beat.periodictask",
+    "django_celery_beat.crontabschedule",
+)
 
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"
@@ -217,6 +280,18 @@ REPORTING = {
     "FETCH_MAX_RETRIES": env_int("REPORTING_FETCH_MAX_RETRIES", 5),
     "FETCH_RETRY_BASE_SECONDS": env_int("REPORTING_FETCH_RETRY_BASE_SECONDS", 30, minimum=1),
     "FETCH_RETRY_MAX_SECONDS": env_int("REPORTING_FETCH_RETRY_MAX_SECONDS", 1800, minimum=1),
+    # The most one fetch may take, every redirect and read included: a data source that
+    # trickles its answer is cut off here even where Celery's time limits do not fire (the
+    # embedded broker, Preview, manage.py run_report).
+    "FETCH_TOTAL_SECONDS": env_int("REPORTING_FETCH_TOTAL_SECONDS", 300, minimum=1),
+    # Limits on the JSON of an answer, checked before it is built into Python objects.
+    "MAX_JSON_DEPTH": env_int("REPORTING_MAX_JSON_DEPTH", 64, minimum=2),
+    "MAX_JSON_VALUES": env_int("REPORTING_MAX_JSON_VALUES", 5_000_000, minimum=1000),
+    # The environment variables a data source may name as its secret: those starting with the
+    # prefix, and those listed. Any other (SECRET_KEY, DATABASE_URL, …) is refused, so an editor
+    # cannot make the worker send the server's own secrets to a data source.
+    "SECRET_ENV_PREFIX": env_secret_prefix("REPORTING_SECRET_ENV_PREFIX", "REPORTING_SECRET_"),
+    "SECRET_ENV_VARS": env_names("REPORTING_SECRET_ENV_VARS", []),
     # A run not touched for this long is taken to be abandoned by a dead worker.
     "RUN_LEASE_SECONDS": env_int("REPORTING_RUN_LEASE_SECONDS", 120, minimum=5),
     # A run waiting for a worker (queued, or its retry time come) this long is taken by the
@@ -259,6 +334,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every form of every data-source secret is redacted from what is logged (a library's
+    # message or a traceback may quote a URL or a header).
+    "filters": {"secrets": {"()": "reporting.pipeline.fetch.SecretLogFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["secrets"]}},
     "loggers": {"reporting": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")}},
 }

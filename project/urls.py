@@ -2,11 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from reporting.admin.login import VERIFY_URL_NAME, verify_view
 from reporting.views import healthz
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("healthz", healthz, name="healthz"),
+    path("admin/verify/", verify_view, name=VERIFY_URL_NAME),  # the second factor, when required
     path("admin/", admin.site.urls),
     path("anymail/", include("anymail.urls")),  # ESP tracking webhooks
     path("demo-api/", include("reporting.demo.urls")),

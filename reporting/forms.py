@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from django import forms
 from django.core.exceptions import ValidationError
 
-from reporting import schedules
+from reporting import periods, schedules
 from reporting.addresses import clean_addresses
 from reporting.models import Recipient, Report, report_template_choices
+from reporting.periods import DAILY, period_containing
 from reporting.pipeline import charts
 from reporting.pipeline.checks import field_names
-from reporting.pipeline.render import RenderError, render_subject
+from reporting.pipeline.render import RenderError, period_values, render_string, render_subject
 
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 
@@ -72,16 +75,23 @@ class ReportForm(forms.ModelForm):
         subject = self.cleaned_data["subject_template"]
         try:
             # Not strict: the data the subject may name is not known until a run fetches it.
-            context = {"report": {"name": "Report", "slug": "report"}, "period": _SamplePeriod()}
-            render_subject(subject, context, strict=False)
+            render_subject(subject, _sample_context(), strict=False)
         except RenderError as exc:
             raise ValidationError(exc.message) from exc
         return subject
+
+    def clean_path(self) -> str:
+        path = self.cleaned_data["path"]
+        _check_template(path, what="path")
+        return path
 
     def clean_query_params(self) -> dict:
         params = self.cleaned_data["query_params"] or {}
         if not isinstance(params, dict) or any(isinstance(value, dict | list) for value in params.values()):
             raise ValidationError('Give the query parameters as a JSON object of names to values, e.g. {"date": "…"}.')
+        _check_query_param_sizes(params)
+        for name, value in params.items():
+            _check_template(str(value), what=f"query parameter '{name}'")
         return params
 
     def clean_charts(self) -> list:
@@ -131,6 +141,29 @@ class ReportForm(forms.ModelForm):
         return schedules.CronSpec(timezone=self.cleaned_data.get("timezone") or "UTC", **values)
 
 
+# The request URL is kept with each run (at most 2,000 characters): the parameters must fit in it.
+MAX_QUERY_PARAMS = 50
+MAX_QUERY_PARAM_NAME = 100
+MAX_QUERY_PARAM_VALUE = 500
+
+
+def _check_query_param_sizes(params: dict) -> None:
+    """ValidationError in words when there are too many parameters or one is too long."""
+    if len(params) > MAX_QUERY_PARAMS:
+        raise ValidationError(f"Give at most {MAX_QUERY_PARAMS} query parameters; there are {len(params)}.")
+    for name, value in params.items():
+        if len(name) > MAX_QUERY_PARAM_NAME:
+            raise ValidationError(
+                f"The query parameter name '{name[:40]}…' is {len(name):,} characters long; "
+                f"at most {MAX_QUERY_PARAM_NAME} are allowed."
+            )
+        if len(str(value)) > MAX_QUERY_PARAM_VALUE:
+            raise ValidationError(
+                f"The value of the query parameter '{name}' is {len(str(value)):,} characters long; "
+                f"at most {MAX_QUERY_PARAM_VALUE} are allowed."
+            )
+
+
 def _has_active_address(cleaned: dict) -> bool:
     recipients = cleaned.get("recipients")
     lists = cleaned.get("recipient_lists")
@@ -139,12 +172,21 @@ def _has_active_address(cleaned: dict) -> bool:
     return lists is not None and Recipient.objects.filter(active=True, lists__in=lists).exists()
 
 
-class _SamplePeriod:
-    """Stands in for a period when checking a subject template on the form."""
+def _sample_context() -> dict:
+    """What a template typed on the form is tried with: the values a run gives, made up."""
+    return {
+        "report": {"name": "Report", "slug": "report", "description": ""},
+        "period": period_values(period_containing(DAILY, date(2026, 1, 5))),
+    }
 
-    start = end = None
-    label = "sample period"
-    kind = "daily"
+
+def _check_template(template_text: str, *, what: str) -> None:
+    """ValidationError in words for a path or parameter template that no run could render."""
+    try:
+        # Strict: a path or parameter sees only the report and the period, both known now.
+        render_string(template_text, _sample_context(), what=what)
+    except RenderError as exc:
+        raise ValidationError(exc.message) from exc
 
 
 class RunNowForm(forms.Form):
@@ -154,6 +196,13 @@ class RunNowForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}),
         help_text="Any day in the period to report on. Leave empty for the last complete period.",
     )
+
+    def clean_period_day(self) -> date | None:
+        """A day whose period fits in the calendar: the week of 27 December 9999 ends in the year 10000."""
+        day = self.cleaned_data["period_day"]
+        if day is not None and day > periods.LAST_DAY:
+            raise ValidationError(periods.TOO_FAR)
+        return day
 
 
 class PreviewForm(RunNowForm):

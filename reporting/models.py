@@ -4,22 +4,47 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, available_timezones
 
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Upper
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.deconstruct import deconstructible
 from django_celery_beat.models import PeriodicTask
 
 from reporting import periods
 from reporting.periods import Period
+from reporting.pipeline import fetch
 
 ENV_VAR_NAME = RegexValidator(
     r"^[A-Z_][A-Z0-9_]*$",
     "Use the name of an environment variable: capital letters, digits and underscores.",
 )
+
+
+@deconstructible
+class FetchRule:
+    """A field validator running one of `fetch`'s checks, which return their refusal in words ('' when fine).
+
+    The fetch runs the same checks again, for a source saved before them or around the form.
+    """
+
+    def __init__(self, check: str, *args: str):
+        self.check, self.args = check, args
+
+    def __call__(self, value: object) -> None:
+        problem = getattr(fetch, self.check)(*self.args, value)
+        if problem:
+            raise ValidationError(problem)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FetchRule) and (self.check, self.args) == (other.check, other.args)
+
+
 TIMEZONE_CHOICES = sorted((name, name) for name in available_timezones())
+EMAIL_MAX_ROWS_LIMIT = 1000
 
 
 class DataSource(models.Model):
@@ -32,24 +57,42 @@ class DataSource(models.Model):
         BASIC = "basic", "HTTP basic (variable holds user:password)"
 
     name = models.CharField(max_length=200, unique=True)
-    base_url = models.URLField(max_length=500, help_text="e.g. https://api.internal.example/v1/")
+    base_url = models.URLField(
+        max_length=500, validators=[FetchRule("url_problem")], help_text="e.g. https://api.internal.example/v1/"
+    )
     auth_scheme = models.CharField(max_length=10, choices=AuthScheme, default=AuthScheme.NONE)
     auth_header_name = models.CharField(
         max_length=100,
         blank=True,
+        validators=[FetchRule("header_name_problem")],
         help_text="Header that carries the secret when the scheme is 'custom header', e.g. X-API-Key.",
     )
     secret_env_var = models.CharField(
         "secret environment variable",
         max_length=100,
         blank=True,
-        validators=[ENV_VAR_NAME],
-        help_text="The NAME of the environment variable that holds the secret on the workers. "
-        "The secret itself is never stored here.",
+        validators=[ENV_VAR_NAME, FetchRule("secret_variable_problem")],
+        help_text="The NAME of the environment variable that holds the secret on the workers; it must start "
+        "with REPORTING_SECRET_ (or be listed in REPORTING_SECRET_ENV_VARS). The secret itself is never stored here.",
     )
-    connect_timeout = models.FloatField(default=5.0, help_text="Seconds to wait for a connection.")
-    read_timeout = models.FloatField(default=30.0, help_text="Seconds to wait for data between reads.")
+    connect_timeout = models.FloatField(
+        default=5.0,
+        validators=[FetchRule("timeout_problem", "connect")],
+        help_text="Seconds to wait for a connection (at most 300).",
+    )
+    read_timeout = models.FloatField(
+        default=30.0,
+        validators=[FetchRule("timeout_problem", "read")],
+        help_text="Seconds to wait for data between reads (at most 300).",
+    )
     verify_tls = models.BooleanField("verify TLS certificates", default=True)
+    drop_fields = models.TextField(
+        "fields removed from the archived data",
+        blank=True,
+        help_text="Keys or dotted paths, one per line or comma-separated, removed from the answer before it is "
+        "archived or rendered: a key name (session_token) wherever it occurs, a dotted path "
+        "(meta.session.token) from the top, through every item of a list.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -146,7 +189,15 @@ class Report(models.Model):
     email_max_rows = models.PositiveIntegerField(
         "rows shown in the email",
         default=100,
-        help_text="At most this many rows appear in the email's table; the attachment holds them all.",
+        # 100,000 rows made a 44.7 MB email: past a thousand, the attachment is the place to read them.
+        validators=[
+            MaxValueValidator(
+                EMAIL_MAX_ROWS_LIMIT,
+                f"Show at most {EMAIL_MAX_ROWS_LIMIT:,} rows in the email; the attachment holds them all.",
+            )
+        ],
+        help_text=f"At most this many rows appear in the email's table (up to {EMAIL_MAX_ROWS_LIMIT:,}); "
+        "the attachment holds them all.",
     )
     enabled = models.BooleanField(default=True)
     catch_up_hours = models.PositiveIntegerField(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -44,20 +45,33 @@ class Period:
         return format_date(self.start, "j F Y")
 
 
+# The last day a period of any kind may contain: the week of 27 December 9999 would end in
+# the year 10000, which Python's dates (and so every run) cannot hold.
+LAST_DAY = date(9999, 12, 26)
+
+
+class PeriodOutOfRange(ValueError):
+    """The period containing a day would end after 31 December 9999; the message says so in words."""
+
+
 def period_containing(kind: str, day: date) -> Period:
-    """Return the period of `kind` that contains `day`."""
+    """Return the period of `kind` that contains `day`; PeriodOutOfRange past the last representable day."""
     if kind in (DAILY, NONE):
         return Period(kind, day, day)
     if kind == WEEKLY:
         start = day - timedelta(days=day.weekday())
+        if start > date.max - timedelta(days=6):
+            raise PeriodOutOfRange(TOO_FAR)
         return Period(kind, start, start + timedelta(days=6))
     if kind == MONTHLY:
-        start = day.replace(day=1)
-        return Period(kind, start, _add_months(start, 1) - timedelta(days=1))
+        return Period(kind, day.replace(day=1), _last_day_of_month(day.year, day.month))
     if kind == QUARTERLY:
-        start = date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
-        return Period(kind, start, _add_months(start, 3) - timedelta(days=1))
+        first_month = 3 * ((day.month - 1) // 3) + 1
+        return Period(kind, date(day.year, first_month, 1), _last_day_of_month(day.year, first_month + 2))
     raise ValueError(f"Unknown period kind {kind!r}.")
+
+
+TOO_FAR = "This day is too far in the future: choose a day up to 26 December 9999."
 
 
 def period_for_slot(kind: str, slot: datetime, tz: ZoneInfo) -> Period:
@@ -77,6 +91,6 @@ def last_complete_period(kind: str, tz: ZoneInfo, moment: datetime | None = None
     return period_for_slot(kind, moment or timezone.now(), tz)
 
 
-def _add_months(day: date, months: int) -> date:
-    month_index = day.month - 1 + months
-    return day.replace(year=day.year + month_index // 12, month=month_index % 12 + 1)
+def _last_day_of_month(year: int, month: int) -> date:
+    # Not "the 1st of the next month minus a day": December 9999 has no next month.
+    return date(year, month, calendar.monthrange(year, month)[1])

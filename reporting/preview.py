@@ -8,6 +8,7 @@ returned as plain values for the admin's preview page. Errors come back in words
 from __future__ import annotations
 
 import base64
+import re
 import tempfile
 from dataclasses import dataclass
 from datetime import date
@@ -18,6 +19,10 @@ from reporting.periods import Period
 from reporting.pipeline import checks, fetch, render
 
 _SPOOL_BYTES = 1024 * 1024
+# The frame is as inert as the archive's email page: no script, form, font or network; a srcdoc
+# has no headers, so the policy goes in a <meta> (the frame's sandbox="" attribute does the rest).
+FRAME_POLICY = "default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'"
+_HEAD = re.compile(r"<head(\s[^>]*)?>", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,8 @@ class Preview:
     request_url: str
     row_count: int
     subject: str
-    html: str  # the HTML part with its charts as data: URIs, ready for a sandboxed frame
-    text: str
+    html: str  # the HTML part with its charts as data: URIs and the frame's policy, for a sandboxed frame's srcdoc
+    text: str  # plain text, not HTML: the page escapes it
     files: list[PreviewFile]
     chart_titles: list[str]
     checks_failed: list[str]  # what would hold the report back, in words; empty when it would be sent
@@ -72,7 +77,7 @@ def preview_report(*, report_id: int, period_day: date | None) -> Preview:
         request_url=request_url,
         row_count=len(render_request.rows),
         subject=email.subject,
-        html=_images_inline(email),
+        html=_with_frame_policy(_images_inline(email)),
         text=email.text,
         files=[
             PreviewFile(each.filename, each.mimetype, len(each.content), inline=bool(each.content_id))
@@ -89,3 +94,12 @@ def _images_inline(email: render.RenderedEmail) -> str:
         encoded = base64.b64encode(image.content).decode("ascii")
         html = html.replace(f"cid:{image.content_id}", f"data:{image.mimetype};base64,{encoded}")
     return html
+
+
+def _with_frame_policy(html: str) -> str:
+    """`html` with FRAME_POLICY as its first element in <head> (or first of all, without a head)."""
+    meta = f'<meta http-equiv="Content-Security-Policy" content="{FRAME_POLICY}">'
+    head = _HEAD.search(html)
+    if head is None:
+        return meta + html
+    return html[: head.end()] + meta + html[head.end() :]

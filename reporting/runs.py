@@ -23,8 +23,9 @@ import logging
 import random
 import tempfile
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -319,6 +320,23 @@ def _set(run: ReportRun, *, release: bool = False, **fields) -> None:
     ReportRun.objects.filter(pk=run.pk).update(**fields)
 
 
+def _check_fits(field: str, value: str, what: str, fix: str) -> None:
+    """RenderError in words when `value` is longer than the run's `field` holds.
+
+    Checked before writing: PostgreSQL refuses a longer value with a DataError, which would
+    reach staff as "Unexpected error" (and SQLite would keep it whole, unbounded).
+    """
+    limit = ReportRun._meta.get_field(field).max_length
+    if len(value) > limit:
+        raise render.RenderError(f"The {what} is {len(value):,} characters long; at most {limit:,} are allowed. {fix}")
+
+
+def _cut(value: str, field: str) -> str:
+    """`value` cut to what the run's `field` holds, ending in "…" when it was cut."""
+    limit = ReportRun._meta.get_field(field).max_length
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
 def _renew_lease(run: ReportRun) -> None:
     """Renew the lease between messages once half of it has gone by (not on every message)."""
     lease = run.lease_expires_at
@@ -333,16 +351,28 @@ def _fetch_stage(run: ReportRun) -> object:
     _set(run, status=Status.FETCHING)
     report = run.report
     request = fetch_request_for(report, run.period)
+    # With its query string, as it is sent and then kept (requests encodes the parameters alike).
+    full_url = f"{request.url}?{urlencode(request.params)}" if request.params else request.url
+    _check_fits("request_url", full_url, "request URL", "Shorten the report's path or query parameters.")
+    drop = fetch.drop_field_entries(report.data_source.drop_fields)
+    request = replace(request, drop_fields=tuple(drop))
     _set(run, request_url=request.url)
     # The answer goes to a file as it arrives (in memory while small): its bytes need not stay
     # in memory beside the data parsed from them, and the snapshot is copied from the file.
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
-        url, data = fetch.download(request, body)
-        # Keep the exact bytes first: whatever happens next, what was fetched stays archived.
+        # The file holds the bytes as fetched, or the cleaned JSON when fields were dropped or the
+        # secret came back in the answer: what viewers of the archive read never holds either.
+        downloaded = fetch.download_for_archive(request, body)
+        # Keep the bytes first: whatever happens next, what was fetched stays archived.
         run.data_snapshot.save("data.json", File(body), save=False)
-    _set(run, data_snapshot=run.data_snapshot.name, request_url=url, fetched_at=timezone.now())
-    _set(run, row_count=len(fetch.select_rows(data, report.records_path)))
-    return data
+    notes = run.notes
+    for note in downloaded.notes:
+        notes = noted(notes, note)
+    # Where a redirect led is a record, not a request: a URL too long to keep is cut, the data kept.
+    url = _cut(downloaded.url, "request_url")
+    _set(run, data_snapshot=run.data_snapshot.name, request_url=url, notes=notes, fetched_at=timezone.now())
+    _set(run, row_count=len(fetch.select_rows(downloaded.data, report.records_path)))
+    return downloaded.data
 
 
 def _fetch_check_render(run: ReportRun) -> bool:
@@ -377,6 +407,7 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
         data = snapshot_data(run)
     request = render_request_for(run.report, run.period, data)
     email = render.render(request)
+    _check_fits("subject", email.subject, "rendered subject", "Shorten the subject template or the data it shows.")
     too_large = attachments.too_large_to_attach(email.attachments)
     with transaction.atomic():
         run.attachments.all().delete()

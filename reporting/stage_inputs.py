@@ -22,7 +22,8 @@ def period_for_day(report: Report, period_day: date | None) -> Period:
 
 def fetch_request_for(report: Report, period: Period) -> fetch.FetchRequest:
     """What to ask the report's data source for `period`; RenderError for a broken path or parameter."""
-    context = {"period": period, "report": report}
+    # Plain values only: a template typed by staff must not reach the report's owner, runs or source.
+    context = {"period": render.period_values(period), "report": report_values(report)}
     source = report.data_source
     return fetch.FetchRequest(
         base_url=source.base_url,
@@ -44,7 +45,7 @@ def render_request_for(report: Report, period: Period, data: object) -> render.R
     return render.RenderRequest(
         template_name=report.template,
         subject_template=report.subject_template,
-        report={"name": report.name, "slug": report.slug, "description": report.description},
+        report=report_values(report),
         period=period,
         data=data,
         rows=fetch.select_rows(data, report.records_path),
@@ -55,6 +56,11 @@ def render_request_for(report: Report, period: Period, data: object) -> render.R
         charts=render.chart_specs(report.charts),
         max_rows=report.email_max_rows,
     )
+
+
+def report_values(report: Report) -> dict[str, str]:
+    """The report as templates see it: its name, slug and description, nothing to walk from."""
+    return {"name": report.name, "slug": report.slug, "description": report.description}
 
 
 def auth_for(source: DataSource) -> fetch.Auth:

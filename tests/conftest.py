@@ -170,3 +170,16 @@ def staff_client(client, staff):
     """The test client, logged in as `staff`."""
     client.force_login(staff)
     return client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_content_type_cache():
+    """Forget cached content types before each test.
+
+    A transactional test (a worker thread, the live server) ends with a flush that deletes
+    and recreates the content types under new ids; the audit log writes a content type on
+    every change, and a cached one from before the flush would point nowhere.
+    """
+    from django.contrib.contenttypes.models import ContentType
+
+    ContentType.objects.clear_cache()

@@ -278,3 +278,83 @@ def test_only_users_with_the_resend_permission_see_or_use_resend(client, django_
     viewer = django_user_model.objects.get(pk=viewer.pk)
     client.force_login(viewer)
     assert 'value="resend"' in client.get(reverse("admin:reporting_reportrun_changelist")).content.decode()
+
+
+# --- no 500s: a day past the calendar, an id that is not a number -------------------------
+
+
+@pytest.mark.parametrize("action", ["run_now", "send_test"])
+def test_run_now_and_send_test_refuse_a_day_too_far_in_the_future_in_words(staff_client, source, action):
+    weekly = factories.report(source, period_kind="weekly")
+
+    page = post_action(
+        staff_client, "admin:reporting_report_changelist", action, [weekly.pk], confirm="yes", period_day="9999-12-31"
+    )
+
+    assert page.status_code == 200
+    assert "This day is too far in the future" in page.content.decode()
+    assert not ReportRun.objects.exists() and mail.outbox == []
+
+
+def test_the_run_now_page_of_one_report_refuses_a_day_too_far_in_the_future(staff_client, source):
+    weekly = factories.report(source, period_kind="weekly")
+
+    page = staff_client.post(
+        reverse("admin:reporting_report_run_now", args=[weekly.pk]), {"confirm": "yes", "period_day": "9999-12-31"}
+    )
+
+    assert page.status_code == 200
+    assert "This day is too far in the future" in page.content.decode()
+    assert not ReportRun.objects.exists()
+
+
+def test_preview_refuses_a_day_too_far_in_the_future_in_words(staff_client, source):
+    weekly = factories.report(source, period_kind="weekly")
+
+    page = staff_client.get(reverse("admin:reporting_report_preview", args=[weekly.pk]), {"period_day": "9999-12-31"})
+
+    assert page.status_code == 200
+    assert "This day is too far in the future" in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/reporting/report/abc/change/",
+        "/admin/reporting/report/abc/history/",
+        "/admin/reporting/report/abc/delete/",
+        "/admin/reporting/report/abc/run-now/",
+        "/admin/reporting/report/abc/send-test/",
+        "/admin/reporting/report/abc/preview/",
+        "/admin/reporting/reportrun/abc/change/",
+        "/admin/reporting/reportrun/abc/resend/",
+        "/admin/reporting/reportrun/abc/send-anyway/",
+        "/admin/reporting/reportrun/abc/email.html",
+        "/admin/reporting/reportrun/abc/progress.json",
+        "/admin/reporting/reportrun/1/attachment/abc/",
+        "/admin/reporting/datasource/abc/change/",
+        "/admin/reporting/recipient/abc/change/",
+        "/admin/reporting/recipientlist/abc/change/",
+        "/admin/reporting/report/99999999999999999999999/change/",
+    ],
+)
+def test_a_page_for_an_id_that_is_not_a_number_says_there_is_no_such_object(staff_client, report, url):
+    """As Django's admin does for any missing object: back to the admin index, "… doesn't exist"."""
+    page = staff_client.get(url, follow=True)
+
+    assert page.status_code == 200
+    assert page.redirect_chain[-1][0] == reverse("admin:index")
+    assert "doesn’t exist. Perhaps it was deleted?" in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    "url_name",
+    [
+        "admin:reporting_report_run_now",
+        "admin:reporting_report_preview",
+        "admin:reporting_reportrun_resend",
+        "admin:reporting_reportrun_progress",
+    ],
+)
+def test_a_custom_page_for_a_number_with_no_object_answers_404(staff_client, url_name):
+    assert staff_client.get(reverse(url_name, args=[99999999999999999999999])).status_code == 404

@@ -8,6 +8,7 @@ from django.urls import reverse
 from reporting import runs
 from reporting.models import ReportRun
 from tests import factories
+from tests.test_permissions import ADMIN_URLS, archived_run, groups, held_run, objects, url  # noqa: F401  (their fixtures)
 
 pytestmark = pytest.mark.django_db
 HOSTILE = {
@@ -76,3 +77,53 @@ def test_a_run_without_an_archived_email_has_no_email_page(staff_client, report)
     response = staff_client.get(reverse("admin:reporting_reportrun_email_html", args=[run.pk]))
 
     assert response.status_code == 404
+
+
+# --- the site-wide Content Security Policy: scripts only from our static files ------------------------------------
+
+
+def policy(response) -> dict[str, list[str]]:
+    """The Content-Security-Policy header as {directive: [sources]}."""
+    header = response.headers.get("Content-Security-Policy", "")
+    return {name: sources for name, *sources in (part.split() for part in header.split(";") if part.strip())}
+
+
+def test_every_admin_page_forbids_inline_script(staff_client, objects):  # noqa: F811
+    """Every admin URL (the admin's own patterns, as a superuser): a policy whose scripts come from 'self' only."""
+    answers = {name: staff_client.get(url(name, objects)) for name in ADMIN_URLS}
+
+    scripts = {name: policy(response).get("script-src") for name, response in answers.items()}
+    del scripts["reporting_reportrun_email_html"]  # its own stricter policy: no script at all (above)
+    assert {name: value for name, value in scripts.items() if value != ["'self'"]} == {}
+    assert policy(answers["reporting_reportrun_email_html"])["default-src"] == ["'none'"]
+    assert "script-src" not in policy(answers["reporting_reportrun_email_html"])  # falls back to 'none'
+
+
+def test_no_page_we_serve_has_an_inline_script_or_event_handler(staff_client, objects):  # noqa: F811
+    """What the policy would block must not be there: every script has a src (JSON data aside), no on…= handler."""
+    pages = {name: staff_client.get(url(name, objects)) for name in ADMIN_URLS}
+    html = {name: r.content.decode() for name, r in pages.items() if r["Content-Type"].startswith("text/html")}
+
+    inline = {
+        name
+        for name, text in html.items()
+        if re.search(r"<script(?![^>]*\b(?:src=|type=\"application/json\"))[^>]*>", text)
+    }
+    handlers = {name for name, text in html.items() if re.search(r"<[a-z][^>]*\son[a-z]+\s*=", text, re.IGNORECASE)}
+    assert (inline, handlers) == (set(), set())
+
+
+def test_the_policy_is_the_configured_one(client):
+    response = client.get(reverse("admin:login"))
+
+    assert policy(response) == {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "frame-src": ["'self'"],
+        "frame-ancestors": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+    }

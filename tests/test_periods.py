@@ -6,11 +6,13 @@ import time_machine
 
 from reporting.periods import (
     DAILY,
+    LAST_DAY,
     MONTHLY,
     NONE,
     QUARTERLY,
     WEEKLY,
     Period,
+    PeriodOutOfRange,
     last_complete_period,
     period_containing,
     period_for_slot,
@@ -89,6 +91,27 @@ def test_it_makes_calendar_quarters(day, start, end, label):
     period = period_containing(QUARTERLY, day)
 
     assert (period.start, period.end, period.label) == (start, end, label)
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "end"),
+    [
+        (DAILY, date(9999, 12, 31), date(9999, 12, 31)),
+        (MONTHLY, date(9999, 12, 1), date(9999, 12, 31)),
+        (QUARTERLY, date(9999, 10, 1), date(9999, 12, 31)),
+    ],
+    ids=["daily", "monthly", "quarterly"],
+)
+def test_it_makes_the_last_periods_of_the_calendar(kind, start, end):
+    period = period_containing(kind, date(9999, 12, 31))
+
+    assert (period.start, period.end) == (start, end)
+
+
+def test_it_refuses_a_week_that_would_end_after_the_calendar_in_words():
+    assert period_containing(WEEKLY, LAST_DAY).end == date(9999, 12, 26)
+    with pytest.raises(PeriodOutOfRange, match="This day is too far in the future"):
+        period_containing(WEEKLY, date(9999, 12, 31))
 
 
 def test_it_rejects_an_unknown_period_kind():

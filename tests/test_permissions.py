@@ -1,16 +1,30 @@
 """Who may see and do what in the admin: the three groups of migration 0006, and everyone else."""
 
 import importlib
+import re
 
 import pytest
+from auditlog.models import LogEntry
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from django.contrib import admin
 from django.contrib.auth.models import Group
+from django.contrib.contenttypes.models import ContentType
 from django.core.files.base import ContentFile
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
-from django.urls import reverse
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from reporting.models import Delivery, ReportRun, RunAttachment
+from reporting.models import Delivery, Recipient, Report, ReportRun, RunAttachment
+from tests import factories
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 ROLES = ["viewer", "editor", "sender", "staff", "user", "anonymous"]
@@ -72,47 +86,221 @@ def as_role(client, django_user_model):
     return login
 
 
-def url(name: str, report, run) -> str:
-    args = {
-        "report": [report.pk],
-        "run": [run.pk],
-        "attachment": [run.pk, run.attachments.get().pk],
-        "": [],
+@pytest.fixture
+def held_run(archived_run):
+    """A run of the same report held by a data check, for the "Send anyway…" and "Re-run…" pages."""
+    return ReportRun.objects.create(
+        report=archived_run.report,
+        period_start=archived_run.period_start,
+        period_end=archived_run.period_end,
+        period_key="held-run",
+        trigger=ReportRun.Trigger.MANUAL,
+        status=ReportRun.Status.HELD,
+        recipients=["ann@example.com"],
+        error="Held: fewer rows than the report's check asks for.",
+    )
+
+
+@pytest.fixture
+def objects(report, archived_run, held_run, django_user_model):
+    """One object of each model the admin serves, by (app label, model name), for its object pages."""
+    nightly, _ = CrontabSchedule.objects.get_or_create(minute="17", hour="3", timezone="UTC")
+    task, _ = PeriodicTask.objects.get_or_create(
+        name="Reporting: prune the archive", defaults={"task": "reporting.tasks.prune_archive", "crontab": nightly}
+    )
+    other = django_user_model.objects.create_user("other", "other@example.com", "pw")
+    access = {"user_agent": "test", "ip_address": "10.0.0.9", "username": "other", "http_accept": "*/*"}
+    found = {
+        ("reporting", "report"): report,
+        ("reporting", "reportrun"): archived_run,
+        ("reporting", "datasource"): report.data_source,
+        ("reporting", "recipient"): Recipient.objects.first(),
+        ("reporting", "recipientlist"): factories.recipient_list("Board", ["cfo@example.com"]),
+        ("django_celery_beat", "periodictask"): task,
+        ("django_celery_beat", "crontabschedule"): task.crontab,
+        ("django_celery_beat", "intervalschedule"): IntervalSchedule.objects.get_or_create(every=1, period="minutes")[
+            0
+        ],
+        ("django_celery_beat", "solarschedule"): SolarSchedule.objects.create(event="sunset", latitude=51, longitude=0),
+        ("django_celery_beat", "clockedschedule"): ClockedSchedule.objects.create(clocked_time=timezone.now()),
+        ("auth", "user"): other,
+        ("auth", "group"): Group.objects.get(name="Report viewers"),
+        ("axes", "accessattempt"): AccessAttempt.objects.create(**access, failures_since_start=1),
+        ("axes", "accesslog"): AccessLog.objects.create(**access),
+        ("axes", "accessfailurelog"): AccessFailureLog.objects.create(**access),
+        ("otp_totp", "totpdevice"): TOTPDevice.objects.create(user=other, name="Authenticator"),
+        ("auditlog", "logentry"): LogEntry.objects.order_by("pk").first(),
     }
-    kind, _, view = name.partition(":")
-    return reverse(f"admin:{view}", args=args[kind])
+    return {**found, "held": held_run, "attachment": archived_run.attachments.get()}
 
 
-#                                                       viewer editor sender staff user anonymous
-PAGES = {
-    ":reporting_report_changelist": [200, 200, 200, 403, 302, 302],
-    "report:reporting_report_change": [200, 200, 200, 403, 302, 302],
-    ":reporting_report_add": [403, 200, 403, 403, 302, 302],
-    ":reporting_datasource_changelist": [200, 200, 403, 403, 302, 302],
-    ":reporting_datasource_add": [403, 200, 403, 403, 302, 302],
-    ":reporting_recipient_changelist": [200, 200, 403, 403, 302, 302],
-    ":reporting_recipient_add": [403, 200, 403, 403, 302, 302],
-    ":reporting_recipientlist_changelist": [200, 200, 403, 403, 302, 302],
-    ":django_celery_beat_periodictask_changelist": [403, 200, 403, 403, 302, 302],
-    ":django_celery_beat_crontabschedule_changelist": [403, 200, 403, 403, 302, 302],
-    ":reporting_reportrun_changelist": [200, 403, 200, 403, 302, 302],
-    "run:reporting_reportrun_change": [200, 403, 200, 403, 302, 302],
-    "report:reporting_report_run_now": [403, 403, 200, 403, 302, 302],
-    "report:reporting_report_send_test": [403, 403, 200, 403, 302, 302],
-    "run:reporting_reportrun_resend": [403, 403, 200, 403, 302, 302],
-    "attachment:reporting_reportrun_attachment": [200, 403, 200, 403, 302, 302],
-    "run:reporting_reportrun_email_html": [200, 403, 200, 403, 302, 302],
+def admin_patterns(patterns=None, prefix: str = ""):
+    """Every named URL pattern of the admin site, with its route, read from the site itself."""
+    for entry in admin.site.get_urls() if patterns is None else patterns:
+        if isinstance(entry, URLResolver):
+            yield from admin_patterns(entry.url_patterns, prefix + str(entry.pattern))
+        elif entry.name:
+            yield entry.name, prefix + str(entry.pattern)
+
+
+ADMIN_URLS = dict(admin_patterns())
+
+
+def model_of(name: str) -> tuple[str, str] | None:
+    """("reporting", "report") for "reporting_report_change": the model whose admin serves the URL."""
+    for app_label, model in {(m._meta.app_label, m._meta.model_name) for m in admin.site._registry}:
+        if name.startswith(f"{app_label}_{model}_"):
+            return app_label, model
+    return None
+
+
+def url(name: str, objects) -> str:
+    """The URL of admin page `name` for the `objects` fixture, its arguments read from its route."""
+    model = model_of(name)
+    held_page = name in ("reporting_reportrun_release", "reporting_reportrun_rerun_held")
+    values = {
+        "object_id": lambda: objects[model or ("reporting", "report")].pk,  # view_on_site: a report
+        "report_id": lambda: objects["reporting", "report"].pk,
+        "run_id": lambda: (objects["held"] if held_page else objects["reporting", "reportrun"]).pk,
+        "attachment_id": lambda: objects["attachment"].pk,
+        "pk": lambda: objects[model].pk,
+        "id": lambda: objects[model].pk,
+        "content_type_id": lambda: ContentType.objects.get_for_model(Report).pk,
+        "app_label": lambda: "reporting",
+    }
+    keys = re.findall(r"<(?:\w+:)?(\w+)>|\(\?P<(\w+)>", ADMIN_URLS[name])
+    kwargs = {key: values[key]() for pair in keys for key in pair if key}
+    return reverse(f"admin:{name}", kwargs=kwargs)
+
+
+ALL = [200] * 4 + [302, 302]  # any staff user; the rest to the login page
+#                         viewer editor sender staff user anonymous
+STAFF_ONLY_MODEL = {  # models none of the groups holds a permission on: superusers only
+    "changelist": [403, 403, 403, 403, 302, 302],
+    "add": [403, 403, 403, 403, 302, 302],
+    "change": [403, 403, 403, 403, 302, 302],
+    "history": [403, 403, 403, 403, 302, 302],
+    "delete": [403, 403, 403, 403, 302, 302],
 }
-CASES = [(page, role, expected[ROLES.index(role)]) for page, expected in PAGES.items() for role in ROLES]
+VIEWED_EDITED = {  # data sources, recipients, lists: viewers see them, editors edit them, senders neither
+    "changelist": [200, 200, 403, 403, 302, 302],
+    "add": [403, 200, 403, 403, 302, 302],
+    "change": [200, 200, 403, 403, 302, 302],
+    "history": [200, 200, 403, 403, 302, 302],
+    "delete": [403, 200, 403, 403, 302, 302],
+}
+SCHEDULES = {  # django-celery-beat's tasks and crontabs: editors view and change (not add or delete) them
+    "changelist": [403, 200, 403, 403, 302, 302],
+    "add": [403, 403, 403, 403, 302, 302],
+    "change": [403, 200, 403, 403, 302, 302],  # a system task's page: read-only to them (test_hardening)
+    "history": [403, 200, 403, 403, 302, 302],
+    "delete": [403, 403, 403, 403, 302, 302],
+}
+MODEL_PAGES = {
+    ("reporting", "report"): {
+        "changelist": [200, 200, 200, 403, 302, 302],
+        "add": [403, 200, 403, 403, 302, 302],
+        "change": [200, 200, 200, 403, 302, 302],
+        "history": [200, 200, 200, 403, 302, 302],
+        "delete": [403, 200, 403, 403, 302, 302],
+    },
+    ("reporting", "reportrun"): {
+        "changelist": [200, 403, 200, 403, 302, 302],
+        "add": [403, 403, 403, 403, 302, 302],  # runs are made by running a report, never by hand
+        "change": [200, 403, 200, 403, 302, 302],
+        "history": [200, 403, 200, 403, 302, 302],
+        "delete": [403, 403, 403, 403, 302, 302],  # only retention deletes runs
+    },
+    ("reporting", "datasource"): VIEWED_EDITED,
+    ("reporting", "recipient"): VIEWED_EDITED,
+    ("reporting", "recipientlist"): VIEWED_EDITED,
+    ("django_celery_beat", "periodictask"): SCHEDULES,
+    ("django_celery_beat", "crontabschedule"): SCHEDULES,
+    ("django_celery_beat", "intervalschedule"): STAFF_ONLY_MODEL,
+    ("django_celery_beat", "solarschedule"): STAFF_ONLY_MODEL,
+    ("django_celery_beat", "clockedschedule"): STAFF_ONLY_MODEL,
+    ("auth", "user"): {**STAFF_ONLY_MODEL, "password_change": [403, 403, 403, 403, 302, 302]},
+    ("auth", "group"): STAFF_ONLY_MODEL,
+    ("axes", "accessattempt"): STAFF_ONLY_MODEL,
+    ("axes", "accesslog"): STAFF_ONLY_MODEL,
+    ("axes", "accessfailurelog"): STAFF_ONLY_MODEL,
+    ("otp_totp", "totpdevice"): {**STAFF_ONLY_MODEL, "config": [403] * 4 + [302] * 2, "qrcode": [403] * 4 + [302] * 2},
+    ("auditlog", "logentry"): STAFF_ONLY_MODEL,
+}
+#                                        viewer editor sender staff user anonymous
+OTHER_PAGES = {
+    "index": ALL,
+    "login": [302, 302, 302, 302, 200, 200],  # staff already logged in go to the index
+    "logout": [405, 405, 405, 405, 302, 302],  # POST only
+    "password_change": ALL,
+    "password_change_done": ALL,
+    "autocomplete": [403, 403, 403, 403, 302, 302],  # without a field to complete: refused
+    "jsi18n": ALL,
+    "view_on_site": [302] * 6,  # a report's "view on site" is its admin page, which checks the permission
+    "app_list": [200, 200, 200, 404, 302, 302],  # the reporting app's index: 404 to staff who see none of it
+    "reporting_report_run_now": [403, 403, 200, 403, 302, 302],
+    "reporting_report_send_test": [403, 403, 200, 403, 302, 302],
+    "reporting_report_preview": [403, 200, 200, 403, 302, 302],  # fetches live data: editors and senders
+    "reporting_report_overview": [200, 200, 200, 403, 302, 302],
+    "reporting_reportrun_attachment": [200, 403, 200, 403, 302, 302],
+    "reporting_reportrun_email_html": [200, 403, 200, 403, 302, 302],
+    "reporting_reportrun_resend": [403, 403, 200, 403, 302, 302],
+    "reporting_reportrun_release": [403, 403, 200, 403, 302, 302],
+    "reporting_reportrun_rerun_held": [403, 403, 200, 403, 302, 302],
+    "reporting_reportrun_progress": [200, 403, 200, 403, 302, 302],
+}
 
 
-@pytest.mark.parametrize(("page", "role", "status"), CASES, ids=[f"{p.split(':')[1]}-{r}" for p, r, _ in CASES])
-def test_each_page_answers_each_role_as_its_permissions_say(as_role, report, archived_run, page, role, status):
-    response = as_role(role).get(url(page, report, archived_run))
+def expected_statuses(name: str) -> list[int] | None:
+    """The expected status of each role on admin page `name`, or None when the table has none."""
+    if name in OTHER_PAGES:
+        return OTHER_PAGES[name]
+    model = model_of(name)
+    view = name.removeprefix(f"{model[0]}_{model[1]}_") if model else None
+    return MODEL_PAGES.get(model, {}).get(view)
 
-    assert response.status_code == status
-    if status == 302:
-        assert response.url.startswith(reverse("admin:login"))
+
+def test_every_admin_url_has_an_expectation_for_every_role():
+    """A new admin URL fails here until the table says who may open it."""
+    missing = [name for name in ADMIN_URLS if expected_statuses(name) is None]
+
+    assert missing == []
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_admin_page_answers_each_role_as_its_permissions_say(as_role, objects, role):
+    """One role through every admin URL; the mismatches, by URL name, as (expected, got)."""
+    client = as_role(role)
+    expected = {name: expected_statuses(name)[ROLES.index(role)] for name in ADMIN_URLS}
+    got = {name: client.get(url(name, objects)) for name in ADMIN_URLS}
+
+    assert {
+        name: (expected[name], got[name].status_code) for name in got if got[name].status_code != expected[name]
+    } == {}
+    if role in ("user", "anonymous"):  # their redirects all go to the login page (logging out: to the index first)
+        redirects = {got[name].url.split("?")[0] for name in got if got[name].status_code == 302 and name != "logout"}
+        assert redirects == {reverse("admin:login")}
+
+
+#                       viewer editor sender staff user anonymous
+PROJECT_PAGES = {
+    "healthz": [503] * 6,  # no login needed; 503 here since no beat has ticked in the test database
+    "reporting_verify_2fa": [302] * 6,  # with two-factor off nobody is asked for a code; anonymous: to log in
+}
+PROJECT_CASES = [
+    (name, role, status) for name, row in PROJECT_PAGES.items() for role, status in zip(ROLES, row, strict=True)
+]
+
+
+@pytest.mark.parametrize(("page", "role", "status"), PROJECT_CASES, ids=[f"{p}-{r}" for p, r, _ in PROJECT_CASES])
+def test_each_page_outside_the_admin_answers_each_role(as_role, page, role, status):
+    assert as_role(role).get(reverse(page)).status_code == status
+
+
+def test_every_named_url_outside_the_admin_has_an_expectation():
+    names = {entry.name for entry in get_resolver().url_patterns if isinstance(entry, URLPattern) and entry.name}
+
+    assert names == set(PROJECT_PAGES)
 
 
 # --- the confirmation pages' POSTs: a sender's act, a viewer's nothing ------------------------
@@ -252,3 +440,71 @@ def test_the_migration_can_run_again_without_duplicating_anything():
 
     assert Group.objects.filter(name__in=MIGRATION.GROUPS).count() == 3
     assert {name: codenames(name) for name in MIGRATION.GROUPS} == before
+
+
+# --- every action of our model admins, for each role: the answer, and whether anything happened ------------------
+
+ACTION_DATA = {  # what the confirmation step would post, so that a permitted action acts at once
+    "run_now": {"confirm": "yes"},
+    "send_test": {"confirm": "yes"},
+    "resend": {"step": "send", "target": "typed", "addresses": "eve@example.com"},
+}
+# A viewer has no action at all: the list is shown again (200); a role with other actions is sent back to it (302).
+#                         viewer        editor        sender        staff         user          anonymous
+ACTIONS = {
+    "run_now": [(200, False), (302, False), (302, True), (403, False), (302, False), (302, False)],
+    "send_test": [(200, False), (302, False), (302, True), (403, False), (302, False), (302, False)],
+    "resend": [(200, False), (403, False), (302, True), (403, False), (302, False), (302, False)],
+    "rerun": [(200, False), (403, False), (302, True), (403, False), (302, False), (302, False)],
+    # only a superuser holds "Can set or clear a run's legal hold"; no group has it
+    "set_legal_hold": [(200, False), (403, False), (302, False), (403, False), (302, False), (302, False)],
+    "clear_legal_hold": [(200, False), (403, False), (302, False), (403, False), (302, False), (302, False)],
+}
+
+
+def declared_actions() -> dict[str, str]:
+    """Each action our model admins declare, by name, with the changelist it is posted to."""
+    return {
+        action
+        if isinstance(action, str)
+        else action.__name__: f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist"
+        for model, model_admin in admin.site._registry.items()
+        if model._meta.app_label == "reporting"
+        for action in model_admin.actions or []
+    }
+
+
+def test_every_action_has_an_expectation_for_every_role():
+    assert set(declared_actions()) == set(ACTIONS)
+
+
+def archive_state() -> tuple:
+    """What an action could change: the runs, the deliveries, the legal holds."""
+    runs = ReportRun.objects.order_by("pk")
+    return runs.count(), Delivery.objects.count(), list(runs.values_list("legal_hold", flat=True))
+
+
+ACTION_CASES = [(action, role, *row[ROLES.index(role)]) for action, row in ACTIONS.items() for role in ROLES]
+
+
+@pytest.mark.parametrize(
+    ("action", "role", "status", "acts"), ACTION_CASES, ids=[f"{a}-{r}" for a, r, *_ in ACTION_CASES]
+)
+def test_each_action_answers_each_role_and_acts_only_for_those_allowed(
+    as_role, archived_run, action, role, status, acts, django_capture_on_commit_callbacks, mailoutbox
+):
+    if action == "clear_legal_hold":
+        ReportRun.objects.filter(pk=archived_run.pk).update(legal_hold=True)
+    target = archived_run.report if action in ("run_now", "send_test") else archived_run
+    before = archive_state()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = as_role(role).post(
+            reverse(declared_actions()[action]),
+            {"action": action, "_selected_action": [target.pk], **ACTION_DATA.get(action, {})},
+        )
+
+    assert response.status_code == status
+    assert (archive_state() != before) is acts
+    if not acts:
+        assert mailoutbox == []

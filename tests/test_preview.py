@@ -3,6 +3,7 @@
 import base64
 import json
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 
 import pytest
 import time_machine
@@ -78,7 +79,7 @@ def test_the_preview_service_gives_its_parts_as_plain_values(charted_report):
     ]
     png = result.html.split("data:image/png;base64,", 1)[1].split('"', 1)[0]
     assert base64.b64decode(png).startswith(b"\x89PNG")
-    assert "cid:" not in result.html
+    assert '"cid:' not in result.html  # every image inline (the frame's policy names cid: too)
 
 
 @pytest.mark.parametrize(
@@ -197,3 +198,67 @@ def test_next_runs_are_marked_up_for_the_viewers_own_timezone(admin_client, repo
     assert "reporting/local_times.js" in listing
     assert page.count('class="local-time"') == 5
     assert '<time class="local-time" datetime="2026-11-28T07:00:00-05:00"' in page
+
+
+# --- what the report's data can do in the page: nothing ---------------------------------------
+
+SCRIPT_IN_NAME = '<script>alert("name")</script>'
+SCRIPT_IN_DATA = "<svg onload=x()>"  # short enough for the text part's 16-character cells
+
+
+class _FrameAndText(HTMLParser):
+    """The preview frame's srcdoc and the text part, as a browser reads them from the page."""
+
+    def __init__(self):
+        super().__init__()
+        self.srcdoc = None
+        self.text = ""
+        self._in_text = False
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "iframe":
+            self.srcdoc = attributes.get("srcdoc")
+        self._in_text = self._in_text or attributes.get("id") == "preview-text"
+
+    def handle_endtag(self, tag):
+        self._in_text = self._in_text and tag != "pre"
+
+    def handle_data(self, data):
+        if self._in_text:
+            self.text += data
+
+
+@pytest.fixture
+def report_with_script(httpserver):
+    """A report without charts whose name and API answer carry script."""
+    positions = [{"instrument": SCRIPT_IN_DATA, "quantity": 1, "market_value": 10.0}]
+    httpserver.expect_request("/api/positions").respond_with_json({"data": {"positions": positions}})
+    return factories.report(factories.data_source(httpserver.url_for("/api/")), name=SCRIPT_IN_NAME)
+
+
+def test_script_in_a_report_name_or_the_data_is_shown_as_text_in_the_previews_text_part(
+    admin_client, report_with_script
+):
+    response = admin_client.get(reverse("admin:reporting_report_preview", args=[report_with_script.pk]))
+
+    page = response.content
+    assert SCRIPT_IN_NAME.encode() not in page and SCRIPT_IN_DATA.encode() not in page
+    assert b"&lt;script&gt;alert(&quot;name&quot;)&lt;/script&gt;" in page
+    parsed = _FrameAndText()
+    parsed.feed(page.decode())
+    assert SCRIPT_IN_NAME in parsed.text and SCRIPT_IN_DATA in parsed.text  # shown, as text
+
+
+def test_the_preview_frame_holds_the_whole_email_escaped_with_the_archives_policy(admin_client, report_with_script):
+    response = admin_client.get(reverse("admin:reporting_report_preview", args=[report_with_script.pk]))
+
+    parsed = _FrameAndText()
+    parsed.feed(response.content.decode())
+    frame = parsed.srcdoc
+    assert frame is not None and frame.rstrip().endswith("</html>")  # the whole email, not cut at its first quote
+    assert '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data: cid:; ' in frame
+    assert "&lt;script&gt;alert(&quot;name&quot;)&lt;/script&gt;" in frame  # the email's own escaping
+    assert "&lt;svg onload=x()&gt;" in frame
+    assert "<script" not in frame and "<svg" not in frame
+    assert b'sandbox=""' in response.content

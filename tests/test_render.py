@@ -224,6 +224,33 @@ def test_it_writes_a_header_only_csv_for_no_rows():
     assert rows_to_csv([]) == b"\xef\xbb\xbf\r\n"
 
 
+# A value from the API that a spreadsheet would run as a formula (OWASP "CSV injection").
+FORMULAS = ['=HYPERLINK("http://evil.test","x")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"]
+
+
+def test_it_neutralises_csv_text_that_a_spreadsheet_would_run_as_a_formula():
+    rows = [{"value": text} for text in FORMULAS]
+
+    assert read_csv(rows_to_csv(rows)) == [["value"], *[["'" + text] for text in FORMULAS]]
+
+
+def test_it_neutralises_formula_column_names_and_nested_values_in_csv():
+    rows = [{"=cmd": "x", "ok": ["=a"]}, ["@x", 1]]
+
+    assert read_csv(rows_to_csv(rows)) == [
+        ["'=cmd", "ok", "column 1", "column 2"],
+        ["x", '["=a"]', "", ""],
+        ["", "", "'@x", "1"],
+    ]
+
+
+def test_it_keeps_numbers_as_numbers_in_csv():
+    rows = [{"n": -20}, {"n": -1.5}, {"n": "-1250.50"}, {"n": "+3"}, {"n": "a-b"}, {"n": "- 2"}]
+
+    # A negative number, or text that is only a number, cannot be a formula: left as it is.
+    assert read_csv(rows_to_csv(rows)) == [["n"], ["-20"], ["-1.5"], ["-1250.50"], ["+3"], ["a-b"], ["'- 2"]]
+
+
 def test_it_names_the_csv_after_a_single_day(templates):
     email = render(request_for(period=Period(DAILY, date(2026, 5, 14), date(2026, 5, 14))))
 
@@ -388,3 +415,11 @@ def test_it_attaches_an_excel_workbook_beside_the_csv():
     assert workbook_file.mimetype == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     sheet = load_workbook(io.BytesIO(workbook_file.content)).active
     assert sheet.max_row == 32 and sheet["B2"].value == 1001 and sheet["A2"].value == datetime(2026, 5, 1)
+
+
+def test_it_gives_the_parts_as_plain_text_that_a_page_must_escape(templates):
+    # Django marks a template's output "safe"; shown in a page as such, script in the data would run there.
+    email = render(request_for("reports/escaping_text.html", rows=[{"name": "<script>x</script>"}]))
+
+    assert type(email.text) is str and type(email.html) is str and type(email.subject) is str
+    assert email.text == "<script>x</script>"

@@ -243,3 +243,24 @@ def test_the_demo_reports_draw_their_charts_from_the_demo_data():
         "monthly-performance_2025-03-01_2025-03-31.csv",
         "monthly-performance_2025-03-01_2025-03-31.xlsx",
     ]
+
+
+def test_every_shipped_report_layout_uses_only_the_sandboxs_tags_and_filters():
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from reporting.pipeline import sandbox
+
+    folder = Path(settings.BASE_DIR) / "templates"
+    names = [
+        str(path.relative_to(folder))
+        for layouts in sandbox.LAYOUT_FOLDERS
+        for path in sorted((folder / layouts).glob("*.*"))
+        if not path.name.startswith("alert.")  # failure alerts are ours, rendered outside the sandbox
+    ]
+
+    for name in names:
+        sandbox.find_layout([name], html=name.endswith(".html"))  # compiles, or says which tag or filter
+
+    assert "reports/portfolio_summary.html" in names and "reporting/email/base.html" in names

@@ -279,3 +279,75 @@ def test_by_default_only_loopback_is_allowed_with_debug_on_and_nothing_with_it_o
     assert allowed_by_default(
         **production, REPORTING_ALLOWED_SOURCE_HOSTS="api.example.com, .corp.example, 10.1.0.0/16"
     ) == ("api.example.com,.corp.example,10.1.0.0/16")
+
+
+# --- the URL's shape: http(s) only, no user:password, a host named ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        (
+            "ftp://localhost/rows",
+            "The data source's URL must start with http:// or https://, not ftp://.",
+        ),
+        (
+            "http://reporter:pa55w0rd@localhost/rows",
+            "The data source's URL must not carry a user name or password (user:password@host): choose HTTP "
+            "basic authentication and name the environment variable that holds them.",
+        ),
+        ("http:///rows", "The data source's URL has no host name."),
+    ],
+    ids=["ftp", "user and password", "no host"],
+)
+def test_it_refuses_a_url_that_is_not_plain_http_to_a_named_host_without_connecting(httpserver, url, words):
+    httpserver.expect_request("/rows").respond_with_json(ROWS)
+
+    error = refusal(url, "localhost")
+
+    assert error.message == words
+    assert "host  " not in error.message  # never an empty host in the words
+    assert httpserver.log == []
+
+
+def test_it_refuses_a_redirect_to_a_url_with_a_password(httpserver):
+    target = httpserver.url_for("/elsewhere").replace("http://", "http://who:pw@")
+    httpserver.expect_request("/rows").respond_with_data("", status=302, headers={"Location": target})
+    httpserver.expect_request("/elsewhere").respond_with_json(ROWS)
+
+    error = refusal(httpserver.url_for("/rows"), "localhost")
+
+    assert error.message.startswith(
+        "The data source redirected to a URL that is refused: the data source's URL must not carry a user name"
+    )
+    assert [request.path for request, _ in httpserver.log] == ["/rows"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"base_url": "http://reporter:pa55w0rd@localhost/v1/"}, "base_url", "must not carry a user name or password"),
+        ({"base_url": "ftp://localhost/v1/"}, "base_url", "must start with http:// or https://, not ftp://."),
+        ({"connect_timeout": "0"}, "connect_timeout", "The connect timeout must be more than 0 and at most 300"),
+        ({"connect_timeout": "-1"}, "connect_timeout", "The connect timeout must be more than 0 and at most 300"),
+        ({"read_timeout": "301"}, "read_timeout", "The read timeout must be more than 0 and at most 300 seconds"),
+        ({"auth_header_name": "X-Key\r\nX-Evil: 1"}, "auth_header_name", "is not a valid HTTP header name"),
+        ({"auth_header_name": "X Key"}, "auth_header_name", "is not a valid HTTP header name"),
+    ],
+    ids=["user and password", "ftp", "connect 0", "connect -1", "read over 300", "header CRLF", "header space"],
+)
+def test_the_data_source_form_refuses_a_bad_url_timeout_or_header_name(admin_client, fields, field, words):
+    form = {
+        "name": "Positions",
+        "base_url": "http://localhost/v1/",
+        "auth_scheme": "none",
+        "connect_timeout": "5",
+        "read_timeout": "30",
+    }
+
+    response = admin_client.post(reverse("admin:reporting_datasource_add"), {**form, **fields})
+
+    assert response.status_code == 200
+    assert any(words in error for error in response.context["adminform"].form.errors[field])
+    assert not DataSource.objects.exists()

@@ -58,3 +58,26 @@ def test_list_rows_and_empty_data_still_make_a_workbook():
     assert date(2026, 1, 31)  # dates are read back by openpyxl as datetimes at midnight
     empty = read(rows_to_xlsx([], [], sheet_title="x"))
     assert empty.max_row == 1
+
+
+FORMULAS = ['=HYPERLINK("http://evil.test","x")', "=1+2", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "#N/A"]
+
+
+def test_it_writes_text_that_looks_like_a_formula_as_plain_text():
+    rows = [{"value": text} for text in FORMULAS] + [{"value": -20}, {"value": -1.5}]
+
+    sheet = read(rows_to_xlsx(rows, ["value"], sheet_title="x"))
+
+    cells = [row[0] for row in sheet.iter_rows(min_row=2)]
+    assert [(cell.value, cell.data_type) for cell in cells] == [
+        *[(text, "s") for text in FORMULAS],  # text, never evaluated: the value exactly as the API sent it
+        (-20, "n"),
+        (-1.5, "n"),  # numbers stay numbers
+    ]
+
+
+def test_it_writes_a_formula_column_name_and_nested_values_as_text():
+    sheet = read(rows_to_xlsx([{"=1+2": ["=x"]}], ["=1+2"], sheet_title="x"))
+
+    assert (sheet["A1"].value, sheet["A1"].data_type) == ("=1+2", "s")
+    assert (sheet["A2"].value, sheet["A2"].data_type) == ('["=x"]', "s")

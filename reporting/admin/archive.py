@@ -400,6 +400,8 @@ class ReportRunAdmin(admin.ModelAdmin):
         if not self.has_resend_permission(request):
             raise PermissionDenied
         chosen = list(queryset.select_related("report").order_by("pk"))
+        if not chosen:  # a run that is not there (the action always has one chosen): no empty page
+            raise Http404("No such run.")
         step = request.POST.get("step")
         form = ResendForm(request.POST if step in ("review", "send", "edit") else None)
         plan = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 from django import forms
 from django.contrib import admin
@@ -30,10 +31,12 @@ class DataSourceForm(forms.ModelForm):
             "connect_timeout",
             "read_timeout",
             "verify_tls",
+            "drop_fields",
         ]
 
     def clean_base_url(self) -> str:
-        """Only a host in REPORTING_ALLOWED_SOURCE_HOSTS (checked by name here, by address when fetching)."""
+        """Only http(s), no user:password, a host in REPORTING_ALLOWED_SOURCE_HOSTS (by name here, by address
+        when fetching)."""
         url = self.cleaned_data["base_url"]
         try:
             fetch.check_source_url(url)
@@ -45,14 +48,23 @@ class DataSourceForm(forms.ModelForm):
 @admin.register(DataSource)
 class DataSourceAdmin(admin.ModelAdmin):
     form = DataSourceForm
-    list_display = ["name", "base_url", "auth_scheme", "secret_env_var", "secret_available"]
+    list_display = ["name", "url", "auth_scheme", "secret_env_var", "secret_available"]
     search_fields = ["name", "base_url"]
     readonly_fields = ["secret_available"]
     fieldsets = [
         (None, {"fields": ["name", "base_url"]}),
         ("Authentication", {"fields": ["auth_scheme", "auth_header_name", "secret_env_var", "secret_available"]}),
         ("Connection", {"fields": ["connect_timeout", "read_timeout", "verify_tls"]}),
+        ("Archive", {"fields": ["drop_fields"]}),
     ]
+
+    @admin.display(description="base URL", ordering="base_url")
+    def url(self, source: DataSource) -> str:
+        """The base URL without any user:password saved before such URLs were refused (fetching refuses them)."""
+        parts = urlsplit(source.base_url)
+        if parts.username is None and parts.password is None:
+            return source.base_url
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
     @admin.display(description="secret set on this web server", boolean=True)
     def secret_available(self, source: DataSource) -> bool | None:

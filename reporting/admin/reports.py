@@ -20,6 +20,7 @@ from django.utils.safestring import mark_safe
 
 from reporting import overview, preview, schedules
 from reporting.admin.common import RUN_MARK_HTML, RUN_STATUS_LABELS, runs_of_report_url
+from reporting.audit_log import audit_log_entries
 from reporting.forms import PreviewForm, ReportForm, RunNowForm
 from reporting.models import AuditEvent, Report, ReportRun
 from reporting.services import reports as services_reports
@@ -124,10 +125,14 @@ class ReportAdmin(admin.ModelAdmin):
         services_reports.delete_reports(reports=list(queryset), actor=request.user)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        # An id that is not a number ("abc") is no report: Django's own change view says so
+        # (back to the admin index, "… doesn't exist"); a query with it would raise ValueError.
+        if not str(object_id).isdigit():
+            return super().change_view(request, object_id, form_url, extra_context)
         buttons = []
-        if self.has_preview_permission(request) and str(object_id).isdigit():
+        if self.has_preview_permission(request):
             buttons.append((reverse("admin:reporting_report_preview", args=[object_id]), "Preview…"))
-        if self.has_run_permission(request) and str(object_id).isdigit():
+        if self.has_run_permission(request):
             buttons += [
                 (reverse("admin:reporting_report_run_now", args=[object_id]), "Run now…"),
                 (reverse("admin:reporting_report_send_test", args=[object_id]), "Send test…"),
@@ -136,7 +141,12 @@ class ReportAdmin(admin.ModelAdmin):
         # Staff changes and notable events; every scheduled start would crowd them out.
         events = AuditEvent.objects.filter(report_id=object_id).exclude(action=AuditEvent.Action.SCHEDULED)
         events = events.order_by("-at", "-pk")[:AUDIT_EVENTS_SHOWN]
-        context = {"report_buttons": buttons, "audit_events": events if str(object_id).isdigit() else []}
+        report = self.get_object(request, object_id)
+        context = {
+            "report_buttons": buttons,
+            "audit_events": events,
+            "audit_log": audit_log_entries(report) if report is not None else [],  # field values before/after
+        }
         return super().change_view(request, object_id, form_url, {**context, **(extra_context or {})})
 
     def get_urls(self):

@@ -11,16 +11,20 @@ private or cloud-metadata address is refused. Redirects are followed one checked
 
 from __future__ import annotations
 
+import base64
 import io
 import ipaddress
 import json
+import logging
 import os
 import re
 import socket
+import sys
+import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
 import requests
 from django.conf import settings
@@ -30,6 +34,8 @@ from requests.adapters import HTTPAdapter
 from urllib3 import PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import ReadTimeoutError
 
 USER_AGENT = "ScheduledReports/1.0"
 _CHUNK = 64 * 1024
@@ -40,6 +46,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(address) for address in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
 )
+MAX_TIMEOUT_SECONDS = 300
+SCHEMES = ("http", "https")
+# RFC 9110 token: what a header name may be (no space, colon, CR or LF).
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# A JSON string, escapes included (the unrolled loop: linear, no backtracking).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
 
 
@@ -78,6 +90,8 @@ class FetchRequest:
     max_bytes: int = 50 * 1024 * 1024
     # Entries of REPORTING_ALLOWED_SOURCE_HOSTS; None: read the setting when fetching.
     allowed_hosts: tuple[str, ...] | None = None
+    # Keys or dotted paths removed from the answer before it is archived or rendered.
+    drop_fields: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -129,7 +143,11 @@ class HostAllowlist:
         return cls(names=frozenset(names), domains=tuple(domains), networks=tuple(networks))
 
     def check_url(self, url: str, *, redirected: bool = False) -> None:
-        """Raise a permanent FetchError unless the URL's host matches an entry (by name or IP)."""
+        """Raise a permanent FetchError unless the URL is http(s), without user:password, to an allowed host."""
+        problem = url_problem(url)
+        if problem:
+            where = f"The data source redirected to a URL that is refused: {problem[0].lower()}{problem[1:]}"
+            raise FetchError(where if redirected else problem, permanent=True)
         host = _host_of(url)
         if self.allows_host(host):
             return
@@ -172,6 +190,61 @@ class HostAllowlist:
         raise FetchError(
             f"{host} resolved to {ip}, {article} {described} address, which is refused.{advice}", permanent=True
         )
+
+
+def url_problem(url: str) -> str:
+    """What is wrong with a data source's URL, in words, before its host is looked at ('' if nothing)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "The data source's URL is not a valid URL."
+    if parts.scheme.lower() not in SCHEMES:
+        scheme = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        return f"The data source's URL must start with http:// or https://, not {scheme}."
+    if parts.username is not None or parts.password is not None:
+        # It would be stored, listed and logged with the URL: secrets go in an environment variable.
+        return (
+            "The data source's URL must not carry a user name or password (user:password@host): "
+            "choose HTTP basic authentication and name the environment variable that holds them."
+        )
+    if not host:
+        return "The data source's URL has no host name."
+    return ""
+
+
+def timeout_problem(label: str, seconds: float) -> str:
+    """Why a connect or read timeout cannot be used ('' when it can): it must be more than 0 and bounded."""
+    if not 0 < seconds <= MAX_TIMEOUT_SECONDS:  # also refuses NaN
+        return f"The {label} timeout must be more than 0 and at most {MAX_TIMEOUT_SECONDS} seconds, not {seconds:g}."
+    return ""
+
+
+def header_name_problem(name: str) -> str:
+    """Why `name` cannot be an HTTP header's name ('' when it can, or when it is empty)."""
+    if name and not _HEADER_NAME.match(name):
+        return (
+            f"The header name {name!r} is not a valid HTTP header name: use letters, digits and "
+            "dashes (such as X-API-Key), without spaces, colons or line breaks."
+        )
+    return ""
+
+
+def secret_variable_problem(name: str) -> str:
+    """Why a data source may not name the environment variable `name` as its secret ('' when it may).
+
+    Only variables meant for data sources: otherwise an editor could make the worker send
+    SECRET_KEY or a database password to a server of their choosing.
+    """
+    prefix = settings.REPORTING.get("SECRET_ENV_PREFIX", "REPORTING_SECRET_")
+    listed = settings.REPORTING.get("SECRET_ENV_VARS", ())
+    if not name or name in listed or (name.startswith(prefix) and len(name) > len(prefix)):
+        return ""
+    also = f", or be listed in REPORTING_SECRET_ENV_VARS ({', '.join(listed)})" if listed else ""
+    return (
+        f"The environment variable '{name}' may not hold a data source's secret: its name must start "
+        f"with {prefix} (set by REPORTING_SECRET_ENV_PREFIX){also or ', or be listed in REPORTING_SECRET_ENV_VARS'}."
+    )
 
 
 def allowed_source_hosts(entries: tuple[str, ...] | list[str] | None = None) -> HostAllowlist:
@@ -234,23 +307,118 @@ def fetch(request: FetchRequest, *, session: requests.Session | None = None) -> 
     return FetchResult(url=url, content=body.getvalue(), data=data)
 
 
+@dataclass(frozen=True)
+class Downloaded:
+    url: str  # the URL finally read, redirects followed, without the secret
+    data: Any  # the parsed JSON, without the dropped fields and the secret
+    notes: tuple[str, ...] = ()  # what was taken out of the answer, in words
+
+
 def download(request: FetchRequest, body: BinaryIO, *, session: requests.Session | None = None) -> tuple[str, Any]:
     """`fetch`, writing the answer to `body` as it arrives: returns the URL and the parsed data.
 
     With `body` a file, a large answer's bytes are not held in memory beside its parsed data.
     """
+    downloaded = download_for_archive(request, body, session=session)
+    return downloaded.url, downloaded.data
+
+
+def download_for_archive(
+    request: FetchRequest, body: BinaryIO, *, session: requests.Session | None = None
+) -> Downloaded:
+    """`download`, saying what was taken out of the answer before it is archived.
+
+    When the request names fields to drop, or the answer holds the secret, `body` is rewritten
+    as the cleaned JSON: what is archived is what is rendered, and never the secret.
+    """
+    _check_request(request)
     secret = _read_secret(request.auth)
+    forms = secret_forms(request.auth, secret)
     try:
-        return _download(request, _headers(request.auth, secret), session, body)
+        url, data = _download(request, _headers(request.auth, secret), session, body)
     except FetchError as exc:
-        if secret:
-            exc.message, exc.detail = (text.replace(secret, "[secret]") for text in (exc.message, exc.detail))
+        exc.message, exc.detail = redact(exc.message, forms), redact(exc.detail, forms)
         raise
+    data, notes = _cleaned(data, forms, request.drop_fields)
+    if notes:
+        body.seek(0)
+        body.truncate()
+        body.write(json.dumps(data, ensure_ascii=False).encode())
+    return Downloaded(url=redact(url, forms), data=data, notes=tuple(notes))
+
+
+def _check_request(request: FetchRequest) -> None:
+    """Refuse, before anything is sent, what a data source saved before these rules (or around the form) has."""
+    problem = (
+        timeout_problem("connect", request.connect_timeout)
+        or timeout_problem("read", request.read_timeout)
+        or header_name_problem(request.auth.custom_header)
+    )
+    if problem:
+        raise FetchError(problem, permanent=True)
+
+
+def secret_forms(auth: Auth, secret: str) -> list[str]:
+    """Every form in which the secret may come back in text, longest first.
+
+    Raw, JSON-escaped (also with "\\/"), URL-encoded and base64; for basic auth the same of the
+    password alone, and base64 of "user:password" is what the Authorization header carries.
+    Forms under 4 characters are left: redacting them would mangle every text they occur in.
+    """
+    if not secret:
+        return []
+    parts = [secret]
+    if auth.scheme == "basic":
+        parts.append(secret.partition(":")[2])
+    forms = set()
+    for part in filter(None, parts):
+        escaped = json.dumps(part)[1:-1]
+        encoded = part.encode()
+        forms |= {part, escaped, escaped.replace("/", "\\/"), quote(part, safe=""), quote_plus(part)}
+        forms |= {base64.b64encode(encoded).decode(), base64.urlsafe_b64encode(encoded).decode()}
+    return sorted((form for form in forms if len(form) >= 4), key=len, reverse=True)
+
+
+def redact(text: str, forms: list[str]) -> str:
+    """`text` with every form of the secret replaced by [secret]."""
+    for form in forms:
+        text = text.replace(form, "[secret]")
+    return text
+
+
+class SecretLogFilter(logging.Filter):
+    """Redacts, in every log record it sees, every form of every value a data source may read as its secret.
+
+    The fetch keeps secrets out of its own errors; this is for what it does not write itself:
+    a library's message or a traceback quoting a URL or a header. Configured in settings.LOGGING.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        forms = _secret_forms_in_environment()
+        if not forms:
+            return True
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = redact(message, forms), ()
+        record.exc_text = redact(record.exc_text, forms) if record.exc_text else record.exc_text
+        record.stack_info = redact(record.stack_info, forms) if record.stack_info else record.stack_info
+        return True
+
+
+def _secret_forms_in_environment() -> list[str]:
+    forms: set[str] = set()
+    for name, value in os.environ.items():
+        if value.strip() and not secret_variable_problem(name):
+            # Any value with a colon may be a basic-auth "user:password": its password is redacted too.
+            forms.update(secret_forms(Auth(scheme="basic" if ":" in value else "bearer"), value.strip()))
+    return sorted(forms, key=len, reverse=True)
 
 
 def _download(
     request: FetchRequest, headers: dict[str, str], session: requests.Session | None, body: BinaryIO
 ) -> tuple[str, Any]:
+    deadline = time.monotonic() + settings.REPORTING.get("FETCH_TOTAL_SECONDS", 300)
     allowlist = allowed_source_hosts(request.allowed_hosts)
     allowlist.check_url(request.url)
     prepared = requests.Request("GET", request.url, params=request.params, headers=headers)
@@ -258,8 +426,10 @@ def _download(
     http.mount("http://", _GuardedAdapter(allowlist))
     http.mount("https://", _GuardedAdapter(allowlist))
     try:
-        response = _send_following_redirects(http, http.prepare_request(prepared), request, allowlist)
+        response = _send_following_redirects(http, http.prepare_request(prepared), request, allowlist, deadline)
     except requests.Timeout as exc:
+        if time.monotonic() >= deadline:
+            raise _past_deadline() from exc
         raise FetchError(
             f"The data source did not answer in time (connect {request.connect_timeout:g}s, "
             f"read {request.read_timeout:g}s).",
@@ -274,20 +444,39 @@ def _download(
         # Not `{exc}`: some of requests' messages quote header values, and so the secret.
         raise FetchError(f"The request to the data source failed ({type(exc).__name__}).", permanent=True) from exc
     with response:
-        _check_status(response)
-        _read_capped(response, request.max_bytes, body)
+        reader = _BoundedReader(response, read_timeout=request.read_timeout, deadline=deadline)
+        _check_status(response, reader)
+        _read_capped(response, reader, request.max_bytes, body)
         _check_content_type(response)
     return response.url, parse_json_file(body)
 
 
+def _past_deadline(size: int | None = None) -> FetchError:
+    total = settings.REPORTING.get("FETCH_TOTAL_SECONDS", 300)
+    sent = f"; it had sent {filesizeformat(size)} by then" if size else ""
+    return FetchError(
+        f"The data source did not send its whole answer within {total:g} seconds "
+        f"(REPORTING_FETCH_TOTAL_SECONDS){sent}. It may be overloaded: the run will be tried again later.",
+        permanent=False,
+    )
+
+
 def _send_following_redirects(
-    http: requests.Session, prepared: requests.PreparedRequest, request: FetchRequest, allowlist: HostAllowlist
+    http: requests.Session,
+    prepared: requests.PreparedRequest,
+    request: FetchRequest,
+    allowlist: HostAllowlist,
+    deadline: float,
 ) -> requests.Response:
     """Send `prepared`, following up to MAX_REDIRECTS redirects, each only to an allowed host."""
     for hop in range(MAX_REDIRECTS + 1):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _past_deadline()
         response = http.send(
             prepared,
-            timeout=(request.connect_timeout, request.read_timeout),
+            # Neither waiting for the connection nor for a read may outlast the whole fetch's time.
+            timeout=(min(request.connect_timeout, left), min(request.read_timeout, left)),
             verify=request.verify_tls,
             stream=True,
             allow_redirects=False,
@@ -306,16 +495,71 @@ def _send_following_redirects(
 
 
 def parse_json(content: bytes | str) -> Any:
+    """Parse an answer as JSON, refusing in words one too deep or too large to build."""
     try:
-        return json.loads(content)
+        text = content if isinstance(content, str) else content.decode(json.detect_encoding(content), "surrogatepass")
     except UnicodeDecodeError as exc:
         raise _not_text(exc) from exc
+    check_json_limits(text)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise FetchError(
             f"The data source's answer is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}).",
             permanent=True,
-            detail=content[:500] if isinstance(content, str) else content[:500].decode("utf-8", "replace"),
+            detail=text[:500],
         ) from exc
+    except ValueError as exc:  # Python's limit on the digits of an integer it converts
+        raise FetchError(
+            f"The data source's answer has a number longer than {sys.get_int_max_str_digits():,} digits, "
+            "which cannot be read as a number.",
+            permanent=True,
+            detail=str(exc),
+        ) from exc
+    except RecursionError as exc:  # only when REPORTING_MAX_JSON_DEPTH is set above Python's own limit
+        raise FetchError("The data source's answer nests too deep to read.", permanent=True) from exc
+
+
+def check_json_limits(text: str) -> None:
+    """Raise a permanent FetchError when the JSON in `text` nests too deep or holds too many values.
+
+    Counted on the text, before a single object is built: json.loads builds everything first
+    (45 MB of `[[],[],…]` took 1.3 GB) and recurses once per level. This needs a copy or two
+    of the text, never more.
+    """
+    max_depth = settings.REPORTING.get("MAX_JSON_DEPTH", 64)
+    max_values = settings.REPORTING.get("MAX_JSON_VALUES", 5_000_000)
+    bare = _JSON_STRING.sub('""', text)  # a bracket or comma inside a string is not structure
+    # Each value after the first in an array or object follows a comma, the first an opening bracket.
+    values = bare.count(",") + bare.count("[") + bare.count("{") + 1
+    if values > max_values:
+        raise FetchError(
+            f"The data source's answer has more than {max_values:,} values (about {values:,}); "
+            "the limit is REPORTING_MAX_JSON_VALUES.",
+            permanent=True,
+        )
+    if _nesting_depth(bare, max_depth) > max_depth:
+        raise FetchError(
+            f"The data source's answer nests deeper than {max_depth} levels of lists and objects "
+            "(REPORTING_MAX_JSON_DEPTH), more than any report reads.",
+            permanent=True,
+        )
+
+
+def _nesting_depth(bare: str, limit: int) -> int:
+    """How deep the brackets of `bare` (JSON without its strings) nest, counted up to `limit` + 1.
+
+    Each pass removes the innermost pairs, so the passes needed are the depth: at most
+    `limit` + 1 passes over a shrinking text, each at C speed.
+    """
+    brackets = re.sub(r"[^\[\]{}]+", "", bare).replace("{", "[").replace("}", "]")
+    depth = 0
+    while brackets and depth <= limit:
+        inner_removed = brackets.replace("[]", "")
+        if len(inner_removed) == len(brackets):  # unbalanced: json.loads will say where, unless too deep
+            return depth + brackets.count("[")
+        brackets, depth = inner_removed, depth + 1
+    return depth
 
 
 def parse_json_file(body: BinaryIO) -> Any:
@@ -328,6 +572,81 @@ def parse_json_file(body: BinaryIO) -> Any:
         raise _not_text(exc) from exc
     del content  # parsing needs only the text: the bytes would double what the answer takes in memory
     return parse_json(text)
+
+
+def _cleaned(data: Any, forms: list[str], drop: tuple[str, ...]) -> tuple[Any, list[str]]:
+    """`data` without the fields to drop and with the secret redacted; and notes saying so."""
+    notes = []
+    dropped = drop_fields(data, drop)
+    if dropped:
+        notes.append(
+            f"Removed from the data before archiving and rendering, as its data source asks: {', '.join(dropped)}."
+        )
+    found = [False]
+    data = _redacted_data(data, forms, found) if forms else data
+    if found[0]:
+        notes.append(
+            "The data source's answer contained the data source's own secret: it is archived and rendered as [secret]."
+        )
+    return data, notes
+
+
+def drop_fields(data: Any, entries: tuple[str, ...] | list[str]) -> list[str]:
+    """Remove each entry from `data` in place; return the entries that removed something.
+
+    A key name ("token") is removed from every object wherever it occurs; a dotted path
+    ("meta.session.token") from the root, through every item of a list met on the way.
+    """
+    removed = []
+    for entry in entries:
+        path = [part for part in entry.split(".") if part]
+        if path and (_drop_path(data, path) if len(path) > 1 else _drop_key_everywhere(data, path[0])):
+            removed.append(entry)
+    return removed
+
+
+def drop_field_entries(text: str) -> list[str]:
+    """The entries of a data source's "fields removed" setting: one per line or comma."""
+    return [entry.strip() for entry in re.split(r"[,\n]", text) if entry.strip()]
+
+
+def _drop_path(node: Any, path: list[str]) -> bool:
+    if isinstance(node, list):
+        return any([_drop_path(item, path) for item in node])  # a list: every item, not the first hit
+    if not isinstance(node, dict) or path[0] not in node:
+        return False
+    if len(path) == 1:
+        del node[path[0]]
+        return True
+    return _drop_path(node[path[0]], path[1:])
+
+
+def _drop_key_everywhere(data: Any, key: str) -> bool:
+    removed, pending = False, [data]
+    while pending:  # a loop, not recursion: the depth is limited, but this needs no stack
+        node = pending.pop()
+        if isinstance(node, dict):
+            removed = node.pop(key, _MISSING) is not _MISSING or removed
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return removed
+
+
+_MISSING = object()
+
+
+def _redacted_data(node: Any, forms: list[str], found: list[bool]) -> Any:
+    """A copy of `node` with every form of the secret in its texts (keys too) replaced by [secret]."""
+    if isinstance(node, str):
+        redacted = redact(node, forms)
+        found[0] = found[0] or redacted != node
+        return redacted
+    if isinstance(node, list):
+        return [_redacted_data(item, forms, found) for item in node]
+    if isinstance(node, dict):
+        return {_redacted_data(key, forms, found): _redacted_data(value, forms, found) for key, value in node.items()}
+    return node
 
 
 def _not_text(exc: UnicodeDecodeError) -> FetchError:
@@ -361,6 +680,9 @@ def _read_secret(auth: Auth) -> str:
     """The secret from the environment variable named on the data source ('' without auth)."""
     if auth.scheme == "none":
         return ""
+    problem = secret_variable_problem(auth.secret_env_var)
+    if problem:  # checked on the form too; this catches a source saved before the rule, or around the form
+        raise FetchError(f"{problem} Nothing was sent to the data source.", permanent=True)
     # Surrounding whitespace is dropped: secrets read from files often end in a newline.
     secret = os.environ.get(auth.secret_env_var, "").strip() if auth.secret_env_var else ""
     if not secret:
@@ -477,7 +799,51 @@ class _GuardedAdapter(HTTPAdapter):
         )
 
 
-def _check_status(response: requests.Response) -> None:
+class _BoundedReader:
+    """Reads a response's body one network read at a time, none outlasting the fetch's deadline.
+
+    requests' iter_content blocks until a whole chunk arrives, so a source that sends a byte
+    at a time would hold a worker for as long as it likes; read1 returns what one read got.
+    """
+
+    def __init__(self, response: requests.Response, *, read_timeout: float, deadline: float):
+        self.response, self.read_timeout, self.deadline = response, read_timeout, deadline
+        self.size = 0
+
+    def chunks(self, size: int = _CHUNK):
+        """Yield the body's (decoded) bytes as they arrive; FetchError past the deadline or on a timeout."""
+        raw = self.response.raw
+        while True:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise _past_deadline(self.size)
+            self._limit_next_read(min(self.read_timeout, left))
+            try:
+                chunk = raw.read1(size, decode_content=True)
+            except ReadTimeoutError as exc:
+                if time.monotonic() >= self.deadline:
+                    raise _past_deadline(self.size) from exc
+                raise FetchError(
+                    f"The data source stopped sending its answer for more than {self.read_timeout:g}s.",
+                    permanent=False,
+                ) from exc
+            except (Urllib3Error, OSError) as exc:
+                raise FetchError(
+                    "The connection broke while reading the data.", permanent=False, detail=str(exc)
+                ) from exc
+            if not chunk:
+                return
+            self.size += len(chunk)
+            yield chunk
+
+    def _limit_next_read(self, seconds: float) -> None:
+        # urllib3 internals (pinned in requirements.txt): the socket under the response.
+        sock = getattr(getattr(self.response.raw, "connection", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(seconds)
+
+
+def _check_status(response: requests.Response, reader: _BoundedReader) -> None:
     status = response.status_code
     if status < 400:
         return
@@ -491,7 +857,7 @@ def _check_status(response: requests.Response) -> None:
     raise FetchError(
         f"The data source {words.get(status, 'rejected the request')} (HTTP {status} {response.reason}).",
         permanent=True,
-        detail=next(response.iter_content(500), b"").decode("utf-8", "replace"),
+        detail=next(reader.chunks(500), b"").decode("utf-8", "replace"),
     )
 
 
@@ -505,20 +871,15 @@ def _check_content_type(response: requests.Response) -> None:
         )
 
 
-def _read_capped(response: requests.Response, max_bytes: int, body: BinaryIO) -> None:
+def _read_capped(response: requests.Response, reader: _BoundedReader, max_bytes: int, body: BinaryIO) -> None:
     """Write the response's body to `body`, up to `max_bytes`."""
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise FetchError(_too_large(int(declared), max_bytes), permanent=True)
-    size = 0
-    try:
-        for chunk in response.iter_content(_CHUNK):
-            size += len(chunk)
-            if size > max_bytes:
-                raise FetchError(_too_large(size, max_bytes, at_least=True), permanent=True)
-            body.write(chunk)
-    except requests.RequestException as exc:
-        raise FetchError("The connection broke while reading the data.", permanent=False, detail=str(exc)) from exc
+    for chunk in reader.chunks():
+        if reader.size > max_bytes:
+            raise FetchError(_too_large(reader.size, max_bytes, at_least=True), permanent=True)
+        body.write(chunk)
 
 
 def _too_large(size: int, max_bytes: int, *, at_least: bool = False) -> str:

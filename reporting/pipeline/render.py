@@ -1,7 +1,9 @@
 """Render: subject, HTML and text parts and attachments from a report's data.
 
-Plain values in, plain values out. Templates are Django templates; the HTML part is
-autoescaped, the subject and the text part are not (they are not HTML).
+Plain values in, plain values out. Templates are Django templates rendered in the sandbox
+(reporting.pipeline.sandbox): plain data only, a fixed set of tags and filters, bounded time
+and output. The HTML part is autoescaped; the subject and the text part are not (they are
+not HTML), so whatever shows them in a page must escape them.
 """
 
 from __future__ import annotations
@@ -10,20 +12,21 @@ import csv
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.template import TemplateDoesNotExist, TemplateSyntaxError, engines
+from django.template import TemplateDoesNotExist, TemplateSyntaxError
 from django.utils import timezone, translation
 
 from reporting.periods import Period
 from reporting.pipeline import charts as charts_module
-from reporting.pipeline import xlsx
+from reporting.pipeline import sandbox, xlsx
 
 GENERIC_TEXT_TEMPLATE = "reporting/email/report.txt"
-# What the "reports" and "text" engines print for a variable they cannot find (settings.py).
+# What the sandbox prints for a variable it cannot find (settings.MISSING_VARIABLE_MARK).
 _MISSING = re.compile("\u2063missing:(.*?)\u2063")
 
 
@@ -89,8 +92,8 @@ def _render(request: RenderRequest) -> RenderedEmail:
     shown_rows = request.rows if request.max_rows is None else request.rows[: request.max_rows]
     images = _draw_charts(request)
     context = {
-        "report": request.report,
-        "period": request.period,
+        "report": dict(request.report),
+        "period": period_values(request.period),
         "data": request.data,
         "rows": request.rows,
         "shown_rows": shown_rows,
@@ -104,9 +107,9 @@ def _render(request: RenderRequest) -> RenderedEmail:
         **request.context_extra,
     }
     subject = render_subject(request.subject_template, context)
-    html = _render_file("reports", [request.template_name], context, "body")
+    html = _render_file([request.template_name], context, "body", html=True)
     text_names = [_text_template_for(request.template_name), GENERIC_TEXT_TEMPLATE]
-    text = _render_file("text", text_names, context, "text part")
+    text = _render_file(text_names, context, "text part", html=False)
     attachments = []
     if request.attach_csv:
         attachments.append(Attachment(_filename(request, "csv"), rows_to_csv(request.rows, columns), "text/csv"))
@@ -141,14 +144,26 @@ def _draw_charts(request: RenderRequest) -> list[tuple[Attachment, str]]:
     return drawn
 
 
+def period_values(period: Period) -> dict[str, Any]:
+    """A period as templates see it: plain values, no object to walk from."""
+    return {
+        "start": period.start,
+        "end": period.end,
+        "label": period.label,
+        "key": period.key,
+        "kind": period.kind,
+        "at": period.at,
+    }
+
+
 def render_subject(subject_template: str, context: dict[str, Any], *, strict: bool = True) -> str:
     """The subject line; `strict=False` lets variables the context lacks pass (the form has no data)."""
-    try:
-        template = engines["text"].from_string(subject_template)
-        subject = template.render(context).strip()
-        subject = _check_missing(subject, "subject") if strict else _MISSING.sub("", subject) or "(subject)"
-    except TemplateSyntaxError as exc:
-        raise RenderError(f"The subject template has an error: {exc}") from exc
+    subject = _in_sandbox(
+        lambda: sandbox.render_string(subject_template, context, what="subject template").strip(),
+        what="subject template",
+        syntax_error="The subject template has an error: {}",
+    )
+    subject = _check_missing(subject, "subject") if strict else _MISSING.sub("", subject) or "(subject)"
     if "\n" in subject or "\r" in subject:
         raise RenderError("The subject would contain a line break, which email headers cannot carry.")
     if not subject:
@@ -156,13 +171,31 @@ def render_subject(subject_template: str, context: dict[str, Any], *, strict: bo
     return subject
 
 
-def render_string(template_text: str, context: dict[str, Any], *, what: str) -> str:
+def render_string(template_text: str, context: dict[str, Any], *, what: str, strict: bool = True) -> str:
     """Render a one-line template such as a path or query parameter (not HTML)."""
+    rendered = _in_sandbox(
+        lambda: sandbox.render_string(template_text, context, what=what).strip(),
+        what=what,
+        syntax_error=f"The {what} has a template error: {{}}",
+    )
+    return _check_missing(rendered, what) if strict else _MISSING.sub("", rendered)
+
+
+def _in_sandbox(render_it: Callable[[], str], *, what: str, syntax_error: str) -> str:
+    """What `render_it` renders, or RenderError in words: a mistake, a limit, a layout not allowed."""
     try:
-        template = engines["text"].from_string(template_text)
-        return _check_missing(template.render(context).strip(), what)
+        return render_it()
+    except sandbox.TemplateLimitError as exc:
+        raise RenderError(exc.message) from exc
     except TemplateSyntaxError as exc:
-        raise RenderError(f"The {what} has a template error: {exc}") from exc
+        raise RenderError(syntax_error.format(exc)) from exc
+    except TemplateDoesNotExist as exc:
+        raise RenderError(
+            f"The {what} includes or extends '{exc}', which is not one of the layouts under "
+            f"{' or '.join(sandbox.LAYOUT_FOLDERS)}."
+        ) from exc
+    except Exception as exc:  # a filter or tag failing on unexpected data
+        raise RenderError(f"The {what} failed on this data: {type(exc).__name__}: {exc}") from exc
 
 
 def columns_of(rows: list[Any]) -> list[str]:
@@ -192,7 +225,7 @@ def rows_to_csv(rows: list[Any], columns: list[str] | None = None) -> bytes:
     # Encoded as it is written: no second copy of the whole file as one str.
     text = io.TextIOWrapper(buffer, encoding="utf-8-sig", newline="")
     writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow(columns)
+    writer.writerow([_csv_value(column) for column in columns])  # names come from the API too
     writer.writerows(_csv_cells(row, columns) for row in rows)
     text.flush()
     return buffer.getvalue()
@@ -200,10 +233,23 @@ def rows_to_csv(rows: list[Any], columns: list[str] | None = None) -> bytes:
 
 def _csv_cells(row: Any, columns: list[str]) -> list[Any]:
     cells = list(map(row.get, columns)) if type(row) is dict else [_cell(row, column) for column in columns]
-    # The csv module writes None as an empty cell itself; only nested JSON needs converting.
-    if not _NESTED.isdisjoint(map(type, cells)):
+    # The csv module writes None as an empty cell itself; only nested JSON and text a
+    # spreadsheet would run as a formula need converting (most rows need neither).
+    if _needs_converting(cells):
         cells = [_csv_value(cell) for cell in cells]
     return cells
+
+
+def _needs_converting(cells: list[Any]) -> bool:
+    # A plain loop: this runs once per row of the CSV, and is faster than any() over a generator.
+    for cell in cells:
+        kind = type(cell)
+        if kind is str:
+            if cell[:1] in _FORMULA_START:
+                return True
+        elif kind is dict or kind is list:
+            return True
+    return False
 
 
 def _cell(row: Any, column: str) -> Any:
@@ -215,7 +261,10 @@ def _cell(row: Any, column: str) -> Any:
     return row if column == "value" else None
 
 
-_NESTED = frozenset({dict, list})
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV injection").
+_FORMULA_START = frozenset("=+-@\t\r")
+# Text that is only a number ("-1250.50") is read as that number, never as a formula.
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _csv_value(value: Any) -> Any:
@@ -223,20 +272,24 @@ def _csv_value(value: Any) -> Any:
         return ""
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value[:1] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value  # OWASP: a leading quote makes the spreadsheet show it as text
     return value
 
 
-def _render_file(engine: str, names: list[str], context: dict[str, Any], what: str) -> str:
-    """Render the first of `names` that exists with the `engine` ("text" does not escape HTML)."""
+def _render_file(names: list[str], context: dict[str, Any], what: str, *, html: bool) -> str:
+    """Render the first of the layouts `names` that exists; `html` escapes every value for HTML."""
     try:
-        template = _first_template(engines[engine], names)
-        rendered = template.render(context)
+        template = sandbox.find_layout(names, html=html)
     except TemplateDoesNotExist as exc:
         raise RenderError(f"The {what} template '{names[0]}' does not exist.") from exc
     except TemplateSyntaxError as exc:
         raise RenderError(f"The {what} template has an error: {exc}") from exc
-    except Exception as exc:  # a filter or tag failing on unexpected data
-        raise RenderError(f"The {what} template failed on this data: {type(exc).__name__}: {exc}") from exc
+    rendered = _in_sandbox(
+        lambda: sandbox.render_layout(template, context, what=f"{what} template"),
+        what=f"{what} template",
+        syntax_error=f"The {what} template has an error: {{}}",
+    )
     return _check_missing(rendered, f"{what} template")
 
 
@@ -251,19 +304,6 @@ def _check_missing(rendered: str, what: str) -> str:
         f"The {what} refers to {shown}{more}, not found in the data or the report. "
         'For a value that may be absent, use {% firstof value "fallback" %}.'
     )
-
-
-def _first_template(engine, names: list[str]):
-    for name in names[:-1]:
-        try:
-            return engine.get_template(name)
-        except TemplateDoesNotExist as missing:
-            # Django re-raises it from a frame that refers back to it: a reference cycle whose
-            # traceback reaches our callers' frames, and so would keep the report's data alive
-            # until the garbage collector next runs (often after the email is sent).
-            missing.__traceback__ = None
-            continue
-    return engine.get_template(names[-1])
 
 
 def _text_template_for(html_template: str) -> str:

@@ -26,6 +26,8 @@ MAX_CELL_CHARS = 32_767  # Excel's limit per cell
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 _ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # characters an XLSX file cannot hold
+# First characters of text that openpyxl (or Excel) would not keep as plain text: formulas, error codes.
+_NOT_PLAIN_TEXT = frozenset("=+-@#\t\r")
 DATE_FORMAT = "yyyy-mm-dd"
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
 
@@ -50,6 +52,7 @@ def _header(sheet, columns: list[str]) -> list[WriteOnlyCell]:
     cells = []
     for column in columns:
         cell = WriteOnlyCell(sheet, value=_clean(column))
+        cell.data_type = "s"  # a column name from the API, never a formula
         cell.font = Font(bold=True)
         cell.fill = PatternFill("solid", fgColor="E8EEF5")
         cell.alignment = Alignment(vertical="top")
@@ -62,11 +65,11 @@ def _typed(sheet, value: Any, zone: ZoneInfo) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, dict | list):
-        return _clean(json.dumps(value, ensure_ascii=False))
+        return _text_cell(sheet, json.dumps(value, ensure_ascii=False))
     text = str(value)
     moment = _as_moment(text, zone)
     if moment is None:
-        return _clean(text)
+        return _text_cell(sheet, text)
     cell = WriteOnlyCell(sheet, value=moment)
     cell.number_format = DATETIME_FORMAT if isinstance(moment, datetime) else DATE_FORMAT
     return cell
@@ -100,6 +103,21 @@ def _value(row: Any, index: int, column: str) -> Any:
     if isinstance(row, list):
         return row[index] if index < len(row) else None
     return row if index == 0 else None
+
+
+def _text_cell(sheet, text: str) -> Any:
+    """Text as a string cell, whatever it looks like: never a formula, an error or a number.
+
+    openpyxl makes a string starting with "=" a live formula (and "#N/A" an error); a
+    cell typed "s" is shown as the text the API sent and never evaluated. A cell object
+    costs more than a plain value, so only text openpyxl would not type as a string gets one.
+    """
+    text = _clean(text)
+    if text[:1] not in _NOT_PLAIN_TEXT:
+        return text
+    cell = WriteOnlyCell(sheet, value=text)
+    cell.data_type = "s"
+    return cell
 
 
 def _clean(text: str) -> str:

@@ -67,10 +67,14 @@ def page(chromium, live_server, request):
     )
     context.set_default_timeout(15_000)
     page = context.new_page()
+    # Whatever the site's Content Security Policy blocked (an inline script, a handler, eval) is a broken page.
+    blocked = []
+    page.on("console", lambda message: "Content Security Policy" in message.text and blocked.append(message.text))
     yield page
     if getattr(request.node, "failed", False):
         shoot(page, f"FAILED-{request.node.name}")
     context.close()
+    assert blocked == [], "the Content Security Policy blocked something on a page"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
