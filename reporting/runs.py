@@ -23,7 +23,7 @@ import logging
 import random
 import tempfile
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -354,8 +354,6 @@ def _fetch_stage(run: ReportRun) -> object:
     # With its query string, as it is sent and then kept (requests encodes the parameters alike).
     full_url = f"{request.url}?{urlencode(request.params)}" if request.params else request.url
     _check_fits("request_url", full_url, "request URL", "Shorten the report's path or query parameters.")
-    drop = fetch.drop_field_entries(report.data_source.drop_fields)
-    request = replace(request, drop_fields=tuple(drop))
     _set(run, request_url=request.url)
     # The answer goes to a file as it arrives (in memory while small): its bytes need not stay
     # in memory beside the data parsed from them, and the snapshot is copied from the file.

@@ -37,6 +37,8 @@ def fetch_request_for(report: Report, period: Period) -> fetch.FetchRequest:
         read_timeout=source.read_timeout,
         verify_tls=source.verify_tls,
         max_bytes=settings.REPORTING["MAX_RESPONSE_BYTES"],
+        # Fields staff removed from the archive are removed for Preview too.
+        drop_fields=tuple(fetch.drop_field_entries(source.drop_fields)),
     )
 
 

@@ -236,3 +236,15 @@ def test_the_data_source_list_never_shows_a_password_saved_in_an_old_url(admin_c
 
     assert "http://localhost/v1/" in page
     assert "pa55w0rd" not in page
+
+
+def test_fields_named_on_the_source_are_not_shown_in_preview_either(httpserver, admin_client):
+    rows = [{"account": "A-1", "value": 10, "customer_ssn": "078-05-1120"}]
+    httpserver.expect_request("/api/positions").respond_with_json({"data": {"positions": rows}})
+    source = factories.data_source(httpserver.url_for("/api/"), drop_fields="customer_ssn")
+    report = factories.report(source, records_path="data.positions")
+
+    page = admin_client.get(reverse("admin:reporting_report_preview", args=[report.pk])).content.decode()
+
+    assert "A-1" in page
+    assert "078-05-1120" not in page and "customer_ssn" not in page
