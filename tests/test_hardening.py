@@ -362,7 +362,8 @@ def test_an_editors_change_to_a_data_source_is_logged_with_before_after_and_who(
     change = entries_for(source)[-1]
     assert change.action == LogEntry.Action.UPDATE and change.actor == editor
     assert change.changes_dict["name"] == [f"Source {source.base_url}", "Portfolio API"]
-    assert change.changes_dict["secret_env_var"] == ["", "REPORTING_SECRET_PORTFOLIO_API_TOKEN"]  # the name only, never a value
+    # The variable's name only, never a value.
+    assert change.changes_dict["secret_env_var"] == ["", "REPORTING_SECRET_PORTFOLIO_API_TOKEN"]
 
 
 def test_a_users_password_never_enters_the_audit_log(client, member):
