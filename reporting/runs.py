@@ -52,7 +52,9 @@ Status = ReportRun.Status
 Trigger = ReportRun.Trigger
 
 # A worker's clock may run a little behind beat's: a task that starts up to this much
-# before a slot still belongs to that slot.
+# before a slot still belongs to that slot. Only without beat's own firing time: beat fires
+# a slot at or after it by its own clock, and a slot it fires late (after a take-over, or a
+# restart) must not be mistaken for the next one.
 SLOT_TOLERANCE = timedelta(seconds=30)
 # A scheduled run that starts later than this after its slot says so on its page.
 LATE_AFTER = timedelta(seconds=60)
@@ -119,7 +121,7 @@ def open_scheduled_run(
     if not report.enabled or spec is None:
         log.info("report %s is disabled or has no schedule; nothing to run", report_id)
         return None, False
-    moment = (started_at or timezone.now()) + SLOT_TOLERANCE
+    moment = started_at or timezone.now() + SLOT_TOLERANCE
     slot = schedules.latest_slot(spec, at_or_before=moment)
     if slot is None:
         return None, False

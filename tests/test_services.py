@@ -112,3 +112,18 @@ def test_a_run_that_waited_for_a_worker_says_so(daily_at_7):
 
     run.refresh_from_db()
     assert run.notes.startswith("Ended 12 min after its slot (21 November 2026, 07:00:00 GMT): it waited for a worker")
+
+
+def test_a_slot_beat_fires_late_is_not_mistaken_for_the_next_one(report):
+    # Hourly; a beat that took over at 08:59:40 fires the 08:00 slot the old leader never did.
+    report.period_kind = "none"
+    report.save()
+    factories.schedule(report, minute="0", hour="*")
+    fired_at = at(2026, 11, 21, 8, 59, 40)
+
+    with time_machine.travel(fired_at, tick=False):
+        tasks.run_scheduled_reports(report_ids=[report.pk], fired_at=fired_at.isoformat())
+
+    run = ReportRun.objects.get()
+    assert run.scheduled_for == at(2026, 11, 21, 8, 0)
+    assert run.period_label == "21 November 2026, 08:00 GMT"
