@@ -6,6 +6,7 @@ database). Django must be set up, with the database the stack is given as the de
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from reporting.models import Delivery, ReportRun
+from tests.e2e.conftest import ROOT
 
 from .faults import FaultRunner
 from .invariants import Verdict, check
@@ -47,6 +49,7 @@ class Outcome:
     exited_by_themselves: list[str] = field(default_factory=list)
     restarted_at_heal: list[str] = field(default_factory=list)
     run_rows: dict[int, str] = field(default_factory=dict)  # run id → the run's row, for violations
+    code: str = field(default_factory=lambda: code_version())  # the commit the processes ran
 
     @property
     def ok(self) -> bool:
@@ -68,6 +71,20 @@ class Outcome:
         lines.append("Rerun the same schedule with:")
         lines += [f"  {command}" for command in self.rerun]
         return "\n".join(lines)
+
+
+def code_version() -> str:
+    """The commit of the code the stack runs, and whether tracked files differ from it."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=30)
+        changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                 text=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if commit.returncode != 0:
+        return "unknown (not a git checkout)"
+    return commit.stdout.strip() + (" with uncommitted changes" if changed.stdout.strip() else "")
 
 
 def rerun_commands(profile: Profile, seed: int) -> list[str]:

@@ -49,6 +49,7 @@ def _summary(outcome: Outcome, command: str) -> str:
     rows = [
         ["result", verdict],
         ["seed", outcome.seed],
+        ["code", outcome.code],
         ["command", f"`{command}`"],
         ["rerun", "; ".join(f"`{each}`" for each in outcome.rerun)],
         ["started", f"{outcome.started_at:%Y-%m-%d %H:%M} UTC"],
