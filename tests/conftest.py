@@ -183,3 +183,18 @@ def _fresh_content_type_cache():
     from django.contrib.contenttypes.models import ContentType
 
     ContentType.objects.clear_cache()
+
+
+@pytest.fixture
+def permission_groups():
+    """The groups of migration 0006, made again when a transactional test before this one flushed them."""
+    import importlib
+
+    from django.contrib.auth.models import Group
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    migration = importlib.import_module("reporting.migrations.0006_permission_groups")
+    if Group.objects.filter(name__in=migration.GROUPS).count() < len(migration.GROUPS):
+        state = MigrationExecutor(connection).loader.project_state(("reporting", "0006_permission_groups"))
+        migration.install_groups(state.apps, None)

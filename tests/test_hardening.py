@@ -1,6 +1,5 @@
 """The admin hardened for finance data: login throttling, two-factor, the system's tasks, the audit log."""
 
-import importlib
 import re
 from datetime import timedelta
 
@@ -10,8 +9,6 @@ from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.urls import reverse
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from django_otp.oath import totp
@@ -22,17 +19,8 @@ from tests import factories
 from tests.test_admin import report_form
 from tests.test_settings import manage
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
-GROUPS = importlib.import_module("reporting.migrations.0006_permission_groups")
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery", "permission_groups")]
 SYSTEM_TASK = "Reporting: prune the archive"
-
-
-@pytest.fixture(autouse=True)
-def groups():
-    """The groups of migration 0006 (made again when a transactional test before this one flushed them)."""
-    if Group.objects.filter(name__in=GROUPS.GROUPS).count() < len(GROUPS.GROUPS):
-        state = MigrationExecutor(connection).loader.project_state(("reporting", "0006_permission_groups"))
-        GROUPS.install_groups(state.apps, None)
 
 
 @pytest.fixture

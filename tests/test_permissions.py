@@ -26,17 +26,9 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from reporting.models import Delivery, Recipient, Report, ReportRun, RunAttachment
 from tests import factories
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
-ROLES = ["viewer", "editor", "sender", "staff", "user", "anonymous"]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery", "permission_groups")]
 MIGRATION = importlib.import_module("reporting.migrations.0006_permission_groups")
-
-
-@pytest.fixture(autouse=True)
-def groups():
-    """The groups of migration 0006 (made again when a transactional test before this one flushed them)."""
-    if Group.objects.filter(name__in=MIGRATION.GROUPS).count() < len(MIGRATION.GROUPS):
-        state = MigrationExecutor(connection).loader.project_state(("reporting", "0006_permission_groups"))
-        MIGRATION.install_groups(state.apps, None)
+ROLES = ["viewer", "editor", "sender", "staff", "user", "anonymous"]
 
 
 @pytest.fixture
