@@ -8,9 +8,9 @@ from django.urls import reverse
 from reporting import runs
 from reporting.models import ReportRun
 from tests import factories
-from tests.test_permissions import ADMIN_URLS, archived_run, groups, held_run, objects, url  # noqa: F401  (their fixtures)
+from tests.test_permissions import ADMIN_URLS, archived_run, held_run, objects, url  # noqa: F401  (their fixtures)
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("permission_groups")]
 HOSTILE = {
     "data": {
         "positions": [
