@@ -1,5 +1,6 @@
 """Data sources, report definitions, recipients, and the archive of runs and deliveries."""
 
+import re
 from pathlib import Path
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -7,7 +8,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Upper
 from django.urls import reverse
 from django.utils import timezone
@@ -101,10 +102,53 @@ class DataSource(models.Model):
         return self.name
 
 
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# The recipient's own fields, which templates see beside the attributes under the same names.
+RESERVED_ATTRIBUTES = frozenset({"email", "name", "active"})
+MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTE_LENGTH = 500
+
+
+def attributes_problems(attributes: object) -> list[str]:
+    """What is wrong with a recipient's attributes, in words ([] when fine): names, values, sizes."""
+    if not isinstance(attributes, dict):
+        return ["Attributes must be names with values (a JSON object)."]
+    problems = []
+    if len(attributes) > MAX_ATTRIBUTES:
+        problems.append(f"At most {MAX_ATTRIBUTES} attributes; there are {len(attributes)}.")
+    for name, value in attributes.items():
+        if not ATTRIBUTE_NAME.fullmatch(str(name)):
+            problems.append(
+                f"'{name}' is not an attribute name: use letters, digits and underscores, not starting with a digit."
+            )
+        elif name.lower() in RESERVED_ATTRIBUTES:
+            problems.append(f"'{name}' is the recipient's own field, not an attribute: use another name.")
+        if not isinstance(value, str):
+            problems.append(f"The value of '{name}' must be text, not {type(value).__name__}.")
+        elif len(value) > MAX_ATTRIBUTE_LENGTH:
+            problems.append(f"The value of '{name}' is longer than {MAX_ATTRIBUTE_LENGTH} characters.")
+        elif any(not character.isprintable() for character in value):
+            problems.append(f"The value of '{name}' contains a line break or another control character.")
+    return problems
+
+
+def validate_attributes(attributes: object) -> None:
+    problems = attributes_problems(attributes)
+    if problems:
+        raise ValidationError(problems)
+
+
 class Recipient(models.Model):
     email = models.EmailField(unique=True)
     name = models.CharField(max_length=200, blank=True)
     active = models.BooleanField(default=True, help_text="Inactive recipients get no reports.")
+    attributes = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_attributes],
+        help_text="What a per-recipient report knows about this recipient, e.g. client_id, currency, language: "
+        "it selects their rows or fills the path and query of their fetch.",
+    )
 
     class Meta:
         ordering = ["email"]
@@ -141,6 +185,19 @@ class Report(models.Model):
         QUARTERLY = "quarterly", "Quarterly"
         NONE = "none", "None (a snapshot at the scheduled time)"
 
+    class Audience(models.TextChoices):
+        EVERYONE = "everyone", "The same email to every recipient"
+        EACH = "each", "Each recipient their own report"
+
+    class PerRecipientData(models.TextChoices):
+        SPLIT = "split", "One fetch, its rows split by a field matched to an attribute"
+        FETCH = "fetch", "A fetch per recipient, their attributes in the path and query"
+
+    class WhenNoRows(models.TextChoices):
+        SKIP = "skip", "Skip the recipient (recorded on the run)"
+        SEND_EMPTY = "send_empty", "Send them the report with no rows"
+        HOLD = "hold", "Hold their report for staff"
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
@@ -174,6 +231,39 @@ class Report(models.Model):
     )
     recipients = models.ManyToManyField(Recipient, blank=True, related_name="reports")
     recipient_lists = models.ManyToManyField(RecipientList, blank=True, related_name="reports")
+    audience = models.CharField(
+        max_length=10,
+        choices=Audience,
+        default=Audience.EVERYONE,
+        help_text="Each recipient their own report: every recipient (of the report and its lists) gets an "
+        "email with their own data only, by their attributes.",
+    )
+    per_recipient_data = models.CharField(
+        "each recipient's data",
+        max_length=10,
+        choices=PerRecipientData,
+        default=PerRecipientData.SPLIT,
+    )
+    split_field = models.CharField(
+        "split rows by field",
+        max_length=200,
+        blank=True,
+        help_text="One fetch, split: the field of each row (a dotted path within the row, e.g. client_id) "
+        "that says whose row it is.",
+    )
+    split_attribute = models.CharField(
+        "matched to attribute",
+        max_length=64,
+        blank=True,
+        help_text="The recipient attribute a row's field must equal, e.g. client_id. Compared as text, exactly: "
+        "'007' is not 7, 'ACME' is not 'acme'.",
+    )
+    when_no_rows = models.CharField(
+        "a recipient with no rows",
+        max_length=10,
+        choices=WhenNoRows,
+        default=WhenNoRows.SKIP,
+    )
     attach_csv = models.BooleanField("attach CSV", default=True)
     attach_xlsx = models.BooleanField(
         "attach Excel", default=False, help_text="An .xlsx workbook of all rows: numbers and dates as Excel types."
@@ -248,21 +338,29 @@ class Report(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("admin:reporting_report_change", args=[self.pk])
 
+    @property
+    def is_per_recipient(self) -> bool:
+        return self.audience == self.Audience.EACH
+
+    def active_recipients(self) -> QuerySet:
+        """The active recipients of the report and its lists, each once."""
+        return (
+            Recipient.objects.filter(active=True)
+            .filter(pk__in=Recipient.objects.filter(Q(reports=self) | Q(lists__reports=self)).values("pk"))
+            .order_by("email")
+        )
+
     def recipient_addresses(self) -> list[str]:
         """Active addresses from the report and its lists, each once, in a stable order."""
-        emails = (
-            Recipient.objects.filter(active=True)
-            .filter(Q(reports=self) | Q(lists__reports=self))
-            .values_list("email", flat=True)
-            .distinct()
-        )
         unique: dict[str, str] = {}
-        for email in sorted(emails):
+        for email in sorted(self.active_recipients().values_list("email", flat=True)):
             unique.setdefault(email.lower(), email)
         return list(unique.values())
 
 
 def attachment_upload_to(instance: "RunAttachment", filename: str) -> str:
+    if instance.part_id:
+        return f"runs/{instance.run_id}/parts/{instance.part_id}/{filename}"
     return f"runs/{instance.run_id}/{filename}"
 
 
@@ -316,6 +414,9 @@ class ReportRun(models.Model):
     )
     status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED, db_index=True)
     recipients = models.JSONField(default=list, help_text="The addresses this run is for.")
+    per_recipient = models.BooleanField(
+        default=False, editable=False, help_text="Each recipient got their own report: see the recipient reports."
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     fetched_at = models.DateTimeField(null=True, blank=True)
@@ -415,8 +516,78 @@ class ReportRun(models.Model):
         return None
 
 
+class RunPart(models.Model):
+    """One recipient's own report within a per-recipient run: their data, their email, their delivery.
+
+    Made once per (run, address), by a unique constraint, when the run is planned; worked on
+    by one worker at a time (a conditional UPDATE and a lease, as a run is).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        WORKING = "working", "Working"
+        SENT = "sent", "Sent"
+        SKIPPED = "skipped", "Skipped (no rows)"
+        HELD = "held", "Held (no rows)"
+        FAILED = "failed", "Failed"
+
+    OPEN = (Status.PENDING, Status.WORKING)
+
+    run = models.ForeignKey(ReportRun, on_delete=models.CASCADE, related_name="parts")
+    recipient = models.ForeignKey(Recipient, null=True, blank=True, on_delete=models.SET_NULL, related_name="parts")
+    address = models.EmailField(help_text="Where it is sent (for a test send: the staff member's own address).")
+    recipient_name = models.CharField(max_length=200, blank=True)
+    recipient_email = models.EmailField(blank=True, help_text="Whose report it is.")
+    attributes = models.JSONField(default=dict, blank=True, help_text="The recipient's attributes when it was made.")
+    key = models.CharField(
+        max_length=500, blank=True, db_index=True, help_text="The attribute value their rows were matched on."
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    not_before = models.DateTimeField(null=True, blank=True, editable=False, help_text="Waiting to retry until.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    request_url = models.CharField(max_length=2000, blank=True)
+    data = models.JSONField(null=True, blank=True, help_text="Their data, as their email was rendered from it.")
+    row_count = models.PositiveIntegerField(null=True, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    body_html = models.TextField(blank=True)
+    body_text = models.TextField(blank=True)
+    rendered_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="What went wrong, in words.")
+    error_detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "pk"]
+        verbose_name = "recipient report"
+        constraints = [models.UniqueConstraint(fields=["run", "address"], name="one_part_per_run_and_address")]
+        indexes = [
+            models.Index(fields=["run", "status"], name="part_run_status_idx"),
+            models.Index(Upper("recipient_email"), name="part_recipient_email_upper_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient_name or self.recipient_email or self.address} · {self.get_status_display()}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("admin:reporting_runpart_change", args=[self.pk])
+
+    @property
+    def is_rendered(self) -> bool:
+        return self.rendered_at is not None
+
+    @property
+    def who(self) -> str:
+        """The recipient as staff read it: "Name <email>", and the key their rows were matched on."""
+        person = f"{self.recipient_name} <{self.recipient_email}>" if self.recipient_name else self.recipient_email
+        return f"{person} ({self.key})" if self.key else person
+
+
 class RunAttachment(models.Model):
     run = models.ForeignKey(ReportRun, on_delete=models.CASCADE, related_name="attachments")
+    part = models.ForeignKey(
+        RunPart, null=True, blank=True, on_delete=models.CASCADE, related_name="attachments", editable=False
+    )
     filename = models.CharField(max_length=200)
     mimetype = models.CharField(max_length=100)
     file = models.FileField(upload_to=attachment_upload_to, max_length=300)
@@ -430,7 +601,14 @@ class RunAttachment(models.Model):
 
     class Meta:
         ordering = ["pk"]
-        constraints = [models.UniqueConstraint(fields=["run", "filename"], name="unique_attachment_name")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "filename"], condition=Q(part__isnull=True), name="unique_attachment_name"
+            ),
+            models.UniqueConstraint(
+                fields=["part", "filename"], condition=Q(part__isnull=False), name="unique_part_attachment_name"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.filename
@@ -454,6 +632,9 @@ class Delivery(models.Model):
     ACCEPTED = (Status.SENT, Status.DELIVERED)
 
     run = models.ForeignKey(ReportRun, on_delete=models.CASCADE, related_name="deliveries")
+    part = models.ForeignKey(
+        RunPart, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries", editable=False
+    )
     address = models.EmailField()
     kind = models.CharField(max_length=10, choices=Kind, default=Kind.ORIGINAL)
     requested_by = models.ForeignKey(
