@@ -294,6 +294,8 @@ REPORTING = {
     "SECRET_ENV_VARS": env_names("REPORTING_SECRET_ENV_VARS", []),
     # A run not touched for this long is taken to be abandoned by a dead worker.
     "RUN_LEASE_SECONDS": env_int("REPORTING_RUN_LEASE_SECONDS", 120, minimum=5),
+    # A per-recipient run's reports go to the workers in batches of this many (one message each).
+    "PARTS_PER_TASK": env_int("REPORTING_PARTS_PER_TASK", 25, minimum=1),
     # A run waiting for a worker (queued, or its retry time come) this long is taken by the
     # deadline sweep: published once more, then failed with an alert (reporting.services.deadlines).
     # Set it above the longest a burst of due reports may wait in the queue for a worker.

@@ -6,47 +6,65 @@ import base64
 from collections.abc import Callable
 
 from django.core.exceptions import ValidationError
+from django.core.mail.backends.base import BaseEmailBackend
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from reporting.addresses import clean_addresses
-from reporting.models import Delivery, ReportRun
+from reporting.models import Delivery, ReportRun, RunPart
 from reporting.pipeline import deliver, fetch, render
 
 Status = ReportRun.Status
 
 
 def send_deliveries(
-    run: ReportRun, deliveries: list[Delivery], *, after_each: Callable[[], None] | None = None
+    item: ReportRun | RunPart,
+    deliveries: list[Delivery],
+    *,
+    after_each: Callable[[], None] | None = None,
+    backend: BaseEmailBackend | None = None,
 ) -> None:
-    """Send the archived email of `run` for each queued delivery, one connection for all.
+    """Send the archived email of `item` (a run, or one recipient's part) for each queued delivery.
 
+    One connection for all: `backend` when the caller holds one open, else a new one.
     `after_each` is called after every message (the orchestrator renews its lease there).
     """
     if not deliveries:
         return
-    email = archived_email(run)
-    with deliver.connection() as backend:
-        for delivery in deliveries:
-            # Claim the row: whoever turns it from queued to sending sends it.
-            if not Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.QUEUED).update(
-                status=Delivery.Status.SENDING
-            ):
-                continue
-            try:
-                result = deliver.send(email, delivery.address, backend=backend)
-            except deliver.DeliveryError as exc:
-                _record_delivery(delivery, status=Delivery.Status.FAILED, error=exc.message)
-            else:
-                _record_delivery(
-                    delivery,
-                    status=Delivery.Status.SENT,
-                    message_id=result.message_id,
-                    esp_status=result.esp_status,
-                    sent_at=timezone.now(),
-                )
-            if after_each is not None:
-                after_each()
+    email = archived_email(item)
+    if backend is not None:
+        _send_each(email, deliveries, backend, after_each)
+        return
+    with deliver.connection() as opened:
+        _send_each(email, deliveries, opened, after_each)
+
+
+def _send_each(
+    email: deliver.OutgoingEmail,
+    deliveries: list[Delivery],
+    backend: BaseEmailBackend,
+    after_each: Callable[[], None] | None,
+) -> None:
+    for delivery in deliveries:
+        # Claim the row: whoever turns it from queued to sending sends it.
+        if not Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.QUEUED).update(
+            status=Delivery.Status.SENDING
+        ):
+            continue
+        try:
+            result = deliver.send(email, delivery.address, backend=backend)
+        except deliver.DeliveryError as exc:
+            _record_delivery(delivery, status=Delivery.Status.FAILED, error=exc.message)
+        else:
+            _record_delivery(
+                delivery,
+                status=Delivery.Status.SENT,
+                message_id=result.message_id,
+                esp_status=result.esp_status,
+                sent_at=timezone.now(),
+            )
+        if after_each is not None:
+            after_each()
 
 
 def _record_delivery(delivery: Delivery, **fields) -> None:
@@ -55,66 +73,96 @@ def _record_delivery(delivery: Delivery, **fields) -> None:
     Delivery.objects.filter(pk=delivery.pk).update(**fields)
 
 
-def archived_email(run: ReportRun) -> deliver.OutgoingEmail:
+def own_attachments(item: ReportRun | RunPart) -> QuerySet:
+    """The files of a run's own email, or of one recipient's part (a run's parts keep their own)."""
+    if isinstance(item, RunPart):
+        return item.attachments.all()
+    return item.attachments.filter(part__isnull=True)
+
+
+def archived_email(item: ReportRun | RunPart) -> deliver.OutgoingEmail:
     """The email exactly as archived: subject, both parts and the stored attachments (but the linked ones)."""
     attachments = []
-    for attachment in run.attachments.filter(linked=False):  # a linked one is too large: the body links to it
+    for attachment in own_attachments(item).filter(linked=False):  # a linked one is too large: the body links to it
         with attachment.file.open("rb") as stored:
             content = stored.read()
         attachments.append(
             render.Attachment(attachment.filename, content, attachment.mimetype, content_id=attachment.content_id)
         )
-    return deliver.OutgoingEmail(subject=run.subject, html=run.body_html, text=run.body_text, attachments=attachments)
+    return deliver.OutgoingEmail(
+        subject=item.subject, html=item.body_html, text=item.body_text, attachments=attachments
+    )
 
 
-def html_with_images_inline(run: ReportRun) -> str:
+def html_with_images_inline(item: ReportRun | RunPart) -> str:
     """The archived HTML with each image it shows (cid:) as a data: URI, for viewing in a browser."""
-    html = run.body_html
-    for attachment in run.attachments.exclude(content_id="").exclude(file=""):  # "": removed by retention
+    html = item.body_html
+    for attachment in own_attachments(item).exclude(content_id="").exclude(file=""):  # "": removed by retention
         with attachment.file.open("rb") as stored:
             encoded = base64.b64encode(stored.read()).decode("ascii")
         html = html.replace(f"cid:{attachment.content_id}", f"data:{attachment.mimetype};base64,{encoded}")
     return html
 
 
-def resend_targets(run: ReportRun, addresses: list[str] | None) -> list[str]:
-    """Exactly who a resend of `run` goes to: `addresses`, or the run's original recipients when None.
+def resend_targets(item: ReportRun | RunPart, addresses: list[str] | None) -> list[str]:
+    """Exactly who a resend of `item` (a run, or one recipient's report) goes to: `addresses`, or whom it went to.
 
-    Raises ValidationError in words when the run cannot be resent as it was or an address is invalid.
+    Raises ValidationError in words when it cannot be resent as it was or an address is invalid.
     """
-    if not run.is_rendered:
-        why = {
-            Status.HELD: "it was held by a data check: send it anyway or re-run it from its page",
-            Status.MISSED: "it was missed: use Run now for its period",
-        }.get(run.status, "it failed before rendering; re-run it instead")
-        raise ValidationError(f"Run #{run.pk} has no archived email to resend: {why}.")
-    if run.attachments.filter(file="", linked=False).exists():
+    if isinstance(item, ReportRun) and item.per_recipient:
         raise ValidationError(
-            f"Run #{run.pk}'s attachments were removed by the retention of the archive (see its notes), so it "
+            f"Run #{item.pk} sent each recipient their own report: resend one from its page "
+            "(the run's recipient reports)."
+        )
+    what = f"Run #{item.pk}" if isinstance(item, ReportRun) else f"The report of {item.who} in run #{item.run_id}"
+    if not item.is_rendered:
+        raise ValidationError(f"{what} has no archived email to resend: {_why_not_rendered(item)}.")
+    if own_attachments(item).filter(file="", linked=False).exists():
+        raise ValidationError(
+            f"{what}'s attachments were removed by the retention of the archive (see the run's notes), so it "
             "cannot be resent as it was. Use Run now for its period to send it again with fresh data."
         )
-    targets = clean_addresses(addresses if addresses is not None else run.recipients)
+    originals = item.recipients if isinstance(item, ReportRun) else [item.address]
+    targets = clean_addresses(addresses if addresses is not None else originals)
     if not targets:
         raise ValidationError("There is no address to resend to.")
     return targets
 
 
-def record_resend(run: ReportRun, targets: list[str], *, requested_by_id: int | None) -> list[Delivery]:
+def _why_not_rendered(item: ReportRun | RunPart) -> str:
+    if isinstance(item, RunPart):
+        return {
+            RunPart.Status.SKIPPED: "it was skipped, with no rows",
+            RunPart.Status.HELD: "it was held, with no rows",
+        }.get(item.status, "it failed before rendering; re-run the run instead")
+    return {
+        Status.HELD: "it was held by a data check: send it anyway or re-run it from its page",
+        Status.MISSED: "it was missed: use Run now for its period",
+    }.get(item.status, "it failed before rendering; re-run it instead")
+
+
+def record_resend(item: ReportRun | RunPart, targets: list[str], *, requested_by_id: int | None) -> list[Delivery]:
     """The resend's deliveries, queued: one per address, written before anything is sent."""
+    run, part = (item.run, item) if isinstance(item, RunPart) else (item, None)
     return Delivery.objects.bulk_create(
         [
-            Delivery(run=run, address=address, kind=Delivery.Kind.RESEND, requested_by_id=requested_by_id)
+            Delivery(run=run, part=part, address=address, kind=Delivery.Kind.RESEND, requested_by_id=requested_by_id)
             for address in targets
         ]
     )
 
 
 def send_resend(*, run_id: int, delivery_ids: list[int]) -> None:
-    """Send a recorded resend's queued deliveries; a mail server that cannot be reached fails them in words."""
+    """Send a recorded resend's queued deliveries (each with its own email: the run's, or a recipient's).
+
+    A mail server that cannot be reached fails them in words.
+    """
     run = ReportRun.objects.get(pk=run_id)
     resends = run.deliveries.filter(pk__in=delivery_ids, kind=Delivery.Kind.RESEND)
     try:
-        send_deliveries(run, list(resends))
+        for part_id in sorted(set(resends.values_list("part_id", flat=True)), key=lambda each: each or 0):
+            item = run if part_id is None else RunPart.objects.get(pk=part_id)
+            send_deliveries(item, list(resends.filter(part_id=part_id)))
     except deliver.DeliveryError as exc:
         fail_queued_deliveries(resends, exc.message)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 from django import forms
@@ -55,6 +56,11 @@ class ReportForm(forms.ModelForm):
             "charts",
             "recipients",
             "recipient_lists",
+            "audience",
+            "per_recipient_data",
+            "split_field",
+            "split_attribute",
+            "when_no_rows",
             "catch_up_hours",
             "check_min_rows",
             "check_required_fields",
@@ -180,11 +186,17 @@ def _sample_context() -> dict:
     }
 
 
+_RECIPIENT_VALUE = re.compile(r"recipient\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
 def _check_template(template_text: str, *, what: str) -> None:
     """ValidationError in words for a path or parameter template that no run could render."""
+    # A recipient's attributes are known only per recipient: each one named is tried with a sample value
+    # (whether the report is per recipient is checked by the model's clean()).
+    recipient = {name: "sample" for name in _RECIPIENT_VALUE.findall(template_text)}
     try:
         # Strict: a path or parameter sees only the report and the period, both known now.
-        render_string(template_text, _sample_context(), what=what)
+        render_string(template_text, {**_sample_context(), "recipient": recipient}, what=what)
     except RenderError as exc:
         raise ValidationError(exc.message) from exc
 
@@ -196,6 +208,18 @@ class RunNowForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}),
         help_text="Any day in the period to report on. Leave empty for the last complete period.",
     )
+
+    def __init__(self, *args, recipients=None, **kwargs):
+        """`recipients`: a per-recipient report's active recipients, to choose whose report (a test, a preview)."""
+        super().__init__(*args, **kwargs)
+        if recipients is not None:
+            self.fields["recipient"] = forms.ModelChoiceField(
+                queryset=recipients,
+                required=False,
+                label="As received by",
+                empty_label="(the first recipient)",
+                help_text="Each recipient gets their own report: whose to show.",
+            )
 
     def clean_period_day(self) -> date | None:
         """A day whose period fits in the calendar: the week of 27 December 9999 ends in the year 10000."""

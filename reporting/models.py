@@ -338,6 +338,35 @@ class Report(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("admin:reporting_report_change", args=[self.pk])
 
+    def clean(self) -> None:
+        """A per-recipient report says how each recipient's rows are found; no other report uses `recipient`."""
+        super().clean()
+        uses_recipient = "recipient" in self.path or "recipient" in str(self.query_params)
+        if not self.is_per_recipient:
+            if uses_recipient and "{{" in self.path + str(self.query_params):
+                raise ValidationError(
+                    {"audience": "The path or query uses the recipient: choose 'Each recipient their own report'."}
+                )
+            return
+        if self.per_recipient_data == self.PerRecipientData.SPLIT:
+            errors = {}
+            if not self.split_field.strip():
+                errors["split_field"] = "Say which field of each row says whose row it is, e.g. client_id."
+            if not self.split_attribute.strip():
+                errors["split_attribute"] = "Say which recipient attribute the field must equal, e.g. client_id."
+            elif not ATTRIBUTE_NAME.fullmatch(self.split_attribute.strip()):
+                errors["split_attribute"] = "An attribute name: letters, digits and underscores."
+            if errors:
+                raise ValidationError(errors)
+        elif not uses_recipient:
+            # Without the recipient in the request, every recipient would get the same whole answer.
+            raise ValidationError(
+                {
+                    "path": "A fetch per recipient must use the recipient in the path or a query parameter, "
+                    "e.g. clients/{{ recipient.client_id }}/statement."
+                }
+            )
+
     @property
     def is_per_recipient(self) -> bool:
         return self.audience == self.Audience.EACH
@@ -416,6 +445,12 @@ class ReportRun(models.Model):
     recipients = models.JSONField(default=list, help_text="The addresses this run is for.")
     per_recipient = models.BooleanField(
         default=False, editable=False, help_text="Each recipient got their own report: see the recipient reports."
+    )
+    split_field = models.CharField(
+        max_length=200,
+        blank=True,
+        editable=False,
+        help_text="A per-recipient run of one fetch: the field of each row its rows were split by.",
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -13,10 +13,12 @@ import tempfile
 from dataclasses import dataclass
 from datetime import date
 
+from django.utils import timezone
+
 from reporting import stage_inputs
-from reporting.models import Report
+from reporting.models import Recipient, Report
 from reporting.periods import Period
-from reporting.pipeline import checks, fetch, render
+from reporting.pipeline import checks, fetch, render, split
 
 _SPOOL_BYTES = 1024 * 1024
 # The frame is as inert as the archive's email page: no script, form, font or network; a srcdoc
@@ -44,6 +46,8 @@ class Preview:
     files: list[PreviewFile]
     chart_titles: list[str]
     checks_failed: list[str]  # what would hold the report back, in words; empty when it would be sent
+    recipient: str = ""  # a per-recipient report: whose report this is
+    recipient_note: str = ""  # …and what would happen to it, when not simply sent
 
 
 class PreviewError(Exception):
@@ -55,23 +59,39 @@ class PreviewError(Exception):
         self.request_url = request_url
 
 
-def preview_report(*, report_id: int, period_day: date | None) -> Preview:
-    """Fetch and render the report for the period containing `period_day` (default: the last complete one)."""
+def preview_report(*, report_id: int, period_day: date | None, recipient_id: int | None = None) -> Preview:
+    """Fetch and render the report for the period containing `period_day` (default: the last complete one).
+
+    A per-recipient report is previewed as the recipient `recipient_id` (default: its first) would get it.
+    """
     report = Report.objects.select_related("data_source").get(pk=report_id)
     period = stage_inputs.period_for_day(report, period_day)
+    whose = _recipient(report, recipient_id)
+    values = split.recipient_values(email=whose.email, name=whose.name, attributes=whose.attributes) if whose else None
     request_url = ""
     try:
-        request = stage_inputs.fetch_request_for(report, period)
+        fetch_for = values if whose and report.per_recipient_data == Report.PerRecipientData.FETCH else None
+        request = stage_inputs.fetch_request_for(report, period, recipient=fetch_for)
         request_url = request.url
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
             request_url, data = fetch.download(request, body)
-        render_request = stage_inputs.render_request_for(report, period, data)
+        held = checks.failed_checks(
+            rows=fetch.select_rows(data, report.records_path),
+            data=data,
+            checks=stage_inputs.check_settings(report),
+            now=timezone.now(),
+        )
+        key = ""
+        if whose and report.per_recipient_data == Report.PerRecipientData.SPLIT:
+            key = str(whose.attributes.get(report.split_attribute.strip(), ""))
+            mine = split.split_rows(
+                fetch.select_rows(data, report.records_path), report.split_field, {key} if key else set()
+            )
+            data = split.data_with_rows(report.records_path, mine.rows_by_key.get(key, []))
+        render_request = stage_inputs.render_request_for(report, period, data, recipient=values, key=key)
         email = render.render(render_request)
     except (fetch.FetchError, render.RenderError) as exc:
         raise PreviewError(exc.message, request_url=request_url) from exc
-    held = checks.failed_checks(
-        rows=render_request.rows, data=data, checks=stage_inputs.check_settings(report), now=render_request.generated_at
-    )
     return Preview(
         period=period,
         request_url=request_url,
@@ -85,7 +105,30 @@ def preview_report(*, report_id: int, period_day: date | None) -> Preview:
         ],
         chart_titles=[f"{spec.title} — {period.label}" for spec in render_request.charts],
         checks_failed=held,
+        recipient=str(whose) if whose else "",
+        recipient_note=_no_rows_note(report, render_request.rows) if whose else "",
     )
+
+
+def _recipient(report: Report, recipient_id: int | None) -> Recipient | None:
+    """Whose report a per-recipient report's preview shows; None for a report that is the same for all."""
+    if not report.is_per_recipient:
+        return None
+    recipients = report.active_recipients()
+    whose = recipients.filter(pk=recipient_id).first() if recipient_id else recipients.first()
+    if whose is None:
+        raise PreviewError("Each recipient gets their own report, and this report has no active recipient to show.")
+    return whose
+
+
+def _no_rows_note(report: Report, rows: list) -> str:
+    if rows:
+        return ""
+    return {
+        Report.WhenNoRows.SKIP: "They have no rows for this period: they would be skipped (nothing sent to them).",
+        Report.WhenNoRows.HOLD: "They have no rows for this period: their report would be held for staff.",
+        Report.WhenNoRows.SEND_EMPTY: "They have no rows for this period: they would get this report, empty.",
+    }[report.when_no_rows]
 
 
 def _images_inline(email: render.RenderedEmail) -> str:

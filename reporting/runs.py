@@ -20,7 +20,6 @@ sweep (reporting.services.deadlines) acts on any run past it.
 from __future__ import annotations
 
 import logging
-import random
 import tempfile
 import traceback
 from dataclasses import dataclass
@@ -38,14 +37,14 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from reporting import attachments, schedules
+from reporting import attachments, parts, schedules
 from reporting.addresses import check_addresses, check_some_address_is_valid
 from reporting.archive import fail_queued_deliveries, send_deliveries, snapshot_data
-from reporting.models import Delivery, Report, ReportRun, RunAttachment
+from reporting.models import Delivery, Recipient, Report, ReportRun, RunAttachment
 from reporting.periods import Period, period_for_slot
 from reporting.pipeline import checks, deliver, fetch, render
 from reporting.stage_inputs import check_settings, fetch_request_for, period_for_day, render_request_for
-from reporting.timing import duration_in_words, local_time
+from reporting.timing import duration_in_words, local_time, retry_delay
 
 log = logging.getLogger(__name__)
 Status = ReportRun.Status
@@ -84,6 +83,7 @@ class RunRequest:
     requested_by_id: int | None = None
     scheduled_for: datetime | None = None
     recipients: list[str] | None = None  # default: the report's active recipients
+    for_recipient_id: int | None = None  # a per-recipient report's test send: whose report to send
 
 
 # --- deadlines --------------------------------------------------------------------------
@@ -149,6 +149,8 @@ def create_run(request: RunRequest, *, report: Report | None = None) -> ReportRu
     has already loaded the request's report.
     """
     report = report or Report.objects.get(pk=request.report_id)
+    if report.is_per_recipient:
+        return _create_per_recipient_run(request, report)
     recipients = request.recipients if request.recipients is not None else report.recipient_addresses()
     with transaction.atomic():
         return ReportRun.objects.create(
@@ -168,6 +170,40 @@ def create_run(request: RunRequest, *, report: Report | None = None) -> ReportRu
         )
 
 
+def _create_per_recipient_run(request: RunRequest, report: Report) -> ReportRun:
+    """A run whose recipients each get their own report: the run, and one part per recipient, planned at once.
+
+    A test send (`request.for_recipient_id`) makes one part: that recipient's report, sent to the tester.
+    """
+    if request.for_recipient_id is not None:
+        people = list(Recipient.objects.filter(pk=request.for_recipient_id))
+        address = (request.recipients or [None])[0]
+    else:
+        people, address = list(report.active_recipients()), None
+    addresses = request.recipients if request.recipients is not None else [person.email for person in people]
+    split_field = report.split_field.strip() if report.per_recipient_data == Report.PerRecipientData.SPLIT else ""
+    with transaction.atomic():
+        run = ReportRun.objects.create(
+            report=report,
+            report_name=report.name,
+            period_kind=request.period.kind,
+            period_timezone=report.timezone,
+            period_start=request.period.start,
+            period_end=request.period.end,
+            period_key=request.period.key,
+            period_label=request.period.label,
+            scheduled_for=request.scheduled_for,
+            trigger=request.trigger,
+            requested_by_id=request.requested_by_id,
+            recipients=addresses,
+            per_recipient=True,
+            split_field=split_field,
+            deadline_at=queue_deadline(),
+        )
+        parts.plan(run, report, people, address=address)
+    return run
+
+
 def create_manual_run(*, report_id: int, period_day: date | None, requested_by_id: int | None) -> ReportRun:
     """A "Run now" for the period containing `period_day`, or the last complete period."""
     report = Report.objects.get(pk=report_id)
@@ -178,8 +214,18 @@ def create_manual_run(*, report_id: int, period_day: date | None, requested_by_i
     )
 
 
-def create_test_run(*, report_id: int, period_day: date | None, user_email: str, requested_by_id: int) -> ReportRun:
-    """A test send: live data, sent only to the requesting staff user, kept as a test run."""
+def create_test_run(
+    *,
+    report_id: int,
+    period_day: date | None,
+    user_email: str,
+    requested_by_id: int,
+    for_recipient_id: int | None = None,
+) -> ReportRun:
+    """A test send: live data, sent only to the requesting staff user, kept as a test run.
+
+    For a per-recipient report, the report of the recipient `for_recipient_id`.
+    """
     validate_email(user_email)
     report = Report.objects.get(pk=report_id)
     return create_run(
@@ -189,6 +235,7 @@ def create_test_run(*, report_id: int, period_day: date | None, user_email: str,
             trigger=Trigger.TEST,
             requested_by_id=requested_by_id,
             recipients=[user_email],
+            for_recipient_id=for_recipient_id if report.is_per_recipient else None,
         ),
         report=report,
     )
@@ -213,6 +260,9 @@ def execute_run(*, run_id: int, final_attempt: bool | None = True) -> ReportRun:
         if not run.recipients:
             raise render.RenderError("The report has no active recipients: add a recipient or a recipient list.")
         _check_addresses(run.recipients)
+        if run.per_recipient:
+            _fan_out(run)
+            return run
         if run.rendered_at is None and not _fetch_check_render(run):
             return run  # held by a data check: nothing rendered, nothing sent
         _deliver_stage(run)
@@ -395,6 +445,96 @@ def _fetch_check_render(run: ReportRun) -> bool:
     return True
 
 
+# --- per-recipient runs -----------------------------------------------------------------
+
+
+def _fan_out(run: ReportRun) -> None:
+    """Ready each recipient's part to be worked on by any worker: split the one fetch's rows among them.
+
+    The run then waits, without a lease, for its parts (a deadline the parts' progress moves on);
+    the service publishes them. Held, like any run, when the data checks fail on the whole answer.
+    """
+    if run.split_field and run.parts.filter(status=parts.Status.PENDING, data__isnull=True).exclude(key="").exists():
+        data = snapshot_data(run) if run.data_snapshot else _fetch_stage(run)
+        if run.checks_released_by_id is None:
+            failures = checks.failed_checks(
+                rows=fetch.select_rows(data, run.report.records_path),
+                data=data,
+                checks=check_settings(run.report),
+                now=timezone.now(),
+            )
+            if failures:
+                _hold(run, failures)
+                return
+        _set(run, status=Status.RENDERING)
+        unmatched = parts.assign_rows(run, run.report, data)
+        if unmatched:
+            _set(run, notes=noted(run.notes, unmatched))
+    _set(run, status=Status.SENDING, release=True, deadline_at=queue_deadline())
+
+
+def execute_parts(*, run_id: int, part_ids: list[int]) -> list[tuple[int, float]]:
+    """Make and send the given recipients' reports; the run ends when its last part does.
+
+    Returns (part id, seconds) for each part that must wait to retry.
+    """
+    run = ReportRun.objects.select_related("report__data_source").get(pk=run_id)
+    if run.status not in ReportRun.WORKING:
+        return []  # ended (e.g. failed at its deadline): its open parts were closed with it
+    retries = []
+    mail = parts.Mail()
+    renewed = _keep_waiting(run, None)
+    try:
+        for part_id in part_ids:
+            part = parts.claim(part_id, run_id)
+            if part is not None:
+                delay = parts.work_on(part, run=run, report=run.report, mail=mail)
+                if delay is not None:
+                    retries.append((part.pk, delay))
+                    _keep_waiting(run, None, after=delay)
+            renewed = _keep_waiting(run, renewed)
+    finally:
+        mail.close()
+    finish_if_done(run)
+    return retries
+
+
+def _keep_waiting(run: ReportRun, renewed: datetime | None, *, after: float = 0) -> datetime:
+    """Move the waiting run's deadline on (its parts are moving), at most every half lease."""
+    now = timezone.now()
+    if renewed is not None and now - renewed < _lease() / 2 and not after:
+        return renewed
+    deadline = queue_deadline(after=after)
+    ReportRun.objects.filter(pk=run.pk, status__in=ReportRun.WORKING, deadline_at__lt=deadline).update(
+        deadline_at=deadline, heartbeat_at=now
+    )
+    return now
+
+
+def finish_if_done(run: ReportRun) -> bool:
+    """End a per-recipient run whose parts have all ended (one caller wins); False while some are open."""
+    if run.parts.filter(status__in=parts.RunPart.OPEN).exists():
+        return False
+    summary = parts.summarize(run)
+    now = timezone.now()
+    run.refresh_from_db(fields=["notes", "status"])
+    notes = noted(run.notes, summary.note)
+    late = lateness_note(run, now)
+    if late:
+        notes = noted(notes, late)
+    return bool(
+        ReportRun.objects.filter(pk=run.pk, status__in=ReportRun.WORKING).update(
+            status=summary.status,
+            error=summary.error,
+            notes=notes,
+            finished_at=now,
+            deadline_at=None,
+            lease_expires_at=None,
+            heartbeat_at=now,
+        )
+    )
+
+
 def _hold(run: ReportRun, failures: list[str]) -> None:
     """Keep the snapshot, render and send nothing; the alert sweep tells the owner (alerted_at is null)."""
     log.info("run %s held by its data checks: %s", run.pk, " ".join(failures))
@@ -523,11 +663,3 @@ def _retry_later(run: ReportRun, message: str, retry_after: float | None) -> Non
     deadline = queue_deadline(after=retry_in)
     _set(run, status=Status.RETRYING, error=f"Will retry: {message}", release=True, deadline_at=deadline)
     raise RunRetryLater(message, retry_in)
-
-
-def retry_delay(retries: int, retry_after: float | None) -> float:
-    """Exponential backoff with full jitter, at least the server's Retry-After, capped."""
-    base = settings.REPORTING["FETCH_RETRY_BASE_SECONDS"]
-    cap = settings.REPORTING["FETCH_RETRY_MAX_SECONDS"]
-    backoff = random.uniform(base, min(cap, base * 2**retries))
-    return min(cap, max(backoff, retry_after or 0))

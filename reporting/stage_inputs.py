@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from reporting.models import DataSource, Report
 from reporting.periods import Period, last_complete_period, period_containing
-from reporting.pipeline import checks, fetch, render
+from reporting.pipeline import checks, fetch, render, split
 
 
 def period_for_day(report: Report, period_day: date | None) -> Period:
@@ -20,16 +20,26 @@ def period_for_day(report: Report, period_day: date | None) -> Period:
     return period_containing(report.period_kind, period_day)
 
 
-def fetch_request_for(report: Report, period: Period) -> fetch.FetchRequest:
-    """What to ask the report's data source for `period`; RenderError for a broken path or parameter."""
+def fetch_request_for(report: Report, period: Period, *, recipient: dict[str, str] | None = None) -> fetch.FetchRequest:
+    """What to ask the report's data source for `period` (and `recipient`); RenderError for a broken path or parameter.
+
+    A recipient's values go into the path percent-encoded, so that none can change the host,
+    add a segment or start a query; into query parameters as they are (encoded as parameters).
+    """
     # Plain values only: a template typed by staff must not reach the report's owner, runs or source.
     context = {"period": render.period_values(period), "report": report_values(report)}
     source = report.data_source
+    path = render.render_string(
+        report.path, {**context, "recipient": split.values_for_path(recipient or {})}, what="path"
+    )
+    if recipient is not None and (problem := split.path_problem(path)):
+        raise render.RenderError(problem)
+    params_context = {**context, "recipient": recipient or {}}
     return fetch.FetchRequest(
         base_url=source.base_url,
-        path=render.render_string(report.path, context, what="path"),
+        path=path,
         params={
-            key: render.render_string(str(value), context, what=f"query parameter '{key}'")
+            key: render.render_string(str(value), params_context, what=f"query parameter '{key}'")
             for key, value in report.query_params.items()
         },
         auth=auth_for(source),
@@ -42,21 +52,31 @@ def fetch_request_for(report: Report, period: Period) -> fetch.FetchRequest:
     )
 
 
-def render_request_for(report: Report, period: Period, data: object) -> render.RenderRequest:
-    """How to render the report's email from `data` for `period`."""
+def render_request_for(
+    report: Report, period: Period, data: object, *, recipient: dict[str, str] | None = None, key: str = ""
+) -> render.RenderRequest:
+    """How to render the report's email from `data` for `period`; for one `recipient` of a per-recipient report,
+    with their values, their rows' totals and files named after their `key`."""
+    rows = fetch.select_rows(data, report.records_path)
+    extra: dict = {}
+    if recipient is not None:
+        columns = render.columns_of(rows)
+        extra = {"recipient": recipient, "totals": split.column_totals(rows, columns), "row_count": len(rows)}
     return render.RenderRequest(
         template_name=report.template,
         subject_template=report.subject_template,
         report=report_values(report),
         period=period,
         data=data,
-        rows=fetch.select_rows(data, report.records_path),
+        rows=rows,
         generated_at=timezone.now(),
         timezone=report.timezone,
         attach_csv=report.attach_csv,
         attach_xlsx=report.attach_xlsx,
         charts=render.chart_specs(report.charts),
         max_rows=report.email_max_rows,
+        context_extra=extra,
+        file_suffix=key,
     )
 
 

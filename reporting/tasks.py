@@ -34,6 +34,12 @@ def execute_run(run_id: int) -> None:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
+def work_on_parts(run_id: int, part_ids: list[int]) -> None:
+    """A batch of a per-recipient run's reports, each made and sent once."""
+    runs.work_on_parts(run_id=run_id, part_ids=part_ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
 def send_resend(run_id: int, delivery_ids: list[int]) -> None:
     archive.send_resend(run_id=run_id, delivery_ids=delivery_ids)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.utils.dateformat import format as format_date
 
 
@@ -23,3 +25,11 @@ def duration_in_words(duration: timedelta) -> str:
 def local_time(moment: datetime, timezone_name: str | None) -> str:
     """`moment` in the given timezone (UTC when none), e.g. "25 November 2026, 15:50:03 GMT"."""
     return format_date(moment.astimezone(ZoneInfo(timezone_name or "UTC")), "j F Y, H:i:s T")
+
+
+def retry_delay(retries: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter, at least the server's Retry-After, capped."""
+    base = settings.REPORTING["FETCH_RETRY_BASE_SECONDS"]
+    cap = settings.REPORTING["FETCH_RETRY_MAX_SECONDS"]
+    backoff = random.uniform(base, min(cap, base * 2**retries))
+    return min(cap, max(backoff, retry_after or 0))

@@ -44,6 +44,9 @@ def report_form(source, **overrides):
         "attach_csv": "on",
         "email_max_rows": "100",
         "catch_up_hours": "24",
+        "audience": "everyone",
+        "per_recipient_data": "split",
+        "when_no_rows": "skip",
         "check_min_rows": "1",
         "recipients": [str(recipient.pk)],
     }

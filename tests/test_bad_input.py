@@ -277,6 +277,9 @@ def report_form(source, **overrides) -> dict:
         "month_of_year": "*",
         "day_of_week": "1",
         "catch_up_hours": "24",
+        "audience": "everyone",
+        "per_recipient_data": "split",
+        "when_no_rows": "skip",
         "check_min_rows": "1",
         "recipients": [Recipient.objects.get_or_create(email="ann@example.com")[0].pk],
     }

@@ -333,6 +333,9 @@ def report_form(report: Report, **overrides) -> dict:
         "enabled": "on",
         **dict.fromkeys(["minute", "hour", "day_of_month", "month_of_year", "day_of_week"], "*"),
         "catch_up_hours": "24",
+        "audience": "everyone",
+        "per_recipient_data": "split",
+        "when_no_rows": "skip",
         "check_min_rows": "1",
         "recipients": [recipient.pk for recipient in report.recipients.all()],
     }

@@ -6,13 +6,15 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from functools import reduce
+from operator import and_
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.templatetags.admin_list import date_hierarchy
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Exists, Max, Min, OuterRef, QuerySet
+from django.db.models import Case, Count, Exists, IntegerField, Max, Min, OuterRef, Q, QuerySet, When
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -25,7 +27,7 @@ from django.utils.translation import gettext as _
 from reporting import archive, progress
 from reporting.admin.common import runs_of_report_url
 from reporting.forms import ResendForm
-from reporting.models import Delivery, Report, ReportRun, RunAttachment
+from reporting.models import Delivery, Report, ReportRun, RunAttachment, RunPart
 from reporting.overview import count_of
 from reporting.services import archive as services_archive
 from reporting.services import runs as services_runs
@@ -177,7 +179,11 @@ class ReportRunAdmin(admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     search_fields = ["report__name", "report__slug"]
-    search_help_text = "Search by report name or slug, or by a whole email address to find the runs sent to it."
+    search_help_text = (
+        "Search by report name or slug, period (October 2026), a recipient's name or the value their rows were "
+        'matched on (C001), every word matching: "C001 October 2026"; or by a whole email address to find '
+        "the runs sent to it."
+    )
     actions = ["resend", "rerun", "set_legal_hold", "clear_legal_hold"]
     inlines = [DeliveryInline]
     change_form_template = "admin/reporting/reportrun/change_form.html"
@@ -243,7 +249,28 @@ class ReportRunAdmin(admin.ModelAdmin):
         if "@" in term and len(term.split()) == 1:
             sent_to = Delivery.objects.filter(run=OuterRef("pk"), address__iexact=term)
             return queryset.filter(Exists(sent_to)), False
-        return super().get_search_results(request, queryset, search_term)
+        words = term.split()
+        if not words:
+            return queryset, False
+        # Each word names the report, the period or a recipient of a per-recipient run (their name,
+        # or the value their rows were matched on): "C001 October 2026" finds what client C001 got.
+        return queryset.filter(reduce(and_, (self._word_matches(word) for word in words))), False
+
+    @staticmethod
+    def _word_matches(word: str) -> Q:
+        recipient = RunPart.objects.filter(run=OuterRef("pk")).filter(
+            Q(key__iexact=word) | Q(recipient_name__icontains=word)
+        )
+        return (
+            Q(report__name__icontains=word)
+            | Q(report__slug__icontains=word)
+            | Q(period_label__icontains=word)
+            | Q(Exists(recipient))
+        )
+
+    def get_inlines(self, request: HttpRequest, obj=None) -> list:
+        # A per-recipient run may have thousands of emails: each is on its recipient report's page.
+        return [] if obj is not None and obj.per_recipient else self.inlines
 
     def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
@@ -309,7 +336,7 @@ class ReportRunAdmin(admin.ModelAdmin):
         if obj is not None:
             context = {
                 "run": obj,
-                "attachments": obj.attachments.all(),
+                "attachments": archive.own_attachments(obj),
                 "snapshot_preview": _snapshot_preview(obj),
                 "can_resend": self.has_resend_permission(request) and obj.is_rendered,
                 "resend_url": reverse("admin:reporting_reportrun_resend", args=[obj.pk]),
@@ -317,6 +344,7 @@ class ReportRunAdmin(admin.ModelAdmin):
                 "release_url": reverse("admin:reporting_reportrun_release", args=[obj.pk]),
                 "rerun_held_url": reverse("admin:reporting_reportrun_rerun_held", args=[obj.pk]),
                 "working": obj.status in ReportRun.WORKING,
+                "recipient_reports": _recipient_reports(obj) if obj.per_recipient else None,
                 "progress_url": reverse("admin:reporting_reportrun_progress", args=[obj.pk]),
                 "progress_steps": [
                     ("queued", "Queued"),
@@ -460,6 +488,29 @@ class ReportRunAdmin(admin.ModelAdmin):
         changed = services_archive.set_legal_hold(run_ids=run_ids, held=held, actor=request.user)
         state = "on legal hold" if held else "released from legal hold"
         self.message_user(request, f"{changed} run{'s' if changed != 1 else ''} {state}.", messages.SUCCESS)
+
+
+RECIPIENT_REPORTS_SHOWN = 50
+
+
+def _recipient_reports(run: ReportRun) -> dict:
+    """A per-recipient run's parts at a glance: how many in each state, and the first, those needing attention first."""
+    counts = dict(run.parts.values_list("status").annotate(count=Count("pk")).order_by())
+    attention = Case(
+        When(status__in=(RunPart.Status.FAILED, RunPart.Status.HELD), then=0), default=1, output_field=IntegerField()
+    )
+    shown = list(run.parts.order_by(attention, "pk")[:RECIPIENT_REPORTS_SHOWN])
+    list_url = reverse("admin:reporting_runpart_changelist") + f"?run={run.pk}"
+    return {
+        "counts": [
+            (label, counts.get(status, 0), f"{list_url}&status__exact={status}")
+            for status, label in RunPart.Status.choices
+            if counts.get(status)
+        ],
+        "total": sum(counts.values()),
+        "shown": shown,
+        "list_url": list_url,
+    }
 
 
 def _snapshot_preview(run: ReportRun) -> str:

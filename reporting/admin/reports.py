@@ -78,6 +78,23 @@ class ReportAdmin(admin.ModelAdmin):
             },
         ),
         (
+            "Each recipient their own report",
+            {
+                "fields": [
+                    "audience",
+                    "per_recipient_data",
+                    ("split_field", "split_attribute"),
+                    "when_no_rows",
+                ],
+                "description": "Each recipient (of the report and its lists) gets an email with their own data "
+                "only, chosen by their attributes (edited on the recipient's page, or imported). Their rows "
+                "are split from one fetch, or fetched for each with "
+                "<code>{{ recipient.client_id }}</code> in the path or a query parameter. Templates see "
+                "<code>recipient</code> (email, name, attributes), their <code>rows</code>, "
+                "<code>totals</code> of each number column and <code>row_count</code>.",
+            },
+        ),
+        (
             "Data checks",
             {
                 "fields": [
@@ -184,12 +201,15 @@ class ReportAdmin(admin.ModelAdmin):
         if not self.has_preview_permission(request):
             raise PermissionDenied
         report = get_object_or_404(Report, pk=report_id)
-        form = PreviewForm(request.GET or None)
+        form = PreviewForm(request.GET or None, recipients=_choosable_recipients([report]))
         result = error = None
         if form.is_valid() or not request.GET:
             day = form.cleaned_data.get("period_day") if form.is_bound else None
+            whose = form.cleaned_data.get("recipient") if form.is_bound else None
             try:
-                result = preview.preview_report(report_id=report.pk, period_day=day)
+                result = preview.preview_report(
+                    report_id=report.pk, period_day=day, recipient_id=whose.pk if whose else None
+                )
             except preview.PreviewError as exc:
                 error = exc
         context = {
@@ -285,15 +305,11 @@ class ReportAdmin(admin.ModelAdmin):
         return self._period_page(request, queryset, action="send_test", title="Send a test")
 
     def _period_page(self, request: HttpRequest, queryset: QuerySet, *, action: str, title: str) -> HttpResponse | None:
-        form = RunNowForm(request.POST if "confirm" in request.POST else None)
+        recipients = _choosable_recipients(list(queryset)) if action == "send_test" else None
+        form = RunNowForm(request.POST if "confirm" in request.POST else None, recipients=recipients)
         if form.is_valid():
-            service = services_runs.send_test if action == "send_test" else services_runs.run_now
             try:
-                created = service(
-                    report_ids=[report.pk for report in queryset],
-                    period_day=form.cleaned_data["period_day"],
-                    actor=request.user,
-                )
+                created = self._run_or_test(request, queryset, action, form.cleaned_data)
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
@@ -310,6 +326,16 @@ class ReportAdmin(admin.ModelAdmin):
             "user_email": request.user.email,
         }
         return TemplateResponse(request, "admin/reporting/report/run_now.html", context)
+
+    def _run_or_test(self, request: HttpRequest, queryset: QuerySet, action: str, cleaned: dict) -> list[ReportRun]:
+        report_ids, period_day = [report.pk for report in queryset], cleaned["period_day"]
+        if action != "send_test":
+            return services_runs.run_now(report_ids=report_ids, period_day=period_day, actor=request.user)
+        whose = cleaned.get("recipient")
+        whose_id = whose.pk if whose else None
+        return services_runs.send_test(
+            report_ids=report_ids, period_day=period_day, actor=request.user, for_recipient_id=whose_id
+        )
 
     def _announce(self, request: HttpRequest, created: list[ReportRun], action: str) -> None:
         for run in created:
@@ -328,6 +354,13 @@ class ReportAdmin(admin.ModelAdmin):
 
 
 AUDIT_EVENTS_SHOWN = 20
+
+
+def _choosable_recipients(reports: list[Report]) -> QuerySet | None:
+    """Whose report a test or preview of one per-recipient report may show; None for any other choice."""
+    if len(reports) != 1 or not reports[0].is_per_recipient:
+        return None
+    return reports[0].active_recipients()
 
 
 # The report list shows many reports, often on the same few schedules: each distinct

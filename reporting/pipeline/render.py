@@ -26,6 +26,8 @@ from reporting.pipeline import charts as charts_module
 from reporting.pipeline import sandbox, xlsx
 
 GENERIC_TEXT_TEMPLATE = "reporting/email/report.txt"
+# What a file name keeps of a recipient's key: anything else becomes "-".
+_SAFE_FILENAME = re.compile(r"[^A-Za-z0-9_.-]")
 # What the sandbox prints for a variable it cannot find (settings.MISSING_VARIABLE_MARK).
 _MISSING = re.compile("\u2063missing:(.*?)\u2063")
 
@@ -62,6 +64,7 @@ class RenderRequest:
     charts: tuple[charts_module.ChartSpec, ...] = ()
     max_rows: int | None = None  # rows shown in the email (the CSV has them all); None: every row
     context_extra: dict[str, Any] = field(default_factory=dict)
+    file_suffix: str = ""  # e.g. a recipient's client id: their files are named after it
 
 
 @dataclass(frozen=True)
@@ -315,4 +318,5 @@ def _filename(request: RenderRequest, extension: str) -> str:
     stamp = period.start.isoformat() if period.start == period.end else f"{period.start}_{period.end}"
     if period.at is not None:
         stamp = period.at.strftime("%Y-%m-%d_%H%M")
-    return f"{request.report['slug']}_{stamp}.{extension}"
+    suffix = f"_{_SAFE_FILENAME.sub('-', request.file_suffix)[:40]}" if request.file_suffix else ""
+    return f"{request.report['slug']}_{stamp}{suffix}.{extension}"

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 
 from reporting import archive, audit
-from reporting.models import AuditEvent, Delivery, ReportRun
+from reporting.models import AuditEvent, Delivery, ReportRun, RunPart
 from reporting.services.enqueue import SEND_RESEND, enqueue
 
 Action = AuditEvent.Action
@@ -46,6 +46,40 @@ def resend(*, run_ids: list[int], addresses: list[str] | None, actor: User) -> l
             summary = f"Resent run #{each.run.pk} ({each.run.period_label}) to {', '.join(each.addresses)}."
             audit.record(actor=actor, action=Action.RESENT, summary=summary, run=each.run)
             enqueue(SEND_RESEND, run_id=each.run.pk, delivery_ids=[delivery.pk for delivery in deliveries])
+    return planned
+
+
+@dataclass(frozen=True)
+class PlannedPartResend:
+    """One recipient's report and exactly the addresses its resend goes to."""
+
+    part: RunPart
+    addresses: list[str]
+
+
+def plan_part_resend(*, part_id: int, addresses: list[str] | None) -> PlannedPartResend:
+    """Who a recipient's report would be resent to: `addresses`, or the address it went to when None.
+
+    Nothing is written. ValidationError in words when it cannot be resent or an address is invalid.
+    """
+    part = RunPart.objects.select_related("run").get(pk=part_id)
+    return PlannedPartResend(part, archive.resend_targets(part, addresses))
+
+
+def resend_part(*, part_id: int, addresses: list[str] | None, actor: User) -> PlannedPartResend:
+    """Resend one recipient's archived report, alone, to exactly the planned addresses.
+
+    Typed addresses get that recipient's report, with that recipient's data: the page that
+    confirms says whose it is.
+    """
+    requested_by_id = actor.pk if actor is not None and actor.is_authenticated else None
+    with transaction.atomic():
+        planned = plan_part_resend(part_id=part_id, addresses=addresses)
+        part, run = planned.part, planned.part.run
+        deliveries = archive.record_resend(part, planned.addresses, requested_by_id=requested_by_id)
+        summary = f"Resent {part.who}'s report of run #{run.pk} ({run.period_label}) to {', '.join(planned.addresses)}."
+        audit.record(actor=actor, action=Action.RESENT, summary=summary, run=run)
+        enqueue(SEND_RESEND, run_id=run.pk, delivery_ids=[delivery.pk for delivery in deliveries])
     return planned
 
 

@@ -25,7 +25,7 @@ from django.db.models import Case, F, TextField, Value, When
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from reporting import audit, runs
+from reporting import audit, parts, runs
 from reporting.models import AuditEvent, Delivery, ReportRun
 from reporting.services.enqueue import EXECUTE_RUN, enqueue
 from reporting.timing import local_time
@@ -124,6 +124,7 @@ def _give_up(run: ReportRun, *, now: datetime) -> bool:
         )
         if not taken:
             return False
+        parts.close_open(run.pk, "Not sent: the run failed at its deadline.")
         who_got_it = _close_deliveries(run)
         message = f"{reason} {who_got_it}"
         ReportRun.objects.filter(pk=run.pk).update(error=message)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date, datetime
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from reporting import audit, runs
+from reporting import audit, parts, runs
 from reporting.addresses import clean_addresses
-from reporting.models import AuditEvent, Report, ReportRun
-from reporting.services.enqueue import EXECUTE_RUN, enqueue
+from reporting.models import AuditEvent, Recipient, Report, ReportRun
+from reporting.services.enqueue import EXECUTE_RUN, WORK_ON_PARTS, enqueue
 
 log = logging.getLogger(__name__)
 Action = AuditEvent.Action
@@ -44,8 +46,13 @@ def run_now(*, report_ids: list[int], period_day: date | None, actor: User) -> l
     return created
 
 
-def send_test(*, report_ids: list[int], period_day: date | None, actor: AbstractBaseUser) -> list[ReportRun]:
-    """Queue a test run of each report, sent only to the actor's own address."""
+def send_test(
+    *, report_ids: list[int], period_day: date | None, actor: AbstractBaseUser, for_recipient_id: int | None = None
+) -> list[ReportRun]:
+    """Queue a test run of each report, sent only to the actor's own address.
+
+    A per-recipient report sends the report of the recipient `for_recipient_id` (by default its first one).
+    """
     email = getattr(actor, "email", "")
     if not email:
         raise ValidationError("Your user has no email address: add one to your profile first.")
@@ -56,14 +63,31 @@ def send_test(*, report_ids: list[int], period_day: date | None, actor: Abstract
     created = []
     with transaction.atomic():
         for report in Report.objects.filter(pk__in=report_ids).order_by("pk"):
+            whose = _test_recipient(report, for_recipient_id)
             run = runs.create_test_run(
-                report_id=report.pk, period_day=period_day, user_email=email, requested_by_id=actor.pk
+                report_id=report.pk,
+                period_day=period_day,
+                user_email=email,
+                requested_by_id=actor.pk,
+                for_recipient_id=whose.pk if whose else None,
             )
-            summary = f"Sent a test of run #{run.pk} ({run.period_label}) to {email}."
+            of = f" of {whose.email}'s report" if whose else ""
+            summary = f"Sent a test{of} of run #{run.pk} ({run.period_label}) to {email}."
             audit.record(actor=actor, action=Action.TEST_SENT, summary=summary, report=report, run=run)
             enqueue(EXECUTE_RUN, run_id=run.pk)
             created.append(run)
     return created
+
+
+def _test_recipient(report: Report, recipient_id: int | None) -> Recipient | None:
+    """Whose report a test of a per-recipient report sends: the one chosen, which must be the report's."""
+    if not report.is_per_recipient:
+        return None
+    recipients = report.active_recipients()
+    whose = recipients.filter(pk=recipient_id).first() if recipient_id else recipients.first()
+    if whose is None:
+        raise ValidationError(f"{report.name}: choose one of its active recipients to send a test of their report.")
+    return whose
 
 
 def run_now_here(*, report_id: int, period_day: date | None, actor: User = None) -> ReportRun:
@@ -72,7 +96,13 @@ def run_now_here(*, report_id: int, period_day: date | None, actor: User = None)
         run = runs.create_manual_run(report_id=report_id, period_day=period_day, requested_by_id=_user_id(actor))
         summary = f"Ran #{run.pk} now from the command line ({run.period_label}) for {', '.join(run.recipients)}."
         audit.record(actor=actor, action=Action.RAN, summary=summary, run=run)
-    return runs.execute_run(run_id=run.pk)
+    run = runs.execute_run(run_id=run.pk)
+    while run.per_recipient and run.status in ReportRun.WORKING:  # every recipient's report, here and now
+        retries = runs.execute_parts(run_id=run.pk, part_ids=parts.open_part_ids(run.pk))
+        if retries:
+            time.sleep(min(delay for _part_id, delay in retries))
+        run.refresh_from_db()
+    return run
 
 
 def rerun(*, run_ids: list[int], actor: User) -> list[ReportRun]:
@@ -181,13 +211,31 @@ def run_scheduled_batch(*, report_ids: list[int], fired_at: datetime) -> None:
 
 
 def work_on_run(*, run_id: int) -> None:
-    """Work on a run in this worker; what must wait (another worker holds it, a retry) is published again."""
+    """Work on a run in this worker; what must wait (another worker holds it, a retry) is published again.
+
+    A per-recipient run's parts are published in batches, for any worker to take.
+    """
     try:
-        runs.execute_run(run_id=run_id, final_attempt=None)
+        run = runs.execute_run(run_id=run_id, final_attempt=None)
     except runs.RunNotClaimed as exc:
         enqueue(EXECUTE_RUN, countdown=exc.retry_in, run_id=run_id)
     except runs.RunRetryLater as exc:
         enqueue(EXECUTE_RUN, countdown=exc.retry_in, run_id=run_id)
+    else:
+        if run.per_recipient and run.status == Status.SENDING:
+            _publish_parts(run.pk, parts.open_part_ids(run.pk))
+
+
+def work_on_parts(*, run_id: int, part_ids: list[int]) -> None:
+    """Make and send a batch of a per-recipient run's reports; a part that must wait is published again."""
+    for part_id, delay in runs.execute_parts(run_id=run_id, part_ids=part_ids):
+        enqueue(WORK_ON_PARTS, countdown=delay, run_id=run_id, part_ids=[part_id])
+
+
+def _publish_parts(run_id: int, part_ids: list[int]) -> None:
+    size = settings.REPORTING["PARTS_PER_TASK"]
+    for start in range(0, len(part_ids), size):
+        enqueue(WORK_ON_PARTS, run_id=run_id, part_ids=part_ids[start : start + size])
 
 
 def _user_id(actor: User) -> int | None:

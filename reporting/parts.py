@@ -1,0 +1,328 @@
+"""Per-recipient runs: each recipient's own report, made, sent and archived once.
+
+A per-recipient run is the parent; each recipient's report is a `RunPart` of it, planned
+when the run is created (one per address, by a unique constraint) and worked on by
+whichever worker claims it (a conditional UPDATE and a lease, as a run is). A part has
+its own data (their rows of one fetch, or their own fetch), its own rendered email and
+files, and its own original `Delivery`, written before it is sent: a part interrupted
+while sending is not sent again. One recipient's failure does not stop the others.
+
+The orchestrator (reporting.runs) plans, fans out and finishes the run; this module does
+one part at a time and sums them up. Nothing here enqueues work or writes audit events.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.mail.backends.base import BaseEmailBackend
+from django.db import transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from reporting import attachments
+from reporting.archive import send_deliveries
+from reporting.models import Delivery, Recipient, Report, ReportRun, RunAttachment, RunPart
+from reporting.pipeline import deliver, fetch, render, split
+from reporting.stage_inputs import fetch_request_for, render_request_for
+from reporting.timing import retry_delay
+
+log = logging.getLogger(__name__)
+Status = RunPart.Status
+WhenNoRows = Report.WhenNoRows
+INTERRUPTED = (
+    "Interrupted while sending (the worker stopped). Not sent again automatically, "
+    "because the mail server may already have accepted it; resend it if it did not arrive."
+)
+# Claimed a little before its retry time: the retry message and the database clock may disagree.
+_CLOCK_SLACK = timedelta(seconds=2)
+
+
+# --- planning ---------------------------------------------------------------------------
+
+
+def plan(run: ReportRun, report: Report, recipients: list[Recipient], *, address: str | None = None) -> None:
+    """One part per recipient (each address once); `address`: send them all there instead (a test send).
+
+    In a split run a recipient without the attribute their rows are matched on fails at once,
+    in words: nothing could be theirs.
+    """
+    attribute = report.split_attribute.strip() if run.split_field else ""
+    planned: dict[str, RunPart] = {}
+    for recipient in recipients:
+        to = address or recipient.email
+        part = RunPart(
+            run=run,
+            recipient=recipient,
+            address=to,
+            recipient_name=recipient.name,
+            recipient_email=recipient.email,
+            attributes=dict(recipient.attributes or {}),
+            key=str((recipient.attributes or {}).get(attribute, "")) if attribute else "",
+        )
+        if attribute and not part.key:
+            part.status, part.finished_at = Status.FAILED, timezone.now()
+            part.error = (
+                f"{recipient.email} has no '{attribute}' attribute, so no rows could be theirs: nothing was sent."
+            )
+        planned.setdefault(to.lower(), part)
+    RunPart.objects.bulk_create(planned.values(), ignore_conflicts=True, batch_size=1000)
+
+
+def assign_rows(run: ReportRun, report: Report, data: Any) -> str:
+    """Give each waiting part of a split run its own rows; a note on the rows that matched nobody ('' if none)."""
+    rows = fetch.select_rows(data, report.records_path)
+    waiting = run.parts.filter(status=Status.PENDING, data__isnull=True).exclude(key="")
+    keys = set(waiting.values_list("key", flat=True))
+    divided = split.split_rows(rows, run.split_field, keys)
+    batch: list[RunPart] = []
+    for part in waiting.only("pk", "key").iterator(chunk_size=1000):
+        mine = divided.rows_by_key.get(part.key, [])
+        part.data, part.row_count = split.data_with_rows(report.records_path, mine), len(mine)
+        batch.append(part)
+        if len(batch) == 1000:
+            RunPart.objects.bulk_update(batch, ["data", "row_count"])
+            batch = []
+    RunPart.objects.bulk_update(batch, ["data", "row_count"])
+    if not divided.unmatched:
+        return ""
+    return (
+        f"{divided.unmatched:,} of {len(rows):,} rows matched no recipient (their '{run.split_field}' was missing, "
+        "empty, of another kind, or nobody's): they were sent to nobody."
+    )
+
+
+def open_part_ids(run_id: int) -> list[int]:
+    waiting = RunPart.objects.filter(run_id=run_id, status__in=RunPart.OPEN).order_by("pk")
+    return list(waiting.values_list("pk", flat=True))
+
+
+# --- one part ---------------------------------------------------------------------------
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.REPORTING["RUN_LEASE_SECONDS"])
+
+
+def claim(part_id: int, run_id: int) -> RunPart | None:
+    """Take the part for this worker, or None: finished, waiting to retry, or held by a live worker."""
+    now = timezone.now()
+    claimable = Q(status=Status.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lte=now + _CLOCK_SLACK)) | Q(
+        status=Status.WORKING, lease_expires_at__lt=now
+    )
+    taken = RunPart.objects.filter(claimable, pk=part_id, run_id=run_id).update(
+        status=Status.WORKING, lease_expires_at=now + _lease(), not_before=None, attempts=F("attempts") + 1
+    )
+    return RunPart.objects.get(pk=part_id) if taken else None
+
+
+@dataclass
+class Mail:
+    """One connection to the mail server for the parts of one task, opened when first needed."""
+
+    opened: BaseEmailBackend | None = None
+    _context: Any = None
+
+    def backend(self) -> BaseEmailBackend:
+        if self.opened is None:
+            self._context = deliver.connection()
+            self.opened = self._context.__enter__()
+        return self.opened
+
+    def close(self) -> None:
+        if self._context is not None:
+            self._context.__exit__(None, None, None)
+            self.opened = self._context = None
+
+
+def work_on(part: RunPart, *, run: ReportRun, report: Report, mail: Mail) -> float | None:
+    """Make and send one recipient's report; the seconds to wait before retrying it, or None when it ended."""
+    try:
+        if part.rendered_at is None and not _prepare(part, run, report):
+            return None
+        if part.rendered_at is None:
+            _render(part, run, report)
+        _deliver(part, run, mail.backend)
+    except fetch.FetchError as exc:
+        return _failed_or_retry(part, exc.message, exc.detail, permanent=exc.permanent, retry_after=exc.retry_after)
+    except deliver.DeliveryError as exc:  # the mail server could not be reached at all
+        mail.close()
+        return _failed_or_retry(part, exc.message, "", permanent=False, retry_after=None)
+    except render.RenderError as exc:
+        _end(part, Status.FAILED, error=exc.message, error_detail=exc.detail)
+    except Exception as exc:
+        log.exception("run %s: the report for %s failed unexpectedly", run.pk, part.address)
+        message = f"Unexpected error: {type(exc).__name__}: {exc}"
+        _end(part, Status.FAILED, error=message, error_detail=traceback.format_exc())
+    return None
+
+
+def recipient_values(part: RunPart) -> dict[str, str]:
+    return split.recipient_values(email=part.recipient_email, name=part.recipient_name, attributes=part.attributes)
+
+
+def _prepare(part: RunPart, run: ReportRun, report: Report) -> bool:
+    """Their data (fetched now in a fetch-per-recipient run); False when they have no rows and are not sent."""
+    if part.data is None:
+        if run.split_field:
+            raise render.RenderError("Their rows were not assigned (the run's data was not split); re-run it.")
+        _fetch(part, run, report)
+    rows = fetch.select_rows(part.data, report.records_path)
+    if rows or report.when_no_rows == WhenNoRows.SEND_EMPTY:
+        return True
+    if report.when_no_rows == WhenNoRows.HOLD:
+        _end(part, Status.HELD, error="They have no rows this period: held for staff, as the report says.")
+    else:
+        _end(part, Status.SKIPPED, error="They have no rows this period: skipped, as the report says.")
+    return False
+
+
+def _fetch(part: RunPart, run: ReportRun, report: Report) -> None:
+    request = fetch_request_for(report, run.period, recipient=recipient_values(part))
+    _update(part, request_url=request.url[:2000])
+    with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as body:
+        downloaded = fetch.download_for_archive(request, body)
+    rows = fetch.select_rows(downloaded.data, report.records_path)
+    _update(part, data=downloaded.data, row_count=len(rows), request_url=downloaded.url[:2000])
+
+
+def _render(part: RunPart, run: ReportRun, report: Report) -> None:
+    request = render_request_for(report, run.period, part.data, recipient=recipient_values(part), key=part.key)
+    email = render.render(request)
+    if len(email.subject) > 998:
+        raise render.RenderError(
+            f"The rendered subject is {len(email.subject):,} characters long; at most 998 are allowed."
+        )
+    too_large = attachments.too_large_to_attach(email.attachments)
+    with transaction.atomic():
+        part.attachments.all().delete()
+        links = []
+        for index, attachment in enumerate(email.attachments):
+            stored = RunAttachment.objects.create(
+                run=run,
+                part=part,
+                filename=attachment.filename,
+                mimetype=attachment.mimetype,
+                size=len(attachment.content),
+                file=ContentFile(attachment.content, name=attachment.filename),
+                linked=index in too_large,
+                content_id=attachment.content_id,
+            )
+            if stored.linked:
+                links.append(attachments.link_to(stored))
+        if links:
+            email = attachments.render_with_links(request, email, links)
+        _update(
+            part,
+            subject=email.subject,
+            body_html=email.html,
+            body_text=email.text,
+            rendered_at=timezone.now(),
+            row_count=len(request.rows),
+            error=" ".join(too_large.values()),
+        )
+
+
+def _deliver(part: RunPart, run: ReportRun, backend: Callable[[], BaseEmailBackend]) -> None:
+    Delivery.objects.bulk_create(
+        [Delivery(run=run, part=part, address=part.address, kind=Delivery.Kind.ORIGINAL)], ignore_conflicts=True
+    )
+    originals = part.deliveries.filter(kind=Delivery.Kind.ORIGINAL)
+    # Still "sending" from an attempt whose worker died: the server may have taken it.
+    originals.filter(status=Delivery.Status.SENDING).update(status=Delivery.Status.FAILED, error=INTERRUPTED)
+    queued = list(originals.filter(status=Delivery.Status.QUEUED))
+    if queued:
+        send_deliveries(part, queued, backend=backend())
+    delivery = originals.first()
+    if delivery.status in Delivery.ACCEPTED:
+        _end(part, Status.SENT, error=part.error)  # a note on a linked attachment stays
+    else:
+        _end(part, Status.FAILED, error=delivery.error)
+
+
+def _failed_or_retry(
+    part: RunPart, message: str, detail: str, *, permanent: bool, retry_after: float | None
+) -> float | None:
+    if permanent or part.attempts > settings.REPORTING["FETCH_MAX_RETRIES"]:
+        _end(part, Status.FAILED, error=message, error_detail=detail)
+        return None
+    delay = retry_delay(part.attempts - 1, retry_after)
+    _update(
+        part,
+        status=Status.PENDING,
+        lease_expires_at=None,
+        not_before=timezone.now() + timedelta(seconds=delay),
+        error=f"Will retry: {message}",
+    )
+    return delay
+
+
+def _end(part: RunPart, status: str, **fields: object) -> None:
+    _update(part, status=status, lease_expires_at=None, finished_at=timezone.now(), **fields)
+
+
+def _update(part: RunPart, **fields: object) -> None:
+    for name, value in fields.items():
+        setattr(part, name, value)
+    RunPart.objects.filter(pk=part.pk).update(**fields)
+
+
+# --- the run as a whole -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    status: str  # the run's status
+    error: str  # who did not get their report, and why
+    note: str  # the counts, in words
+
+
+def summarize(run: ReportRun) -> Summary:
+    """The run's end from its parts: sent, partially sent, held or failed, naming who did not get theirs."""
+    counts = dict(run.parts.values_list("status").annotate(Count("pk")).order_by())
+    sent, skipped = counts.get(Status.SENT, 0), counts.get(Status.SKIPPED, 0)
+    held, failed = counts.get(Status.HELD, 0), counts.get(Status.FAILED, 0)
+    total = sum(counts.values())
+    note = (
+        f"Recipient reports: {sent:,} of {total:,} sent, {skipped:,} skipped with no rows, "
+        f"{held:,} held, {failed:,} failed."
+    )
+    if not failed and not held:
+        return Summary(status=ReportRun.Status.SENT, error="", note=note)
+    problems = []
+    if failed:
+        problems.append(f"{failed:,} of {total:,} recipients did not get their report: " + _named(run, Status.FAILED))
+    if held:
+        problems.append(f"{held:,} recipients' reports are held for staff: " + _named(run, Status.HELD))
+    if sent:
+        status = ReportRun.Status.PARTIALLY_SENT
+    elif failed:
+        status = ReportRun.Status.FAILED
+    else:
+        status = ReportRun.Status.HELD
+    return Summary(status=status, error="\n".join(problems), note=note)
+
+
+def _named(run: ReportRun, status: str, shown: int = 10) -> str:
+    parts = list(run.parts.filter(status=status).order_by("pk")[: shown + 1])
+    named = "; ".join(f"{part.who}: {part.error}" for part in parts[:shown])
+    if len(parts) > shown:
+        more = run.parts.filter(status=status).count() - shown
+        named += f"; and {more:,} more (see the run's recipient reports)"
+    return named
+
+
+def close_open(run_id: int, message: str) -> int:
+    """Fail the parts not yet at an end (the run failed at its deadline); how many."""
+    now = timezone.now()
+    return RunPart.objects.filter(run_id=run_id, status__in=RunPart.OPEN).update(
+        status=Status.FAILED, error=message, lease_expires_at=None, finished_at=now
+    )

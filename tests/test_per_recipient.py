@@ -1,0 +1,416 @@
+"""Per-recipient reports: each recipient gets their own rows and figures, exactly once, and nobody else's."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from reporting import parts, runs
+from reporting.models import Delivery, Recipient, Report, ReportRun, RunPart
+from reporting.services import runs as services_runs
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+Status = ReportRun.Status
+
+CLIENTS = {
+    "C001": ("Alice Archer", "alice@example.com"),
+    "C002": ("Bob Baker", "bob@example.com"),
+    "C003": ("Cleo Cole", "cleo@example.com"),
+}
+ROWS = [
+    {"client_id": "C001", "instrument": "Acme Corp", "market_value": 1000.5},
+    {"client_id": "C001", "instrument": "Globex", "market_value": 250},
+    {"client_id": "C002", "instrument": "Initech", "market_value": 777},
+    {"client_id": "C003", "instrument": "Umbrella", "market_value": 31},
+]
+TEMPLATE = (
+    '{% extends "reporting/email/base.html" %}{% block content %}'
+    "<p>Dear {{ recipient.name }} ({{ recipient.client_id }})</p>"
+    '<p>Total {% firstof totals.market_value "0" %} over {{ row_count }} positions</p>'
+    '{% include "reporting/email/_table.html" %}{% endblock %}'
+)
+
+
+def add_templates(settings, folder, templates: dict[str, str]) -> None:
+    """Report templates in `folder`, found before the project's own (which stay: the email layout)."""
+    for name, text in templates.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    settings.TEMPLATES = [{**engine, "DIRS": [folder, *engine.get("DIRS", [])]} for engine in settings.TEMPLATES]
+
+
+@pytest.fixture
+def statement_template(settings, tmp_path):
+    add_templates(settings, tmp_path / "templates", {"reports/statement.html": TEMPLATE})
+    return "reports/statement.html"
+
+
+def clients(**extra_attributes) -> list[Recipient]:
+    people = []
+    for client_id, (name, email) in CLIENTS.items():
+        attributes = {"client_id": client_id, **extra_attributes.get(client_id, {})}
+        people.append(Recipient.objects.create(email=email, name=name, attributes=attributes))
+    return people
+
+
+def split_report(source, template, **fields) -> Report:
+    defaults = {
+        "slug": "statement",
+        "name": "Statement",
+        "path": "positions",
+        "records_path": "positions",
+        "subject_template": "Statement {{ recipient.client_id }} — {{ period.label }}",
+        "audience": Report.Audience.EACH,
+        "per_recipient_data": Report.PerRecipientData.SPLIT,
+        "split_field": "client_id",
+        "split_attribute": "client_id",
+    }
+    report = factories.report(source, addresses=[], template=template, **{**defaults, **fields})
+    report.recipient_lists.add(factories.recipient_list("Clients", []))
+    report.recipient_lists.get().recipients.set(clients())
+    return report
+
+
+def run_everything(report, day=date(2026, 11, 20)) -> ReportRun:
+    """Run now, then work on its parts as the workers would (two batches)."""
+    run = runs.create_manual_run(report_id=report.pk, period_day=day, requested_by_id=None)
+    runs.execute_run(run_id=run.pk)
+    ids = parts.open_part_ids(run.pk)
+    for batch in (ids[:2], ids[2:]):
+        runs.execute_parts(run_id=run.pk, part_ids=batch)
+    run.refresh_from_db()
+    return run
+
+
+def received_by(smtp, address):
+    [message] = smtp.messages_to(address)
+    return message
+
+
+def csv_rows(message):
+    [attachment] = [each for each in message.iter_attachments() if each.get_filename().endswith(".csv")]
+    return attachment.get_filename(), list(csv.DictReader(io.StringIO(attachment.get_content().lstrip("\ufeff"))))
+
+
+def test_it_sends_each_client_their_own_rows_and_totals_once(httpserver, use_smtp, statement_template):
+    httpserver.expect_request("/api/positions").respond_with_json({"total_aum": 2058.5, "positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+
+    run = run_everything(report)
+
+    assert run.status == Status.SENT, run.error
+    assert "Recipient reports: 3 of 3 sent" in run.notes
+    assert len(httpserver.log) == 1  # one fetch, split
+    assert sorted(address for message in use_smtp.messages for address in use_smtp.recipients_of(message)) == [
+        "alice@example.com",
+        "bob@example.com",
+        "cleo@example.com",
+    ]
+    alice = received_by(use_smtp, "alice@example.com")
+    assert alice["Subject"] == "Statement C001 — 20 November 2026"
+    html = alice.get_body(("html",)).get_content()
+    assert "Dear Alice Archer (C001)" in html and "Total 1250.5 over 2 positions" in html
+    assert "Initech" not in html and "Umbrella" not in html and "2058" not in html
+    filename, rows = csv_rows(alice)
+    assert filename == "statement_2026-11-20_C001.csv"
+    assert [row["instrument"] for row in rows] == ["Acme Corp", "Globex"]
+    bob_html = received_by(use_smtp, "bob@example.com").get_body(("html",)).get_content()
+    assert "Total 777 over 1 positions" in bob_html and "Acme" not in bob_html
+    archived = {part.key: part for part in run.parts.all()}
+    assert {key: part.status for key, part in archived.items()} == dict.fromkeys(CLIENTS, RunPart.Status.SENT)
+    assert archived["C002"].data == {"positions": [ROWS[2]]}
+    assert archived["C001"].deliveries.get().address == "alice@example.com"
+    assert Delivery.objects.filter(run=run).count() == 3
+
+
+def test_it_fetches_for_each_recipient_with_their_attributes_in_the_path(httpserver, use_smtp, statement_template):
+    for client_id in CLIENTS:
+        own = [row for row in ROWS if row["client_id"] == client_id]
+        httpserver.expect_request(f"/api/clients/{client_id}/positions").respond_with_json({"positions": own})
+    report = split_report(
+        factories.data_source(httpserver.url_for("/api/")),
+        statement_template,
+        per_recipient_data=Report.PerRecipientData.FETCH,
+        path="clients/{{ recipient.client_id }}/positions",
+        query_params={"currency": "{{ recipient.currency }}"},
+    )
+    Recipient.objects.filter(email="alice@example.com").update(attributes={"client_id": "C001", "currency": "E&R"})
+    Recipient.objects.exclude(email="alice@example.com").update(attributes={"client_id": "C002", "currency": "GBP"})
+
+    run = run_everything(report)
+
+    assert run.status == Status.SENT, run.error
+    asked = sorted((request.path, request.args["currency"]) for request, _response in httpserver.log)
+    assert asked == [
+        ("/api/clients/C001/positions", "E&R"),
+        ("/api/clients/C002/positions", "GBP"),
+        ("/api/clients/C002/positions", "GBP"),
+    ]
+    assert "Total 1250.5" in received_by(use_smtp, "alice@example.com").get_body(("html",)).get_content()
+
+
+@pytest.mark.parametrize(
+    "client_id, refused",
+    [
+        ("../admin", "cannot be used in the path"),
+        ("..", "cannot be used in the path"),
+        ("C001/../C002", "cannot be used in the path"),
+        ("C001\\..\\C002", "cannot be used in the path"),
+        ("", "with an empty segment"),
+    ],
+)
+def test_an_attribute_cannot_lead_the_fetch_elsewhere(httpserver, use_smtp, statement_template, client_id, refused):
+    httpserver.expect_request("/api/clients/C002/positions").respond_with_json({"positions": [ROWS[2]]})
+    report = split_report(
+        factories.data_source(httpserver.url_for("/api/")),
+        statement_template,
+        per_recipient_data=Report.PerRecipientData.FETCH,
+        path="clients/{{ recipient.client_id }}/positions",
+    )
+    Recipient.objects.filter(email="alice@example.com").update(attributes={"client_id": client_id})
+    Recipient.objects.filter(email="cleo@example.com").update(active=False)
+
+    run = run_everything(report)
+
+    alice = run.parts.get(address="alice@example.com")
+    assert alice.status == RunPart.Status.FAILED
+    assert refused in alice.error
+    assert not use_smtp.messages_to("alice@example.com")
+    assert all(request.path == "/api/clients/C002/positions" for request, _ in httpserver.log)
+    assert run.status == Status.PARTIALLY_SENT
+    assert "alice@example.com" in run.error
+
+
+def test_an_attribute_value_stays_inside_its_path_segment(httpserver, use_smtp, statement_template):
+    httpserver.expect_request("/api/clients/A&B?x=1#f %2F/positions").respond_with_json({"positions": []})
+    report = split_report(
+        factories.data_source(httpserver.url_for("/api/")),
+        statement_template,
+        per_recipient_data=Report.PerRecipientData.FETCH,
+        path="clients/{{ recipient.client_id }}/positions",
+        when_no_rows=Report.WhenNoRows.SEND_EMPTY,
+    )
+    Recipient.objects.exclude(email="alice@example.com").update(active=False)
+    Recipient.objects.filter(email="alice@example.com").update(attributes={"client_id": "A&B?x=1#f %2F"})
+
+    run = run_everything(report)
+
+    [(request, _response)] = httpserver.log
+    assert request.environ["RAW_URI"] == "/api/clients/A%26B%3Fx%3D1%23f%20%252F/positions"
+    assert run.status == Status.SENT
+
+
+HOSTILE_ROWS = [
+    {"client_id": "C001", "instrument": "Mine"},
+    {"client_id": "c001", "instrument": "Lower case"},
+    {"client_id": " C001", "instrument": "Leading space"},
+    {"client_id": "C001 ", "instrument": "Trailing space"},
+    {"client_id": None, "instrument": "Null key"},
+    {"instrument": "No key"},
+    {"client_id": ["C001", "C002"], "instrument": "Two keys"},
+    {"client_id": {"id": "C001"}, "instrument": "Object key"},
+    {"client_id": 7, "instrument": "Number seven"},
+    {"client_id": "007", "instrument": "Text 007"},
+    {"client_id": 7.0, "instrument": "Fraction seven"},
+    {"client_id": True, "instrument": "Boolean"},
+    "a bare string row",
+]
+
+
+def test_hostile_rows_reach_only_the_recipient_they_match_exactly(httpserver, use_smtp, statement_template):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": HOSTILE_ROWS})
+    report = split_report(
+        factories.data_source(httpserver.url_for("/api/")),
+        statement_template,
+        when_no_rows=Report.WhenNoRows.SEND_EMPTY,
+        check_min_rows=0,
+    )
+    Recipient.objects.filter(email="bob@example.com").update(attributes={"client_id": "7"})
+    Recipient.objects.filter(email="cleo@example.com").update(attributes={"client_id": "007"})
+
+    run = run_everything(report)
+
+    assert run.status == Status.SENT, run.error
+    got = {
+        address: [row["instrument"] for row in csv_rows(received_by(use_smtp, address))[1]]
+        for address in CLIENTS_EMAILS
+    }
+    assert got == {
+        "alice@example.com": ["Mine"],
+        "bob@example.com": ["Number seven"],
+        "cleo@example.com": ["Text 007"],
+    }
+    assert "10 of 13 rows matched no recipient" in run.notes
+
+
+CLIENTS_EMAILS = [email for _name, email in CLIENTS.values()]
+
+
+def test_two_contacts_of_one_client_both_get_that_clients_rows(httpserver, use_smtp, statement_template):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    Recipient.objects.filter(email="cleo@example.com").update(attributes={"client_id": "C001"})
+
+    run_everything(report)
+
+    for address in ("alice@example.com", "cleo@example.com"):
+        assert [row["instrument"] for row in csv_rows(received_by(use_smtp, address))[1]] == ["Acme Corp", "Globex"]
+
+
+@pytest.mark.parametrize(
+    "when, part_status, run_status",
+    [
+        (Report.WhenNoRows.SKIP, RunPart.Status.SKIPPED, Status.SENT),
+        (Report.WhenNoRows.HOLD, RunPart.Status.HELD, Status.PARTIALLY_SENT),
+        (Report.WhenNoRows.SEND_EMPTY, RunPart.Status.SENT, Status.SENT),
+    ],
+)
+def test_a_recipient_with_no_rows_gets_what_the_report_says(
+    httpserver, use_smtp, statement_template, when, part_status, run_status
+):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS[:3]})  # nothing for C003
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template, when_no_rows=when)
+
+    run = run_everything(report)
+
+    cleo = run.parts.get(key="C003")
+    assert cleo.status == part_status
+    assert run.status == run_status
+    assert len(use_smtp.messages_to("cleo@example.com")) == (1 if when == Report.WhenNoRows.SEND_EMPTY else 0)
+    assert len(use_smtp.messages_to("alice@example.com")) == 1
+    if when == Report.WhenNoRows.HOLD:
+        assert "Cleo Cole <cleo@example.com> (C003)" in run.error
+
+
+def test_one_recipients_failed_fetch_does_not_stop_the_others(httpserver, use_smtp, statement_template, settings):
+    settings.REPORTING = {**settings.REPORTING, "FETCH_MAX_RETRIES": 0}
+    httpserver.expect_request("/api/clients/C001/positions").respond_with_json({"positions": ROWS[:2]})
+    httpserver.expect_request("/api/clients/C002/positions").respond_with_data("nope", status=500)
+    httpserver.expect_request("/api/clients/C003/positions").respond_with_json({"positions": ROWS[3:]})
+    report = split_report(
+        factories.data_source(httpserver.url_for("/api/")),
+        statement_template,
+        per_recipient_data=Report.PerRecipientData.FETCH,
+        path="clients/{{ recipient.client_id }}/positions",
+    )
+
+    run = run_everything(report)
+
+    assert run.status == Status.PARTIALLY_SENT
+    assert "1 of 3 recipients did not get their report: Bob Baker <bob@example.com>" in run.error
+    assert "500" in run.parts.get(address="bob@example.com").error
+    assert {m for address in ("alice@example.com", "cleo@example.com") for m in use_smtp.messages_to(address)}
+
+
+def test_a_transient_failure_waits_to_retry_and_the_run_waits_for_it(httpserver, use_smtp, statement_template):
+    httpserver.expect_oneshot_request("/api/clients/C002/positions").respond_with_data("busy", status=503)
+    for client_id in CLIENTS:
+        own = [row for row in ROWS if row["client_id"] == client_id]
+        httpserver.expect_request(f"/api/clients/{client_id}/positions").respond_with_json({"positions": own})
+    report = split_report(
+        factories.data_source(httpserver.url_for("/api/")),
+        statement_template,
+        per_recipient_data=Report.PerRecipientData.FETCH,
+        path="clients/{{ recipient.client_id }}/positions",
+    )
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+    runs.execute_run(run_id=run.pk)
+
+    retries = runs.execute_parts(run_id=run.pk, part_ids=parts.open_part_ids(run.pk))
+
+    bob = run.parts.get(address="bob@example.com")
+    assert [part_id for part_id, _delay in retries] == [bob.pk]
+    assert bob.status == RunPart.Status.PENDING and bob.error.startswith("Will retry")
+    run.refresh_from_db()
+    assert run.status == Status.SENDING and run.deadline_at is not None
+    RunPart.objects.filter(pk=bob.pk).update(not_before=None)
+    runs.execute_parts(run_id=run.pk, part_ids=[bob.pk])
+    run.refresh_from_db()
+    assert run.status == Status.SENT
+    assert len(use_smtp.messages_to("bob@example.com")) == 1
+
+
+def test_a_part_interrupted_while_sending_is_not_sent_again(httpserver, use_smtp, statement_template, settings):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+    runs.execute_run(run_id=run.pk)
+    alice = run.parts.get(address="alice@example.com")
+    # A worker took Alice's part, wrote her delivery and died while sending it.
+    RunPart.objects.filter(pk=alice.pk).update(
+        status=RunPart.Status.WORKING, lease_expires_at=run.created_at, attempts=1, rendered_at=run.created_at
+    )
+    Delivery.objects.create(run=run, part=alice, address=alice.address, status=Delivery.Status.SENDING)
+
+    runs.execute_parts(run_id=run.pk, part_ids=parts.open_part_ids(run.pk))
+    runs.execute_parts(run_id=run.pk, part_ids=parts.open_part_ids(run.pk))  # the message delivered again
+
+    run.refresh_from_db()
+    assert not use_smtp.messages_to("alice@example.com")
+    assert len(use_smtp.messages_to("bob@example.com")) == 1
+    alice.refresh_from_db()
+    assert alice.status == RunPart.Status.FAILED and "Interrupted while sending" in alice.error
+    assert run.status == Status.PARTIALLY_SENT
+
+
+def test_a_scheduled_period_has_one_part_per_recipient_whatever_fires_twice(httpserver, statement_template):
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    factories.schedule(report, minute="0", hour="7")
+    first, created = runs.open_scheduled_run(report_id=report.pk)
+    again, created_again = runs.open_scheduled_run(report_id=report.pk)
+    assert created and not created_again and again.pk == first.pk
+    assert RunPart.objects.filter(run__report=report).count() == 3
+
+
+def test_a_recipient_without_the_attribute_fails_in_words_and_the_others_go(httpserver, use_smtp, statement_template):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    Recipient.objects.filter(email="cleo@example.com").update(attributes={"region": "EU"})
+
+    run = run_everything(report)
+
+    cleo = run.parts.get(address="cleo@example.com")
+    assert cleo.status == RunPart.Status.FAILED
+    assert cleo.error == "cleo@example.com has no 'client_id' attribute, so no rows could be theirs: nothing was sent."
+    assert run.status == Status.PARTIALLY_SENT
+    assert not use_smtp.messages_to("cleo@example.com")
+
+
+def test_a_template_cannot_see_the_rest_of_the_answer(httpserver, use_smtp, settings, tmp_path):
+    add_templates(settings, tmp_path / "leaky", {"reports/leaky.html": "AUM {{ data.total_aum }}"})
+    httpserver.expect_request("/api/positions").respond_with_json({"total_aum": 2058.5, "positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), "reports/leaky.html")
+
+    run = run_everything(report)
+
+    assert run.status == Status.FAILED
+    assert "refers to 'data.total_aum'" in run.error
+    assert not use_smtp.messages
+
+
+def test_a_test_send_sends_one_chosen_recipients_report_to_the_tester(httpserver, use_smtp, statement_template, staff):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    bob = Recipient.objects.get(email="bob@example.com")
+
+    [run] = services_runs.send_test(report_ids=[report.pk], period_day=None, actor=staff, for_recipient_id=bob.pk)
+    runs.execute_run(run_id=run.pk)
+    runs.execute_parts(run_id=run.pk, part_ids=parts.open_part_ids(run.pk))
+
+    [message] = use_smtp.messages
+    assert use_smtp.recipients_of(message) == [staff.email]
+    assert "Total 777 over 1 positions" in message.get_body(("html",)).get_content()
+    [part] = run.parts.all()
+    assert (part.address, part.recipient_email, part.key) == (staff.email, "bob@example.com", "C002")
+
+
+def test_a_per_recipient_report_must_say_how_rows_are_matched(httpserver):
+    report = factories.report(factories.data_source(httpserver.url_for("/api/")), audience=Report.Audience.EACH)
+    with pytest.raises(ValidationError) as refused:
+        report.full_clean()
+    assert "split_field" in refused.value.message_dict

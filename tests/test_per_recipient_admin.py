@@ -1,0 +1,199 @@
+"""Per-recipient reports in the admin: the run's recipient reports, finding what a client got, resending one alone,
+preview and test send for one chosen recipient."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+from django.urls import reverse
+
+from reporting.models import AuditEvent, Delivery, Recipient, Report, ReportRun, RunPart
+from tests import factories
+from tests.test_per_recipient import ROWS, run_everything, split_report, statement_template  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sent_run(httpserver, use_smtp, statement_template):  # noqa: F811
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    Recipient.objects.filter(email="cleo@example.com").update(attributes={"region": "EU"})  # fails: no client_id
+    return run_everything(report)
+
+
+def test_the_run_page_lists_its_recipient_reports_those_needing_attention_first(admin_client, sent_run):
+    page = admin_client.get(sent_run.get_absolute_url()).content.decode()
+
+    assert "Recipient reports" in page
+    assert "2 sent" in page and "1 failed" in page
+    assert page.index("cleo@example.com") < page.index("alice@example.com")
+    assert "has no &#x27;client_id&#x27; attribute" in page
+    for part in sent_run.parts.all():
+        assert reverse("admin:reporting_runpart_change", args=[part.pk]) in page
+
+
+def test_a_recipient_report_page_shows_their_email_and_data_only(admin_client, sent_run):
+    alice = sent_run.parts.get(address="alice@example.com")
+
+    page = admin_client.get(alice.get_absolute_url()).content.decode()
+    html = admin_client.get(reverse("admin:reporting_runpart_email_html", args=[alice.pk]))
+
+    assert "Statement C001" in page and "Acme Corp" in page and "Initech" not in page
+    assert html["Content-Security-Policy"].startswith("default-src 'none'")
+    assert "Dear Alice Archer (C001)" in html.content.decode()
+    [attachment] = alice.attachments.all()
+    download = admin_client.get(reverse("admin:reporting_runpart_attachment", args=[alice.pk, attachment.pk]))
+    assert b"Acme Corp" in b"".join(download.streaming_content)
+    bob = sent_run.parts.get(address="bob@example.com")
+    other = admin_client.get(reverse("admin:reporting_runpart_attachment", args=[bob.pk, attachment.pk]))
+    assert other.status_code == 404  # one recipient's page never serves another's file
+
+
+@pytest.mark.parametrize(
+    "search, expected",
+    [
+        ("C001 November 2026", ["alice@example.com"]),
+        ("c001", ["alice@example.com"]),
+        ("Bob Statement", ["bob@example.com"]),
+        ("alice@example.com", ["alice@example.com"]),
+        ("C001 October", []),
+    ],
+)
+def test_what_did_client_x_get_for_a_month_is_one_search(admin_client, sent_run, search, expected):
+    response = admin_client.get(reverse("admin:reporting_runpart_changelist"), {"q": search})
+
+    shown = [part.address for part in response.context["cl"].result_list]
+    assert shown == expected
+
+
+def test_the_run_list_finds_the_runs_a_client_got(admin_client, sent_run):
+    response = admin_client.get(reverse("admin:reporting_reportrun_changelist"), {"q": "C002 November"})
+    assert [run.pk for run in response.context["cl"].result_list] == [sent_run.pk]
+    response = admin_client.get(reverse("admin:reporting_reportrun_changelist"), {"q": "C999"})
+    assert list(response.context["cl"].result_list) == []
+
+
+def test_one_recipients_report_is_resent_alone_to_exactly_whom_was_confirmed(
+    admin_client, sent_run, use_smtp, eager_celery
+):
+    alice = sent_run.parts.get(address="alice@example.com")
+    url = reverse("admin:reporting_runpart_resend", args=[alice.pk])
+    before = len(use_smtp.messages)
+
+    review = admin_client.post(url, {"step": "review", "target": "typed", "addresses": "auditor@example.com"})
+    assert "auditor@example.com" in review.content.decode() and "Alice Archer" in review.content.decode()
+    assert len(use_smtp.messages) == before  # nothing sent on review
+    with django_capture_on_commit():
+        admin_client.post(url, {"step": "send", "target": "typed", "addresses": "auditor@example.com"})
+
+    [message] = use_smtp.messages_to("auditor@example.com")
+    html = message.get_body(("html",)).get_content()
+    assert "Dear Alice Archer (C001)" in html and "Initech" not in html
+    assert len(use_smtp.messages) == before + 1
+    resend = alice.deliveries.get(kind=Delivery.Kind.RESEND)
+    assert (resend.address, resend.status, resend.run_id) == ("auditor@example.com", Delivery.Status.SENT, sent_run.pk)
+    event = AuditEvent.objects.get(action=AuditEvent.Action.RESENT)
+    assert "Alice Archer" in event.summary and "auditor@example.com" in event.summary
+
+
+def django_capture_on_commit():
+    from django.test import TestCase
+
+    return TestCase.captureOnCommitCallbacks(execute=True)
+
+
+def test_a_per_recipient_run_as_a_whole_cannot_be_resent(admin_client, sent_run):
+    response = admin_client.post(
+        reverse("admin:reporting_reportrun_resend", args=[sent_run.pk]), {"step": "review", "target": "original"}
+    )
+    assert "sent each recipient their own report" in response.content.decode()
+
+
+def test_a_failed_recipient_report_cannot_be_resent(admin_client, sent_run):
+    cleo = sent_run.parts.get(address="cleo@example.com")
+    response = admin_client.post(
+        reverse("admin:reporting_runpart_resend", args=[cleo.pk]), {"step": "review", "target": "original"}
+    )
+    assert "has no archived email to resend" in response.content.decode()
+
+
+def test_a_viewer_sees_recipient_reports_but_cannot_resend_them(client, sent_run):
+    client.force_login(factories.staff_user("viewer", "view_reportrun"))
+    alice = sent_run.parts.get(address="alice@example.com")
+
+    assert client.get(alice.get_absolute_url()).status_code == 200
+    assert client.get(reverse("admin:reporting_runpart_resend", args=[alice.pk])).status_code == 403
+
+
+def test_without_the_archive_permission_recipient_reports_are_hidden(client, sent_run):
+    client.force_login(factories.staff_user("editor", "change_report", "view_report"))
+    alice = sent_run.parts.get(address="alice@example.com")
+
+    assert client.get(alice.get_absolute_url()).status_code == 403
+    assert client.get(reverse("admin:reporting_runpart_email_html", args=[alice.pk])).status_code == 403
+
+
+@time_machine.travel(datetime(2026, 11, 21, 8, 0, tzinfo=UTC), tick=True)
+def test_preview_shows_the_chosen_recipients_report(admin_client, httpserver, statement_template):  # noqa: F811
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    bob = Recipient.objects.get(email="bob@example.com")
+
+    response = admin_client.get(reverse("admin:reporting_report_preview", args=[report.pk]), {"recipient": bob.pk})
+
+    shown = response.context["preview"]
+    assert shown.recipient == "Bob Baker <bob@example.com>"
+    assert "Total 777 over 1 positions" in shown.html and "Acme" not in shown.html
+    assert shown.subject == "Statement C002 — 20 November 2026"
+    assert not ReportRun.objects.exists() and not Delivery.objects.exists()
+
+
+@time_machine.travel(datetime(2026, 11, 21, 8, 0, tzinfo=UTC), tick=True)
+def test_preview_says_when_the_recipient_would_be_skipped(admin_client, httpserver, statement_template):  # noqa: F811
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS[:3]})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    cleo = Recipient.objects.get(email="cleo@example.com")
+
+    response = admin_client.get(reverse("admin:reporting_report_preview", args=[report.pk]), {"recipient": cleo.pk})
+
+    assert "they would be skipped" in response.content.decode()
+
+
+def test_a_test_send_of_a_chosen_recipient_from_the_admin(
+    admin_client, admin_user, httpserver, use_smtp, statement_template, eager_celery  # noqa: F811
+):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    cleo = Recipient.objects.get(email="cleo@example.com")
+    form = admin_client.get(reverse("admin:reporting_report_send_test", args=[report.pk]))
+    assert "As received by" in form.content.decode()
+
+    with django_capture_on_commit():
+        admin_client.post(
+            reverse("admin:reporting_report_send_test", args=[report.pk]),
+            {"confirm": "yes", "period_day": "2026-11-20", "recipient": cleo.pk},
+        )
+
+    [message] = use_smtp.messages
+    assert use_smtp.recipients_of(message) == [admin_user.email]
+    assert "Dear Cleo Cole (C003)" in message.get_body(("html",)).get_content()
+    run = ReportRun.objects.get(trigger=ReportRun.Trigger.TEST)
+    assert run.status == ReportRun.Status.SENT
+    assert [part.recipient_email for part in run.parts.all()] == ["cleo@example.com"]
+
+
+def test_the_report_form_refuses_a_fetch_per_recipient_that_does_not_use_the_recipient(admin_client, httpserver):
+    report = factories.report(factories.data_source(httpserver.url_for("/api/")))
+    report.audience, report.per_recipient_data = Report.Audience.EACH, Report.PerRecipientData.FETCH
+    with pytest.raises(Exception) as refused:
+        report.full_clean()
+    assert "must use the recipient in the path" in str(refused.value)
+
+
+def test_parts_are_kept_with_their_run_and_leave_with_it(sent_run):
+    assert RunPart.objects.filter(run=sent_run).count() == 3
+    sent_run.delete()
+    assert not RunPart.objects.exists() and not Delivery.objects.exists()
