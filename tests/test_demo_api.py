@@ -168,3 +168,153 @@ def test_it_refuses_a_bad_range(client, query, complaint):
 
 def test_it_only_answers_get(client):
     assert client.post(DAILY_URL, {"date": "2025-03-14"}).status_code == 405
+
+
+CLIENTS_URL = reverse("demo-clients-positions")
+
+
+def _statement_url(client_id: str) -> str:
+    return reverse("demo-client-statement", args=[client_id])
+
+
+def test_it_lists_the_positions_of_every_client_each_row_marked_with_its_client(client):
+    response = client.get(CLIENTS_URL, {"date": "2025-03-31"})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["as_of"] == "2025-03-31"
+    by_client: dict[str, list[dict]] = {}
+    for row in body["positions"]:
+        by_client.setdefault(row["client_id"], []).append(row)
+    assert set(by_client) == {"C001", "C002", "C003", "C004", "C005", "C006"}
+    for client_id, rows in by_client.items():
+        holdings = data.client_holdings(data.CLIENTS_BY_ID[client_id])
+        assert [row["isin"] for row in rows] == [instrument.isin for instrument, _quantity in holdings]
+        assert {row["currency"] for row in rows} == {data.CLIENTS_BY_ID[client_id].currency}
+        assert sum(row["weight_pct"] for row in rows) == pytest.approx(100, abs=0.05)
+    assert set(body["positions"][0]) == {
+        "client_id",
+        "instrument",
+        "isin",
+        "asset_class",
+        "quantity",
+        "price",
+        "market_value",
+        "currency",
+        "weight_pct",
+    }
+
+
+def test_it_gives_the_clients_different_holdings_and_currencies():
+    holdings = {client.client_id: tuple(data.client_holdings(client)) for client in data.CLIENTS}
+
+    assert len(set(holdings.values())) == len(data.CLIENTS)
+    assert {client.currency for client in data.CLIENTS} == {"GBP", "EUR", "USD"}
+
+
+def test_it_values_a_position_at_the_pound_price_times_the_rate_of_the_clients_currency():
+    euro_client = data.CLIENTS_BY_ID["C004"]
+    day = date(2025, 3, 31)
+    rate = data.fx_rate("EUR", day)
+
+    rows = [row for row in data.clients_positions(day)["positions"] if row["client_id"] == "C004"]
+
+    assert rate != 1.0
+    for (instrument, quantity), row in zip(data.client_holdings(euro_client), rows, strict=True):
+        assert row["quantity"] == quantity
+        assert row["price"] == pytest.approx(data.price_on(instrument, day) * rate, abs=0.0001)
+        assert row["market_value"] == pytest.approx(quantity * row["price"], abs=0.005)
+
+
+def test_it_gives_a_client_its_statement_for_a_month(client):
+    response = client.get(_statement_url("C003"), {"from": "2025-03-01", "to": "2025-03-31"})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["client_id"], body["client_name"], body["currency"]) == ("C003", "Calloway Foundation", "USD")
+    assert (body["from"], body["to"]) == ("2025-03-01", "2025-03-31")
+    summary = body["summary"]
+    assert summary["change"] == pytest.approx(summary["end_value"] - summary["start_value"], abs=0.005)
+    assert summary["change_pct"] == pytest.approx(100 * summary["change"] / summary["start_value"], abs=0.0001)
+    assert summary["end_value"] == pytest.approx(sum(row["market_value"] for row in body["positions"]), abs=0.005)
+    assert summary["start_value"] == pytest.approx(sum(row["start_value"] for row in body["positions"]), abs=0.005)
+    assert sum(row["end_value"] for row in body["by_asset_class"]) == pytest.approx(summary["end_value"], abs=0.01)
+    assert [point["date"] for point in body["daily"]] == [
+        day.isoformat() for day in _days(date(2025, 3, 1), date(2025, 3, 31))
+    ]
+    assert body["daily"][-1]["value"] == summary["end_value"]
+    assert {row["client_id"] for row in body["positions"]} == {"C003"}
+
+
+@pytest.mark.parametrize("client_id", [client.client_id for client in data.CLIENTS])
+def test_the_statement_agrees_with_the_positions_of_the_same_client_and_day(client, client_id):
+    everyone = client.get(CLIENTS_URL, {"date": "2025-03-31"}).json()["positions"]
+    previous_day = client.get(CLIENTS_URL, {"date": "2025-02-28"}).json()["positions"]
+    statement = client.get(_statement_url(client_id), {"from": "2025-03-01", "to": "2025-03-31"}).json()
+
+    own = [row for row in everyone if row["client_id"] == client_id]
+    assert [{key: row[key] for key in own[0]} for row in statement["positions"]] == own
+    assert statement["summary"]["end_value"] == pytest.approx(sum(row["market_value"] for row in own), abs=0.005)
+    opening = [row for row in previous_day if row["client_id"] == client_id]
+    assert [row["start_value"] for row in statement["positions"]] == [row["market_value"] for row in opening]
+
+
+@pytest.mark.parametrize("client_id", ["C999", "c001", "C0011", " C001", "C001 ", "../C001", "C001/.."])
+def test_it_refuses_a_client_it_does_not_know_in_words(client, client_id):
+    response = client.get(_statement_url(client_id), {"from": "2025-03-01", "to": "2025-03-31"})
+
+    assert response.status_code == 404
+    assert response.json() == {"error": f"There is no client {client_id!r}."}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/demo-api/clients/../C001/statement",
+        "/demo-api/clients/C001%2F../statement",
+        "/demo-api/clients/C001%2F..%2F..%2Fportfolio/statement",
+        "/demo-api/clients/%2E%2E%2FC001/statement",
+        "/demo-api/clients/C001%00/statement",
+    ],
+)
+def test_it_refuses_a_hostile_client_id(client, path):
+    response = client.get(path, {"from": "2025-03-01", "to": "2025-03-31"})
+
+    assert response.status_code == 404
+    assert "There is no client" in response.json()["error"]
+
+
+def test_it_cuts_a_long_unknown_client_id_short_in_the_error(client):
+    response = client.get(_statement_url("X" * 500), {"from": "2025-03-01", "to": "2025-03-31"})
+
+    assert response.status_code == 404
+    assert response.json()["error"] == f"There is no client {'X' * 40!r}."
+
+
+@pytest.mark.parametrize(
+    ("query", "complaint"),
+    [
+        ({"to": "2025-03-31"}, "'from'"),
+        ({"from": "2025-03-01", "to": "31/03/2025"}, "'to'"),
+        ({"from": "2025-04-01", "to": "2025-03-31"}, "after"),
+        ({"from": "2024-01-01", "to": "2025-03-31"}, "400 days"),
+    ],
+)
+def test_it_refuses_a_bad_statement_range_in_words(client, query, complaint):
+    response = client.get(_statement_url("C001"), query)
+
+    assert response.status_code == 400
+    assert complaint in response.json()["error"]
+
+
+@pytest.mark.parametrize("query", [{}, {"date": "2025-02-30"}, {"date": "last month"}])
+def test_it_refuses_a_bad_day_for_the_clients_positions_in_words(client, query):
+    response = client.get(CLIENTS_URL, query)
+
+    assert response.status_code == 400
+    assert "Give 'date' as a date in the form YYYY-MM-DD" in response.json()["error"]
+
+
+def test_the_client_endpoints_only_answer_get(client):
+    assert client.post(CLIENTS_URL, {"date": "2025-03-31"}).status_code == 405
+    assert client.post(_statement_url("C001"), {"from": "2025-03-01", "to": "2025-03-31"}).status_code == 405

@@ -222,3 +222,150 @@ def _phases(key: str) -> tuple[float, ...]:
 
 def _jiggle(key: str, day: date) -> float:
     return random.Random(f"{key}:{day.toordinal()}").gauss(0.0, 1.0)
+
+
+# Clients of the demo: each holds a few of the instruments above, valued in its own base
+# currency. Pound prices are converted at a made-up rate that follows the same price model.
+
+
+@dataclass(frozen=True)
+class Client:
+    client_id: str
+    name: str
+    currency: str
+
+
+CLIENTS: tuple[Client, ...] = (
+    Client("C001", "Ashdown Family Trust", "GBP"),
+    Client("C002", "Brennan & Okafor Pension Scheme", "GBP"),
+    Client("C003", "Calloway Foundation", "USD"),
+    Client("C004", "Dubois Holdings SA", "EUR"),
+    Client("C005", "Eastgate Endowment", "GBP"),
+    Client("C006", "Fairlie Investments GmbH", "EUR"),
+)
+CLIENTS_BY_ID = {client.client_id: client for client in CLIENTS}
+# Units of each currency one pound buys; "GBP" is not here, its rate is 1.
+FX_RATES: dict[str, Instrument] = {
+    "EUR": Instrument("Pound in euros", "FX:GBPEUR", "FX", 0, 1.17, 0.0, 0.0, 0.02, 0.002),
+    "USD": Instrument("Pound in US dollars", "FX:GBPUSD", "FX", 0, 1.27, 0.0, 0.0, 0.03, 0.003),
+}
+
+
+def clients_positions(day: date) -> dict[str, Any]:
+    """Every client's positions at the close of `day`, each row marked with its client's id."""
+    rows = [row for client in CLIENTS for row in _with_weights(_client_positions(client, day))]
+    return {"as_of": day.isoformat(), "positions": rows}
+
+
+def client_statement(client: Client, start: date, end: date) -> dict[str, Any]:
+    """One client's statement for the days `start` to `end`, both inclusive, in its own currency.
+
+    As for `performance`, the start value is the close of the day before `start`.
+    """
+    opening = _client_positions(client, start - timedelta(days=1))
+    closing = _with_weights(_client_positions(client, end))
+    start_value, end_value = _client_value(opening), _client_value(closing)
+    change = round(end_value - start_value, 2)
+    return {
+        "client_id": client.client_id,
+        "client_name": client.name,
+        "currency": client.currency,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "summary": {
+            "start_value": start_value,
+            "end_value": end_value,
+            "change": change,
+            "change_pct": _percent(change, start_value, places=4),
+        },
+        "by_asset_class": _client_asset_classes(opening, closing, end_value),
+        "daily": [
+            {"date": day.isoformat(), "value": _client_value(_client_positions(client, day))}
+            for day in _days(start, end)
+        ],
+        "positions": [
+            _with_change(position, opening_position)
+            for position, opening_position in zip(closing, opening, strict=True)
+        ],
+    }
+
+
+def client_holdings(client: Client) -> list[tuple[Instrument, int]]:
+    """The instruments the client holds, in the order of INSTRUMENTS, with its quantity of each."""
+    # A string seed is hashed with SHA-512, so every process picks the same holdings.
+    generator = random.Random(f"holdings:{client.client_id}")
+    picked = sorted(generator.sample(range(len(INSTRUMENTS)), generator.randint(5, 8)))
+    return [
+        (INSTRUMENTS[index], max(10, int(round(INSTRUMENTS[index].quantity * generator.uniform(0.05, 0.6), -1))))
+        for index in picked
+    ]
+
+
+def fx_rate(currency: str, day: date) -> float:
+    """Units of `currency` one pound buys at the close of `day`."""
+    return price_on(FX_RATES[currency], day) if currency in FX_RATES else 1.0
+
+
+def _client_positions(client: Client, day: date) -> list[dict[str, Any]]:
+    rate = fx_rate(client.currency, day)
+    rows = []
+    for instrument, quantity in client_holdings(client):
+        price = round(price_on(instrument, day) * rate, 4)
+        rows.append(
+            {
+                "client_id": client.client_id,
+                "instrument": instrument.name,
+                "isin": instrument.isin,
+                "asset_class": instrument.asset_class,
+                "quantity": quantity,
+                "price": price,
+                "market_value": round(quantity * price, 2),
+                "currency": client.currency,
+            }
+        )
+    return rows
+
+
+def _client_value(positions: list[dict[str, Any]]) -> float:
+    return round(sum(position["market_value"] for position in positions), 2)
+
+
+def _with_weights(positions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    total_value = _client_value(positions)
+    return [_with_weight(position, total_value) for position in positions]
+
+
+def _with_change(position: dict[str, Any], opening_position: dict[str, Any]) -> dict[str, Any]:
+    change = round(position["market_value"] - opening_position["market_value"], 2)
+    return {
+        **position,
+        "start_value": opening_position["market_value"],
+        "change": change,
+        "change_pct": _percent(change, opening_position["market_value"], places=4),
+    }
+
+
+def _client_asset_classes(
+    opening: list[dict[str, Any]], closing: list[dict[str, Any]], end_value: float
+) -> list[dict[str, Any]]:
+    """Start and end value per asset class, in the order classes first appear."""
+    start_values: dict[str, float] = defaultdict(float)
+    end_values: dict[str, float] = defaultdict(float)
+    for opening_position, position in zip(opening, closing, strict=True):
+        start_values[opening_position["asset_class"]] += opening_position["market_value"]
+        end_values[position["asset_class"]] += position["market_value"]
+    rows = []
+    for asset_class, start_value in start_values.items():
+        start_value, class_end = round(start_value, 2), round(end_values[asset_class], 2)
+        change = round(class_end - start_value, 2)
+        rows.append(
+            {
+                "asset_class": asset_class,
+                "start_value": start_value,
+                "end_value": class_end,
+                "change": change,
+                "change_pct": _percent(change, start_value, places=4),
+                "weight_pct": _percent(class_end, end_value, places=2),
+            }
+        )
+    return rows

@@ -1,4 +1,8 @@
-"""Demo data: the demo API as a data source, two reports on real schedules, a staff user."""
+"""Demo data: the demo API as a data source, reports on real schedules, a staff user.
+
+Two reports go to the finance team and the board; a monthly statement goes to each of the
+demo API's clients, every contact with their own client's figures only.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,28 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from reporting import schedules
+from reporting.demo import data
 from reporting.models import DataSource, Recipient, RecipientList, Report
 
 DEMO_USERNAME = "demo"
+CLIENTS_LIST = "Clients"
+# The contact at each demo client: address, full name, first name.
+CLIENT_CONTACTS = {
+    "C001": ("harriet.ashdown@example.com", "Harriet Ashdown", "Harriet"),
+    "C002": ("tomas.brennan@example.com", "Tomás Brennan", "Tomás"),
+    "C003": ("maya.calloway@example.com", "Maya Calloway", "Maya"),
+    "C004": ("elodie.dubois@example.com", "Élodie Dubois", "Élodie"),
+    "C005": ("samuel.eastgate@example.com", "Samuel Eastgate", "Samuel"),
+    "C006": ("ingrid.fairlie@example.com", "Ingrid Fairlie", "Ingrid"),
+}
 
 
 @dataclass(frozen=True)
 class DemoSetup:
     username: str
     password: str
-    reports: list[Report]
+    reports: list[Report]  # to the same people: the finance team, the board
+    client_reports: list[Report]  # each client's contact their own
 
 
 @transaction.atomic
@@ -73,7 +89,56 @@ def install_demo(*, base_url: str, password: str | None = None) -> DemoSetup:
         ],
         attach_xlsx=True,
     )
-    return DemoSetup(username=user.username, password=password, reports=[daily, monthly])
+    statement = _client_statement_report(source=source, owner=user, clients=_clients_list())
+    return DemoSetup(username=user.username, password=password, reports=[daily, monthly], client_reports=[statement])
+
+
+def _clients_list() -> RecipientList:
+    """The list "Clients": a contact at each demo client, with the attributes their statement reads."""
+    recipient_list, _ = RecipientList.objects.get_or_create(name=CLIENTS_LIST)
+    for client in data.CLIENTS:
+        email, name, first_name = CLIENT_CONTACTS[client.client_id]
+        recipient, _ = Recipient.objects.update_or_create(
+            email=email,
+            defaults={
+                "name": name,
+                "attributes": {
+                    "client_id": client.client_id,
+                    "client_name": client.name,
+                    "currency": client.currency,
+                    "first_name": first_name,
+                },
+            },
+        )
+        recipient_list.recipients.add(recipient)
+    return recipient_list
+
+
+def _client_statement_report(*, source: DataSource, owner, clients: RecipientList) -> Report:
+    """Each client's month: one fetch per contact, of their own client's statement only."""
+    return _report(
+        slug="client-statement",
+        name="Client statement",
+        description="Your portfolio over the month: its value at the start and the end, and what it holds.",
+        source=source,
+        owner=owner,
+        path="clients/{{ recipient.client_id }}/statement",
+        query_params={"from": "{{ period.start|date:'Y-m-d' }}", "to": "{{ period.end|date:'Y-m-d' }}"},
+        period_kind=Report.PeriodKind.MONTHLY,
+        template="reports/client_statement.html",
+        subject_template="Your statement for {{ period.label }} — {{ recipient.client_name }}",
+        cron=schedules.CronSpec(minute="0", hour="7", day_of_month="1", timezone="Europe/London"),
+        lists=[clients],
+        audience=Report.Audience.EACH,
+        per_recipient_data=Report.PerRecipientData.FETCH,
+        split_field="",
+        split_attribute="",
+        when_no_rows=Report.WhenNoRows.HOLD,
+        charts=[
+            {"kind": "bar", "x": "asset_class", "y": "market_value", "title": "Your allocation by asset class"},
+            {"kind": "line", "x": "date", "y": "value", "title": "Your portfolio value", "rows": "daily"},
+        ],
+    )
 
 
 def _staff_user(password: str):
