@@ -43,6 +43,8 @@ def import_recipients(*, content: bytes, filename: str, actor: User, dry_run: bo
     except recipients_io.TableError as exc:
         return ImportResult(problems=[str(exc)])
     result = ImportResult(problems=table.problems)
+    if not table.rows and not table.problems:
+        result.problems.append("The file has no recipients: put one per row under the header row.")
     lists = _lists_by_name(table, result.problems)
     existing = _existing_recipients(table, result.problems)
     planned = [_change(row, existing.get(row.email.lower()), result.problems) for row in table.rows]
@@ -146,7 +148,7 @@ def _change(
         problems.append(f"Row {row.row}: {problem}")
     lists_after = set(row.lists) if row.lists is not None else set(lists_before)
     after = (recipient.email, recipient.name, recipient.active, attributes, lists_after)
-    return _Planned(recipient, after != before, lists_before, lists_after)
+    return _Planned(recipient, recipient.pk is None or after != before, lists_before, lists_after)
 
 
 def _write(planned: list[_Planned], lists: dict[str, RecipientList]) -> None:
