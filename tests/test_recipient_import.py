@@ -187,6 +187,7 @@ def test_a_formula_is_kept_as_plain_text_and_exported_so_that_no_spreadsheet_run
     assert cells[formula] == "s" and cells["@SUM(1+1)"] == "s"  # text, not a formula ("f")
 
 
+@pytest.mark.django_db(transaction=True)  # a real transaction, not a savepoint in the test's own
 def test_a_row_in_error_among_a_hundred_writes_none_of_them(lists):
     Recipient.objects.create(email="keep@example.com", name="Before")
     rows = [["email", "name", "client_id"], ["keep@example.com", "After", "K"]]
@@ -199,6 +200,7 @@ def test_a_row_in_error_among_a_hundred_writes_none_of_them(lists):
     assert state() == [("keep@example.com", "Before", True, {}, [])]
 
 
+@pytest.mark.django_db(transaction=True)  # a real transaction, not a savepoint in the test's own
 def test_a_failure_while_writing_row_57_rolls_back_every_row_before_it(monkeypatch):
     """The rows are all valid; the database fails on the 57th save: the transaction leaves nothing behind."""
     Recipient.objects.create(email="keep@example.com", name="Before")
