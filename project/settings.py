@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "auditlog",
+    "import_export",
     "reporting",
 ]
 
@@ -112,6 +113,13 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "django_celery_beat.periodictask",
     "django_celery_beat.crontabschedule",
 )
+
+# Recipients' import and export (django-import-export's formats; reporting/recipients_io.py).
+# Its own formula escaping only drops a leading "=" (lossy, and "+", "-", "@" pass): our
+# exports quote such cells themselves (CSV) or type them as text (XLSX), which round-trips.
+# On, still, for any other export through its formats; imports are all-or-nothing.
+IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True
+IMPORT_EXPORT_USE_TRANSACTIONS = True
 
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"

@@ -204,7 +204,11 @@ MODEL_PAGES = {
         "delete": [403, 403, 403, 403, 302, 302],  # only retention deletes runs
     },
     ("reporting", "datasource"): VIEWED_EDITED,
-    ("reporting", "recipient"): VIEWED_EDITED,
+    ("reporting", "recipient"): {
+        **VIEWED_EDITED,
+        "import": [403, 200, 403, 403, 302, 302],  # adds and changes recipients: editors
+        "export": [200, 200, 403, 403, 302, 302],  # a file of what the list shows: whoever may view it
+    },
     ("reporting", "recipientlist"): VIEWED_EDITED,
     ("django_celery_beat", "periodictask"): SCHEDULES,
     ("django_celery_beat", "crontabschedule"): SCHEDULES,
