@@ -198,3 +198,25 @@ def permission_groups():
     if Group.objects.filter(name__in=migration.GROUPS).count() < len(migration.GROUPS):
         state = MigrationExecutor(connection).loader.project_state(("reporting", "0006_permission_groups"))
         migration.install_groups(state.apps, None)
+
+
+STATEMENT_TEMPLATE = (
+    '{% extends "reporting/email/base.html" %}{% block content %}'
+    "<p>Dear {{ recipient.name }} ({{ recipient.client_id }})</p>"
+    '<p>Total {% firstof totals.market_value "0" %} over {{ row_count }} positions</p>'
+    '{% include "reporting/email/_table.html" %}{% endblock %}'
+)
+
+
+def add_templates(settings, folder, templates: dict[str, str]) -> None:
+    """Report templates in `folder`, found before the project's own (which stay: the email layout)."""
+    for name, text in templates.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    settings.TEMPLATES = [{**engine, "DIRS": [folder, *engine.get("DIRS", [])]} for engine in settings.TEMPLATES]
+
+
+@pytest.fixture
+def statement_template(settings, tmp_path):
+    add_templates(settings, tmp_path / "templates", {"reports/statement.html": STATEMENT_TEMPLATE})
+    return "reports/statement.html"

@@ -107,7 +107,7 @@ def test_it_gives_each_client_a_contact_with_the_attributes_of_its_statement(dem
 
 
 def test_it_installs_a_monthly_statement_fetched_for_each_client(demo):
-    (statement,) = demo.client_reports
+    statement, _positions = demo.client_reports
 
     assert statement.slug == "client-statement"
     assert statement.audience == Report.Audience.EACH
@@ -256,3 +256,33 @@ def test_the_statement_path_is_refused_for_a_recipient_without_a_client(client, 
 def test_the_demo_urls_name_the_client_endpoints():
     assert reverse("demo-client-statement", args=["C001"]) == "/demo-api/clients/C001/statement"
     assert reverse("demo-clients-positions") == "/demo-api/clients/positions"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("slug", ["client-statement", "client-positions"])
+def test_the_demo_sends_each_client_contact_their_own_clients_figures_only(live_server, use_smtp, slug):
+    """The demo's per-client reports, run against the demo API served for real: one email per contact, theirs."""
+    from reporting import parts, runs
+
+    demo = install_demo(base_url=live_server.url + "/demo-api/")
+    report = next(each for each in demo.client_reports if each.slug == slug)
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 10, 15), requested_by_id=None)
+    runs.execute_run(run_id=run.pk)
+    runs.execute_parts(run_id=run.pk, part_ids=parts.open_part_ids(run.pk))
+
+    run.refresh_from_db()
+    assert run.status == "sent", run.error
+    assert len(use_smtp.messages) == len(data.CLIENTS)
+    for client in data.CLIENTS:
+        email, _name, _first = CLIENT_CONTACTS[client.client_id]
+        [message] = use_smtp.messages_to(email)
+        html = message.get_body(("html",)).get_content()
+        assert message["Subject"].endswith(f"— {client.name}")
+        own = _isins_of(client)
+        others = {isin for other in data.CLIENTS if other is not client for isin in _isins_of(other)} - own
+        assert own and all(isin in html for isin in own)
+        assert not [isin for isin in others if isin in html], f"{email} got another client's position"
+
+
+def _isins_of(client: data.Client) -> set[str]:
+    return {instrument.isin for instrument, _quantity in data.client_holdings(client)}

@@ -13,6 +13,7 @@ from reporting import parts, runs
 from reporting.models import Delivery, Recipient, Report, ReportRun, RunPart
 from reporting.services import runs as services_runs
 from tests import factories
+from tests.conftest import add_templates
 
 pytestmark = pytest.mark.django_db
 Status = ReportRun.Status
@@ -28,26 +29,6 @@ ROWS = [
     {"client_id": "C002", "instrument": "Initech", "market_value": 777},
     {"client_id": "C003", "instrument": "Umbrella", "market_value": 31},
 ]
-TEMPLATE = (
-    '{% extends "reporting/email/base.html" %}{% block content %}'
-    "<p>Dear {{ recipient.name }} ({{ recipient.client_id }})</p>"
-    '<p>Total {% firstof totals.market_value "0" %} over {{ row_count }} positions</p>'
-    '{% include "reporting/email/_table.html" %}{% endblock %}'
-)
-
-
-def add_templates(settings, folder, templates: dict[str, str]) -> None:
-    """Report templates in `folder`, found before the project's own (which stay: the email layout)."""
-    for name, text in templates.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text, encoding="utf-8")
-    settings.TEMPLATES = [{**engine, "DIRS": [folder, *engine.get("DIRS", [])]} for engine in settings.TEMPLATES]
-
-
-@pytest.fixture
-def statement_template(settings, tmp_path):
-    add_templates(settings, tmp_path / "templates", {"reports/statement.html": TEMPLATE})
-    return "reports/statement.html"
 
 
 def clients(**extra_attributes) -> list[Recipient]:

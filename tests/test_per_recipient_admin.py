@@ -11,13 +11,13 @@ from django.urls import reverse
 
 from reporting.models import AuditEvent, Delivery, Recipient, Report, ReportRun, RunPart
 from tests import factories
-from tests.test_per_recipient import ROWS, run_everything, split_report, statement_template  # noqa: F401
+from tests.test_per_recipient import ROWS, run_everything, split_report
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def sent_run(httpserver, use_smtp, statement_template):  # noqa: F811
+def sent_run(httpserver, use_smtp, statement_template):
     httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
     report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
     Recipient.objects.filter(email="cleo@example.com").update(attributes={"region": "EU"})  # fails: no client_id
@@ -137,7 +137,7 @@ def test_without_the_archive_permission_recipient_reports_are_hidden(client, sen
 
 
 @time_machine.travel(datetime(2026, 11, 21, 8, 0, tzinfo=UTC), tick=True)
-def test_preview_shows_the_chosen_recipients_report(admin_client, httpserver, statement_template):  # noqa: F811
+def test_preview_shows_the_chosen_recipients_report(admin_client, httpserver, statement_template):
     httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
     report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
     bob = Recipient.objects.get(email="bob@example.com")
@@ -152,7 +152,7 @@ def test_preview_shows_the_chosen_recipients_report(admin_client, httpserver, st
 
 
 @time_machine.travel(datetime(2026, 11, 21, 8, 0, tzinfo=UTC), tick=True)
-def test_preview_says_when_the_recipient_would_be_skipped(admin_client, httpserver, statement_template):  # noqa: F811
+def test_preview_says_when_the_recipient_would_be_skipped(admin_client, httpserver, statement_template):
     httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS[:3]})
     report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
     cleo = Recipient.objects.get(email="cleo@example.com")
@@ -163,7 +163,12 @@ def test_preview_says_when_the_recipient_would_be_skipped(admin_client, httpserv
 
 
 def test_a_test_send_of_a_chosen_recipient_from_the_admin(
-    admin_client, admin_user, httpserver, use_smtp, statement_template, eager_celery  # noqa: F811
+    admin_client,
+    admin_user,
+    httpserver,
+    use_smtp,
+    statement_template,
+    eager_celery,
 ):
     httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
     report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)

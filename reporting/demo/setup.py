@@ -89,8 +89,12 @@ def install_demo(*, base_url: str, password: str | None = None) -> DemoSetup:
         ],
         attach_xlsx=True,
     )
-    statement = _client_statement_report(source=source, owner=user, clients=_clients_list())
-    return DemoSetup(username=user.username, password=password, reports=[daily, monthly], client_reports=[statement])
+    clients = _clients_list()
+    statement = _client_statement_report(source=source, owner=user, clients=clients)
+    positions = _client_positions_report(source=source, owner=user, clients=clients)
+    return DemoSetup(
+        username=user.username, password=password, reports=[daily, monthly], client_reports=[statement, positions]
+    )
 
 
 def _clients_list() -> RecipientList:
@@ -138,6 +142,30 @@ def _client_statement_report(*, source: DataSource, owner, clients: RecipientLis
             {"kind": "bar", "x": "asset_class", "y": "market_value", "title": "Your allocation by asset class"},
             {"kind": "line", "x": "date", "y": "value", "title": "Your portfolio value", "rows": "daily"},
         ],
+    )
+
+
+def _client_positions_report(*, source: DataSource, owner, clients: RecipientList) -> Report:
+    """Each client's positions every weekday: one fetch of every client's rows, split by client_id."""
+    return _report(
+        slug="client-positions",
+        name="Client positions",
+        description="Your positions at the close of the previous business day.",
+        source=source,
+        owner=owner,
+        path="clients/positions",
+        query_params={"date": "{{ period.end|date:'Y-m-d' }}"},
+        period_kind=Report.PeriodKind.DAILY,
+        template="reports/table.html",
+        subject_template="Your positions on {{ period.label }} — {{ recipient.client_name }}",
+        cron=schedules.CronSpec(minute="30", hour="7", day_of_week="tue-sat", timezone="Europe/London"),
+        lists=[clients],
+        audience=Report.Audience.EACH,
+        per_recipient_data=Report.PerRecipientData.SPLIT,
+        split_field="client_id",
+        split_attribute="client_id",
+        when_no_rows=Report.WhenNoRows.SKIP,
+        charts=[{"kind": "bar", "x": "asset_class", "y": "market_value", "title": "Your allocation by asset class"}],
     )
 
 

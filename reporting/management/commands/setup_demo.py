@@ -5,7 +5,7 @@ from reporting.demo.setup import install_demo
 
 
 class Command(BaseCommand):
-    help = "Create the demo data source, two scheduled demo reports and a staff user; print the login."
+    help = "Create the demo data source, scheduled demo reports (two of them per client) and a staff user; print the login."
 
     def add_arguments(self, parser):
         parser.add_argument("--base-url", default=settings.REPORTING["SITE_URL"].rstrip("/") + "/demo-api/")
@@ -20,6 +20,7 @@ class Command(BaseCommand):
             f"  Scheduled Reports demo: {site}/admin/",
             f"  user: {demo.username}    password: {demo.password}",
             f"  reports: {', '.join(report.name for report in demo.reports)}",
+            f"  each client their own: {', '.join(report.name for report in demo.client_reports)}",
             f"  sent emails are written to {settings.EMAIL_FILE_PATH}/*.eml",
             "=" * 64,
             "",
