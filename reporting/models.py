@@ -581,6 +581,14 @@ class RunPart(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     not_before = models.DateTimeField(null=True, blank=True, editable=False, help_text="Waiting to retry until.")
     attempts = models.PositiveSmallIntegerField(default=0)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who sent it anyway after it was held with no rows.",
+    )
     request_url = models.CharField(max_length=2000, blank=True)
     data = models.JSONField(null=True, blank=True, help_text="Their data, as their email was rendered from it.")
     row_count = models.PositiveIntegerField(null=True, blank=True)

@@ -176,7 +176,7 @@ def _prepare(part: RunPart, run: ReportRun, report: Report) -> bool:
             raise render.RenderError("Their rows were not assigned (the run's data was not split); re-run it.")
         _fetch(part, run, report)
     rows = fetch.select_rows(part.data, report.records_path)
-    if rows or report.when_no_rows == WhenNoRows.SEND_EMPTY:
+    if rows or report.when_no_rows == WhenNoRows.SEND_EMPTY or part.released_by_id is not None:
         return True
     if report.when_no_rows == WhenNoRows.HOLD:
         _end(part, Status.HELD, error="They have no rows this period: held for staff, as the report says.")
@@ -318,6 +318,24 @@ def _named(run: ReportRun, status: str, shown: int = 10) -> str:
         more = run.parts.filter(status=status).count() - shown
         named += f"; and {more:,} more (see the run's recipient reports)"
     return named
+
+
+def release_held(part_id: int, *, released_by_id: int | None) -> RunPart | None:
+    """A part held with no rows, waiting again to be sent (empty) anyway, and its run working again; None when
+    it is no longer held (a second click). The run's status is worked out again when the part ends."""
+    released = RunPart.objects.filter(pk=part_id, status=Status.HELD).update(
+        status=Status.PENDING, released_by_id=released_by_id, error="", finished_at=None, lease_expires_at=None
+    )
+    if not released:
+        return None
+    part = RunPart.objects.select_related("run").get(pk=part_id)
+    ReportRun.objects.filter(pk=part.run_id).exclude(status__in=ReportRun.WORKING).update(
+        status=ReportRun.Status.SENDING,
+        finished_at=None,
+        lease_expires_at=None,
+        deadline_at=timezone.now() + timedelta(seconds=settings.REPORTING["RUN_QUEUE_DEADLINE_SECONDS"]),
+    )
+    return part
 
 
 def close_open(run_id: int, message: str) -> int:

@@ -1,8 +1,9 @@
 """Retention: the archive pruned by age, a run on legal hold never.
 
-Runs older than RUN_RETENTION_DAYS go, with their deliveries, attachments and files. Runs
-older than FILE_RETENTION_DAYS keep their row, their email (subject, HTML, text) and their
-deliveries, but lose the data snapshot and the attachment files, with a note saying so.
+Runs older than RUN_RETENTION_DAYS go, with their deliveries, attachments, recipient reports
+and files. Runs older than FILE_RETENTION_DAYS keep their row, their email (subject, HTML,
+text) and their deliveries, but lose the data snapshot, the attachment files and the data
+kept with each recipient's report, with a note saying so.
 Work goes in batches; files are deleted through the storage API (local disk or S3 alike)
 only once the rows' transaction has committed.
 """
@@ -19,7 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from reporting.models import ReportRun, RunAttachment
+from reporting.models import ReportRun, RunAttachment, RunPart
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -39,7 +40,8 @@ def prune_archive(*, now: datetime | None = None) -> PruneResult:
     file_cutoff = now - timedelta(days=settings.REPORTING["FILE_RETENTION_DAYS"])
     deleted, deleted_files = _in_batches(_delete_runs, _prunable(run_cutoff))
     with_files = _prunable(file_cutoff).filter(
-        ~Q(data_snapshot="") | Q(attachments__file__gt="")  # something left to remove
+        # something left to remove: the snapshot, files, or the data kept with each recipient's report
+        ~Q(data_snapshot="") | Q(attachments__file__gt="") | Q(parts__data__isnull=False)
     )
     stripped, stripped_files = _in_batches(lambda ids: _strip_runs(ids, now), with_files)
     result = PruneResult(runs_deleted=deleted, runs_stripped=stripped, files_deleted=deleted_files + stripped_files)
@@ -84,6 +86,7 @@ def _strip_runs(ids: list[int], now: datetime) -> tuple[int, list[str]]:
             run.data_snapshot = ""
         ReportRun.objects.bulk_update(runs, ["notes", "data_snapshot"])
         RunAttachment.objects.filter(run__in=batch).update(file="")
+        RunPart.objects.filter(run__in=batch).update(data=None)
         transaction.on_commit(lambda: _delete_files(names))
     return len(runs), names
 

@@ -395,3 +395,35 @@ def test_a_per_recipient_report_must_say_how_rows_are_matched(httpserver):
     with pytest.raises(ValidationError) as refused:
         report.full_clean()
     assert "split_field" in refused.value.message_dict
+
+
+def test_file_retention_removes_each_recipients_data_and_files_but_keeps_their_email(
+    httpserver, use_smtp, statement_template, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+    from pathlib import Path
+
+    from django.conf import settings as django_settings
+    from django.utils import timezone
+
+    from reporting import retention
+
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    run = run_everything(report)
+    ReportRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(days=91))
+    files = [Path(django_settings.MEDIA_ROOT) / each.file.name for each in run.attachments.all()]
+    assert len(files) == 3 and all(path.exists() for path in files)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert retention.prune_archive().runs_stripped == 1
+
+    assert not any(path.exists() for path in files)
+    alice = run.parts.get(address="alice@example.com")
+    assert alice.data is None and "Dear Alice Archer" in alice.body_html
+    with pytest.raises(ValidationError, match="removed by the retention"):
+        from reporting.services import archive as services_archive
+
+        services_archive.plan_part_resend(part_id=alice.pk, addresses=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert retention.prune_archive().runs_stripped == 0  # nothing left to strip

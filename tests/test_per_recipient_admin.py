@@ -202,3 +202,32 @@ def test_parts_are_kept_with_their_run_and_leave_with_it(sent_run):
     assert RunPart.objects.filter(run=sent_run).count() == 3
     sent_run.delete()
     assert not RunPart.objects.exists() and not Delivery.objects.exists()
+
+
+def test_a_recipient_report_held_with_no_rows_is_sent_anyway_by_staff_once(
+    admin_client, httpserver, use_smtp, statement_template, eager_celery
+):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS[:3]})  # nothing for C003
+    report = split_report(
+        factories.data_source(httpserver.url_for("/api/")), statement_template, when_no_rows=Report.WhenNoRows.HOLD
+    )
+    run = run_everything(report)
+    cleo = run.parts.get(address="cleo@example.com")
+    assert (run.status, cleo.status) == (ReportRun.Status.PARTIALLY_SENT, RunPart.Status.HELD)
+    page = admin_client.get(cleo.get_absolute_url()).content.decode()
+    assert "Send anyway" in page
+
+    url = reverse("admin:reporting_runpart_send_anyway", args=[cleo.pk])
+    with django_capture_on_commit():
+        admin_client.post(url)
+    with django_capture_on_commit():
+        second = admin_client.post(url, follow=True)
+
+    assert "no longer held" in second.content.decode()
+    [message] = use_smtp.messages_to("cleo@example.com")
+    assert "over 0 positions" in message.get_body(("html",)).get_content()
+    cleo.refresh_from_db()
+    run.refresh_from_db()
+    assert cleo.status == RunPart.Status.SENT and cleo.released_by is not None
+    assert run.status == ReportRun.Status.SENT and run.error == ""
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.RELEASED, run=run).count() == 1

@@ -23,7 +23,7 @@ from django_celery_beat.models import (
 )
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from reporting.models import Delivery, Recipient, Report, ReportRun, RunAttachment
+from reporting.models import Delivery, Recipient, Report, ReportRun, RunAttachment, RunPart
 from tests import factories
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery", "permission_groups")]
@@ -123,7 +123,27 @@ def objects(report, archived_run, held_run, django_user_model):
         ("otp_totp", "totpdevice"): TOTPDevice.objects.create(user=other, name="Authenticator"),
         ("auditlog", "logentry"): LogEntry.objects.order_by("pk").first(),
     }
-    return {**found, "held": held_run, "attachment": archived_run.attachments.get()}
+    part = RunPart.objects.create(
+        run=archived_run,
+        address="ann@example.com",
+        recipient_email="ann@example.com",
+        key="C001",
+        status=RunPart.Status.SENT,
+        subject="Statement C001",
+        body_html="<p>Yours</p>",
+        rendered_at=timezone.now(),
+    )
+    part_file = RunAttachment.objects.create(
+        run=archived_run,
+        part=part,
+        filename="rows.csv",
+        mimetype="text/csv",
+        size=7,
+        file=ContentFile(b"a,b\n1,2", name="rows.csv"),
+    )
+    found[("reporting", "runpart")] = part
+    attachment = archived_run.attachments.get(part__isnull=True)
+    return {**found, "held": held_run, "attachment": attachment, "part_attachment": part_file}
 
 
 def admin_patterns(patterns=None, prefix: str = ""):
@@ -154,7 +174,10 @@ def url(name: str, objects) -> str:
         "object_id": lambda: objects[model or ("reporting", "report")].pk,  # view_on_site: a report
         "report_id": lambda: objects["reporting", "report"].pk,
         "run_id": lambda: (objects["held"] if held_page else objects["reporting", "reportrun"]).pk,
-        "attachment_id": lambda: objects["attachment"].pk,
+        "attachment_id": lambda: (
+            objects["part_attachment" if name.startswith("reporting_runpart") else "attachment"].pk
+        ),
+        "part_id": lambda: objects["reporting", "runpart"].pk,
         "pk": lambda: objects[model].pk,
         "id": lambda: objects[model].pk,
         "content_type_id": lambda: ContentType.objects.get_for_model(Report).pk,
@@ -202,6 +225,17 @@ MODEL_PAGES = {
         "change": [200, 403, 200, 403, 302, 302],
         "history": [200, 403, 200, 403, 302, 302],
         "delete": [403, 403, 403, 403, 302, 302],  # only retention deletes runs
+    },
+    ("reporting", "runpart"): {  # recipient reports: the archive's permissions
+        "changelist": [200, 403, 200, 403, 302, 302],
+        "add": [403, 403, 403, 403, 302, 302],
+        "change": [200, 403, 200, 403, 302, 302],
+        "history": [200, 403, 200, 403, 302, 302],
+        "delete": [403, 403, 403, 403, 302, 302],
+        "email_html": [200, 403, 200, 403, 302, 302],
+        "attachment": [200, 403, 200, 403, 302, 302],
+        "resend": [403, 403, 200, 403, 302, 302],
+        "send_anyway": [403, 403, 302, 403, 302, 302],  # a POST from the part's page; a GET goes back to it
     },
     ("reporting", "datasource"): VIEWED_EDITED,
     ("reporting", "recipient"): {

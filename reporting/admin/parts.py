@@ -20,6 +20,7 @@ from reporting.admin.archive import ARCHIVED_HTML_HEADERS
 from reporting.forms import ResendForm
 from reporting.models import Delivery, RunPart
 from reporting.services import archive as services_archive
+from reporting.services import runs as services_runs
 
 DATA_PREVIEW_CHARACTERS = 200_000
 
@@ -171,6 +172,7 @@ class RunPartAdmin(admin.ModelAdmin):
         return [
             path("<int:part_id>/email.html", wrap(self.email_html_view), name="reporting_runpart_email_html"),
             path("<int:part_id>/resend/", wrap(self.resend_view), name="reporting_runpart_resend"),
+            path("<int:part_id>/send-anyway/", wrap(self.send_anyway_view), name="reporting_runpart_send_anyway"),
             path(
                 "<int:part_id>/attachment/<int:attachment_id>/",
                 wrap(self.attachment_view),
@@ -188,6 +190,8 @@ class RunPartAdmin(admin.ModelAdmin):
                 "attachments": obj.attachments.all(),
                 "data_preview": _data_preview(obj),
                 "can_resend": self.has_resend_permission(request) and obj.is_rendered,
+                "can_send_anyway": request.user.has_perm("reporting.release_reportrun")
+                and obj.status == RunPart.Status.HELD,
                 **context,
             }
         return super().render_change_form(request, context, add, change, form_url, obj)
@@ -211,6 +215,19 @@ class RunPartAdmin(admin.ModelAdmin):
             raise Http404("This file was removed by the retention of the archive.")
         stored = attachment.file.open("rb")
         return FileResponse(stored, as_attachment=True, filename=attachment.filename, content_type=attachment.mimetype)
+
+    def send_anyway_view(self, request: HttpRequest, part_id: int) -> HttpResponse:
+        """Send a recipient's report held with no rows anyway (empty): a POST from its page."""
+        if not request.user.has_perm("reporting.release_reportrun"):
+            raise PermissionDenied
+        part = get_object_or_404(RunPart, pk=part_id)
+        if request.method != "POST":
+            return HttpResponseRedirect(part.get_absolute_url())
+        if services_runs.send_part_anyway(part_id=part.pk, actor=request.user):
+            self.message_user(request, f"{part.who}'s report is being sent anyway.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"{part.who}'s report was no longer held; nothing was done.", messages.WARNING)
+        return HttpResponseRedirect(part.get_absolute_url())
 
     def resend_view(self, request: HttpRequest, part_id: int) -> HttpResponse:
         """Resend one recipient's report alone: choose who gets it, see exactly who will, then send."""

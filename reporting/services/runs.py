@@ -187,6 +187,21 @@ def _leave_held(run_id: int, *, actor: User, verb: str, action: str, summary: st
     return bool(left)
 
 
+def send_part_anyway(*, part_id: int, actor: User) -> bool:
+    """Send one recipient's report that was held with no rows, empty, as staff decided; False when no longer held."""
+    with transaction.atomic():
+        part = parts.release_held(part_id, released_by_id=_user_id(actor))
+        if part is None:
+            return False
+        summary = (
+            f"Sent {part.who}'s report of run #{part.run_id} ({part.run.period_label}) anyway, "
+            "after it was held with no rows."
+        )
+        audit.record(actor=actor, action=Action.RELEASED, summary=summary, run=part.run)
+        enqueue(WORK_ON_PARTS, run_id=part.run_id, part_ids=[part.pk])
+    return True
+
+
 # --- beat and the workers ---------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from reporting.demo.setup import install_demo
 
 
 class Command(BaseCommand):
-    help = "Create the demo data source, scheduled demo reports (two of them per client) and a staff user; print the login."
+    help = "Create the demo data source, scheduled demo reports (two per client) and a staff user; print the login."
 
     def add_arguments(self, parser):
         parser.add_argument("--base-url", default=settings.REPORTING["SITE_URL"].rstrip("/") + "/demo-api/")
