@@ -427,3 +427,65 @@ def test_file_retention_removes_each_recipients_data_and_files_but_keeps_their_e
         services_archive.plan_part_resend(part_id=alice.pk, addresses=None)
     with django_capture_on_commit_callbacks(execute=True):
         assert retention.prune_archive().runs_stripped == 0  # nothing left to strip
+
+
+def test_parts_whose_messages_were_lost_are_sent_once_after_the_deadline_sweep(
+    httpserver, use_smtp, statement_template, eager_celery, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reporting.services import deadlines
+
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+    runs.execute_run(run_id=run.pk)  # fanned out; the batches' messages are lost (never published)
+    runs.execute_parts(run_id=run.pk, part_ids=[run.parts.get(key="C001").pk])  # one batch got through
+    assert len(use_smtp.messages) == 1
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = deadlines.enforce_run_deadlines(now=timezone.now() + timedelta(hours=1))
+
+    run.refresh_from_db()
+    assert result.published_again == [run.pk]
+    assert run.status == Status.SENT, run.error
+    assert sorted(address for message in use_smtp.messages for address in use_smtp.recipients_of(message)) == sorted(
+        CLIENTS_EMAILS
+    )
+    assert len(httpserver.log) == 1  # the rows were split once; nothing fetched again
+
+
+def test_a_run_whose_parts_never_end_fails_at_its_second_deadline_and_closes_them(
+    httpserver, use_smtp, statement_template
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reporting.services import deadlines
+
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+    runs.execute_run(run_id=run.pk)
+    runs.execute_parts(run_id=run.pk, part_ids=[run.parts.get(key="C001").pk])
+    later = timezone.now() + timedelta(hours=1)
+
+    deadlines.enforce_run_deadlines(now=later)  # published again: that message is lost too
+    runs.execute_run(run_id=run.pk)  # …or a worker took the run, and its parts' messages were lost
+    deadlines.enforce_run_deadlines(now=later + timedelta(hours=1))
+
+    run.refresh_from_db()
+    assert run.status == Status.FAILED
+    assert "1 of 3 recipients got their report" in run.error
+    assert "recipients' reports stopped moving" in run.error
+    assert {part.key: part.status for part in run.parts.all()} == {
+        "C001": RunPart.Status.SENT,
+        "C002": RunPart.Status.FAILED,
+        "C003": RunPart.Status.FAILED,
+    }
+    assert run.parts.get(key="C002").error == "Not sent: the run failed at its deadline."
+    assert runs.execute_parts(run_id=run.pk, part_ids=parts.open_part_ids(run.pk)) == []
+    assert len(use_smtp.messages) == 1

@@ -42,6 +42,7 @@ _FIELDS = (
     "period_timezone",
     "period_label",
     "report__name",
+    "per_recipient",
 )
 RUNS_PER_SWEEP = 1000  # runs taken in one sweep; the next sweep takes the rest
 
@@ -84,6 +85,11 @@ def why_overdue(run: ReportRun) -> str:
         return "its message did not reach a worker by its deadline (lost by the broker, or never published)"
     if run.status == Status.RETRYING:
         return "its retry did not start by its deadline (the retry message was lost)"
+    if run.per_recipient and run.status == Status.SENDING:
+        return (
+            "its recipients' reports stopped moving before all were sent (their messages were lost, or the "
+            f"workers stopped; last sign of life {_last_seen(run)})"
+        )
     doing = {Status.FETCHING: "fetching the data", Status.RENDERING: "rendering the email"}.get(
         run.status, "sending the email"
     )
@@ -126,6 +132,8 @@ def _give_up(run: ReportRun, *, now: datetime) -> bool:
             return False
         parts.close_open(run.pk, "Not sent: the run failed at its deadline.")
         who_got_it = _close_deliveries(run)
+        if run.per_recipient:
+            who_got_it = _who_got_their_report(run)
         message = f"{reason} {who_got_it}"
         ReportRun.objects.filter(pk=run.pk).update(error=message)
         summary = f"Run #{run.pk} ({run.period_label}) failed at its second deadline. {who_got_it}"
@@ -161,6 +169,18 @@ def _close_deliveries(run: ReportRun) -> str:
     if total:
         return f"None of its {total} addresses got the email; use Run now to try again."
     return "No email was sent; use Run now to try again."
+
+
+def _who_got_their_report(run: ReportRun) -> str:
+    """A per-recipient run's end in words: how many recipients got their own report."""
+    total = run.parts.count()
+    sent = run.parts.filter(status=parts.RunPart.Status.SENT).count()
+    if sent:
+        return (
+            f"{sent:,} of {total:,} recipients got their report; the others are listed, with why, on this run's "
+            "page."
+        )
+    return f"None of its {total:,} recipients got their report; use Run now to try again."
 
 
 def _last_seen(run: ReportRun) -> str:
