@@ -177,8 +177,7 @@ def _who_got_their_report(run: ReportRun) -> str:
     sent = run.parts.filter(status=parts.RunPart.Status.SENT).count()
     if sent:
         return (
-            f"{sent:,} of {total:,} recipients got their report; the others are listed, with why, on this run's "
-            "page."
+            f"{sent:,} of {total:,} recipients got their report; the others are listed, with why, on this run's page."
         )
     return f"None of its {total:,} recipients got their report; use Run now to try again."
 
