@@ -320,6 +320,19 @@ def _named(run: ReportRun, status: str, shown: int = 10) -> str:
     return named
 
 
+def not_received(run: ReportRun) -> tuple[list[RunPart], list[RunPart]]:
+    """Who of a finished run did not get their report: (surely not, perhaps) — a part failed before its email was
+    sent, or while it was being sent (the mail server may have accepted it)."""
+    failed = list(run.parts.filter(status=Status.FAILED).select_related("recipient").order_by("pk"))
+    interrupted = set(
+        Delivery.objects.filter(part__in=failed, kind=Delivery.Kind.ORIGINAL, error=INTERRUPTED).values_list(
+            "part_id", flat=True
+        )
+    )
+    surely = [part for part in failed if part.pk not in interrupted]
+    return surely, [part for part in failed if part.pk in interrupted]
+
+
 def release_held(part_id: int, *, released_by_id: int | None) -> RunPart | None:
     """A part held with no rows, waiting again to be sent (empty) anyway, and its run working again; None when
     it is no longer held (a second click). The run's status is worked out again when the part ends."""

@@ -83,7 +83,8 @@ class RunRequest:
     requested_by_id: int | None = None
     scheduled_for: datetime | None = None
     recipients: list[str] | None = None  # default: the report's active recipients
-    for_recipient_id: int | None = None  # a per-recipient report's test send: whose report to send
+    # A per-recipient report's run for only these recipients (a test send: whose report to send the tester).
+    for_recipient_ids: list[int] | None = None
 
 
 # --- deadlines --------------------------------------------------------------------------
@@ -173,14 +174,15 @@ def create_run(request: RunRequest, *, report: Report | None = None) -> ReportRu
 def _create_per_recipient_run(request: RunRequest, report: Report) -> ReportRun:
     """A run whose recipients each get their own report: the run, and one part per recipient, planned at once.
 
-    A test send (`request.for_recipient_id`) makes one part: that recipient's report, sent to the tester.
+    `request.for_recipient_ids` limits it to those recipients; a test send makes their part
+    (that recipient's report) and sends it to the tester.
     """
-    if request.for_recipient_id is not None:
-        people = list(Recipient.objects.filter(pk=request.for_recipient_id))
+    people, address = list(report.active_recipients()), None
+    if request.for_recipient_ids is not None:
+        people = list(Recipient.objects.filter(pk__in=request.for_recipient_ids).order_by("email"))
+    if request.trigger == Trigger.TEST:
         address = (request.recipients or [None])[0]
-    else:
-        people, address = list(report.active_recipients()), None
-    addresses = request.recipients if request.recipients is not None else [person.email for person in people]
+    addresses = [address] if address else [person.email for person in people]
     split_field = report.split_field.strip() if report.per_recipient_data == Report.PerRecipientData.SPLIT else ""
     with transaction.atomic():
         run = ReportRun.objects.create(
@@ -204,14 +206,23 @@ def _create_per_recipient_run(request: RunRequest, report: Report) -> ReportRun:
     return run
 
 
-def create_manual_run(*, report_id: int, period_day: date | None, requested_by_id: int | None) -> ReportRun:
-    """A "Run now" for the period containing `period_day`, or the last complete period."""
+def create_manual_run(
+    *, report_id: int, period_day: date | None, requested_by_id: int | None, for_recipient_ids: list[int] | None = None
+) -> ReportRun:
+    """A "Run now" for the period containing `period_day`, or the last complete period.
+
+    `for_recipient_ids`: a per-recipient report's run for those recipients only.
+    """
     report = Report.objects.get(pk=report_id)
     period = period_for_day(report, period_day)
-    return create_run(
-        RunRequest(report_id=report_id, period=period, trigger=Trigger.MANUAL, requested_by_id=requested_by_id),
-        report=report,
+    request = RunRequest(
+        report_id=report_id,
+        period=period,
+        trigger=Trigger.MANUAL,
+        requested_by_id=requested_by_id,
+        for_recipient_ids=for_recipient_ids,
     )
+    return create_run(request, report=report)
 
 
 def create_test_run(
@@ -235,7 +246,7 @@ def create_test_run(
             trigger=Trigger.TEST,
             requested_by_id=requested_by_id,
             recipients=[user_email],
-            for_recipient_id=for_recipient_id if report.is_per_recipient else None,
+            for_recipient_ids=[for_recipient_id] if report.is_per_recipient and for_recipient_id else None,
         ),
         report=report,
     )

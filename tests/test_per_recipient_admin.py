@@ -9,6 +9,7 @@ import pytest
 import time_machine
 from django.urls import reverse
 
+from reporting import parts
 from reporting.models import AuditEvent, Delivery, Recipient, Report, ReportRun, RunPart
 from tests import factories
 from tests.test_per_recipient import ROWS, run_everything, split_report
@@ -231,3 +232,34 @@ def test_a_recipient_report_held_with_no_rows_is_sent_anyway_by_staff_once(
     assert cleo.status == RunPart.Status.SENT and cleo.released_by is not None
     assert run.status == ReportRun.Status.SENT and run.error == ""
     assert AuditEvent.objects.filter(action=AuditEvent.Action.RELEASED, run=run).count() == 1
+
+
+def test_those_who_did_not_get_theirs_are_sent_it_in_a_new_run_and_nobody_else(
+    admin_client, httpserver, use_smtp, statement_template, eager_celery
+):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    use_smtp.refuse("bob@example.com", code=550)
+    run = run_everything(report)
+    alice = run.parts.get(address="alice@example.com")
+    # Alice's email was interrupted while sending: she may have it, and is left out.
+    RunPart.objects.filter(pk=alice.pk).update(status=RunPart.Status.FAILED)
+    alice.deliveries.update(status=Delivery.Status.FAILED, error=parts.INTERRUPTED)
+    assert run.status == ReportRun.Status.PARTIALLY_SENT
+    page = admin_client.get(run.get_absolute_url()).content.decode()
+    assert "Send to those who did not get theirs" in page
+    url = reverse("admin:reporting_reportrun_send_to_the_rest", args=[run.pk])
+    confirm = admin_client.get(url).content.decode()
+    assert "Bob Baker" in confirm and "Perhaps got it (1)" in confirm
+    use_smtp._refusals.clear()
+    before = {address: len(use_smtp.messages_to(address)) for address in ("alice@example.com", "cleo@example.com")}
+
+    with django_capture_on_commit():
+        response = admin_client.post(url)
+
+    new = ReportRun.objects.exclude(pk=run.pk).get()
+    assert response.url == new.get_absolute_url()
+    assert new.recipients == ["bob@example.com"] and new.status == ReportRun.Status.SENT
+    [message] = use_smtp.messages_to("bob@example.com")
+    assert "Total 777 over 1 positions" in message.get_body(("html",)).get_content()
+    assert {address: len(use_smtp.messages_to(address)) for address in before} == before

@@ -278,6 +278,8 @@ OTHER_PAGES = {
     "reporting_reportrun_release": [403, 403, 200, 403, 302, 302],
     "reporting_reportrun_rerun_held": [403, 403, 200, 403, 302, 302],
     "reporting_reportrun_progress": [200, 403, 200, 403, 302, 302],
+    # a run of a per-recipient report only: the table's run is not one (404 to whoever may act)
+    "reporting_reportrun_send_to_the_rest": [403, 403, 404, 403, 302, 302],
 }
 
 

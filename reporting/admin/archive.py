@@ -24,7 +24,7 @@ from django.utils.html import format_html
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
-from reporting import archive, progress
+from reporting import archive, parts, progress
 from reporting.admin.common import runs_of_report_url
 from reporting.forms import ResendForm
 from reporting.models import Delivery, Report, ReportRun, RunAttachment, RunPart
@@ -317,8 +317,43 @@ class ReportRunAdmin(admin.ModelAdmin):
             path("<int:run_id>/send-anyway/", wrap(self.release_view), name="reporting_reportrun_release"),
             path("<int:run_id>/rerun-held/", wrap(self.rerun_held_view), name="reporting_reportrun_rerun_held"),
             path("<int:run_id>/progress.json", wrap(self.progress_view), name="reporting_reportrun_progress"),
+            path(
+                "<int:run_id>/send-to-the-rest/",
+                wrap(self.send_to_the_rest_view),
+                name="reporting_reportrun_send_to_the_rest",
+            ),
             *super().get_urls(),
         ]
+
+    def send_to_the_rest_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        """A per-recipient run's recipients who did not get their report, sent theirs in a new run: confirm, then go."""
+        if not self.has_rerun_permission(request):
+            raise PermissionDenied
+        run = get_object_or_404(ReportRun.objects.select_related("report"), pk=run_id)
+        if not run.per_recipient:
+            raise Http404("Not a run of a per-recipient report.")
+        error = None
+        if request.method == "POST":
+            try:
+                new = services_runs.send_to_the_rest(run_id=run.pk, actor=request.user)
+            except ValidationError as exc:
+                error = " ".join(exc.messages)
+            else:
+                self.message_user(
+                    request, f"Run #{new.pk} sends their report to {len(new.recipients)} recipients.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(new.get_absolute_url())
+        surely, perhaps = parts.not_received(run)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Send their report to those who did not get it: run #{run.pk}",
+            "opts": self.model._meta,
+            "run": run,
+            "surely": surely,
+            "perhaps": perhaps,
+            "error": error,
+        }
+        return TemplateResponse(request, "admin/reporting/reportrun/send_to_the_rest.html", context)
 
     def progress_view(self, request: HttpRequest, run_id: int) -> JsonResponse:
         """Where a working run is, for its page to follow without a reload."""
@@ -345,6 +380,9 @@ class ReportRunAdmin(admin.ModelAdmin):
                 "rerun_held_url": reverse("admin:reporting_reportrun_rerun_held", args=[obj.pk]),
                 "working": obj.status in ReportRun.WORKING,
                 "recipient_reports": _recipient_reports(obj) if obj.per_recipient else None,
+                "can_send_to_the_rest": self.has_rerun_permission(request)
+                and obj.per_recipient
+                and obj.status in (ReportRun.Status.PARTIALLY_SENT, ReportRun.Status.FAILED),
                 "progress_url": reverse("admin:reporting_reportrun_progress", args=[obj.pk]),
                 "progress_steps": [
                     ("queued", "Queued"),

@@ -187,6 +187,33 @@ def _leave_held(run_id: int, *, actor: User, verb: str, action: str, summary: st
     return bool(left)
 
 
+def send_to_the_rest(*, run_id: int, actor: User) -> ReportRun:
+    """A new run of a per-recipient run's period for the recipients whose report failed before it was sent.
+
+    Those interrupted while sending are left out (the mail server may have taken theirs: resend
+    it from their page if it did not arrive), and so are recipients no longer active.
+    ValidationError in words when there is nobody to send to.
+    """
+    old = ReportRun.objects.select_related("report").get(pk=run_id)
+    if not old.per_recipient or old.status in ReportRun.WORKING:
+        raise ValidationError(f"Run #{old.pk} is not a finished run of a per-recipient report.")
+    surely, _perhaps = parts.not_received(old)
+    ids = [part.recipient_id for part in surely if part.recipient_id and part.recipient.active]
+    if not ids:
+        raise ValidationError(f"Every recipient of run #{old.pk} got their report, or may have: nobody to send to.")
+    with transaction.atomic():
+        run = runs.create_manual_run(
+            report_id=old.report_id, period_day=old.period_start, requested_by_id=_user_id(actor), for_recipient_ids=ids
+        )
+        summary = (
+            f"Sent run #{old.pk} ({old.period_label}) again, as run #{run.pk}, to the {len(ids)} recipients "
+            f"who did not get theirs: {', '.join(run.recipients)}."
+        )
+        audit.record(actor=actor, action=Action.RERAN, summary=summary, report=old.report, run=run)
+        enqueue(EXECUTE_RUN, run_id=run.pk)
+    return run
+
+
 def send_part_anyway(*, part_id: int, actor: User) -> bool:
     """Send one recipient's report that was held with no rows, empty, as staff decided; False when no longer held."""
     with transaction.atomic():
