@@ -6,9 +6,11 @@ import math
 from dataclasses import replace
 
 from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
 from django.urls import reverse
 
-from reporting.models import RunAttachment
+from reporting.models import ReportRun, RunAttachment, RunPart
 from reporting.pipeline import render
 
 
@@ -35,6 +37,36 @@ def too_large_to_attach(attachments: list[render.Attachment]) -> dict[int, str]:
             f"{size_in_words(limit)} attachment limit; the email links to the archived file instead."
         )
     return too_large
+
+
+def store(
+    run: ReportRun, request: render.RenderRequest, email: render.RenderedEmail, *, part: RunPart | None = None
+) -> tuple[render.RenderedEmail, str]:
+    """Archive the email's files, of the run or of one recipient's `part`, in place of those stored before.
+
+    Those too large to attach are linked instead: returns the email to archive and send (the
+    same, or rendered again with its links) and what was linked, in words ('' when nothing).
+    """
+    too_large = too_large_to_attach(email.attachments)
+    with transaction.atomic():
+        (part.attachments.all() if part else run.attachments.filter(part__isnull=True)).delete()
+        links = []
+        for index, attachment in enumerate(email.attachments):
+            stored = RunAttachment.objects.create(
+                run=run,
+                part=part,
+                filename=attachment.filename,
+                mimetype=attachment.mimetype,
+                size=len(attachment.content),
+                file=ContentFile(attachment.content, name=attachment.filename),
+                linked=index in too_large,
+                content_id=attachment.content_id,
+            )
+            if stored.linked:
+                links.append(link_to(stored))
+    if links:
+        email = render_with_links(request, email, links)
+    return email, " ".join(too_large.values())
 
 
 def link_to(attachment: RunAttachment) -> dict[str, str]:

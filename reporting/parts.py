@@ -22,7 +22,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 from django.db.models import Count, F, Q
@@ -30,7 +29,7 @@ from django.utils import timezone
 
 from reporting import attachments
 from reporting.archive import send_deliveries
-from reporting.models import Delivery, Recipient, Report, ReportRun, RunAttachment, RunPart
+from reporting.models import Delivery, Recipient, Report, ReportRun, RunPart
 from reporting.pipeline import deliver, fetch, render, split
 from reporting.stage_inputs import fetch_request_for, render_request_for
 from reporting.timing import retry_delay
@@ -201,25 +200,8 @@ def _render(part: RunPart, run: ReportRun, report: Report) -> None:
         raise render.RenderError(
             f"The rendered subject is {len(email.subject):,} characters long; at most 998 are allowed."
         )
-    too_large = attachments.too_large_to_attach(email.attachments)
     with transaction.atomic():
-        part.attachments.all().delete()
-        links = []
-        for index, attachment in enumerate(email.attachments):
-            stored = RunAttachment.objects.create(
-                run=run,
-                part=part,
-                filename=attachment.filename,
-                mimetype=attachment.mimetype,
-                size=len(attachment.content),
-                file=ContentFile(attachment.content, name=attachment.filename),
-                linked=index in too_large,
-                content_id=attachment.content_id,
-            )
-            if stored.linked:
-                links.append(attachments.link_to(stored))
-        if links:
-            email = attachments.render_with_links(request, email, links)
+        email, linked = attachments.store(run, request, email, part=part)
         _update(
             part,
             subject=email.subject,
@@ -227,7 +209,7 @@ def _render(part: RunPart, run: ReportRun, report: Report) -> None:
             body_text=email.text,
             rendered_at=timezone.now(),
             row_count=len(request.rows),
-            error=" ".join(too_large.values()),
+            error=linked,
         )
 
 

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files.base import ContentFile, File
+from django.core.files.base import File
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -40,7 +40,7 @@ from django.utils import timezone
 from reporting import attachments, parts, schedules
 from reporting.addresses import check_addresses, check_some_address_is_valid
 from reporting.archive import fail_queued_deliveries, send_deliveries, snapshot_data
-from reporting.models import Delivery, Recipient, Report, ReportRun, RunAttachment
+from reporting.models import Delivery, Recipient, Report, ReportRun
 from reporting.periods import Period, period_for_slot
 from reporting.pipeline import checks, deliver, fetch, render
 from reporting.stage_inputs import check_settings, fetch_request_for, period_for_day, render_request_for
@@ -154,21 +154,25 @@ def create_run(request: RunRequest, *, report: Report | None = None) -> ReportRu
         return _create_per_recipient_run(request, report)
     recipients = request.recipients if request.recipients is not None else report.recipient_addresses()
     with transaction.atomic():
-        return ReportRun.objects.create(
-            report=report,
-            report_name=report.name,
-            period_kind=request.period.kind,
-            period_timezone=report.timezone,
-            period_start=request.period.start,
-            period_end=request.period.end,
-            period_key=request.period.key,
-            period_label=request.period.label,
-            scheduled_for=request.scheduled_for,
-            trigger=request.trigger,
-            requested_by_id=request.requested_by_id,
-            recipients=recipients,
-            deadline_at=queue_deadline(),
-        )
+        return ReportRun.objects.create(**_run_fields(request, report), recipients=recipients)
+
+
+def _run_fields(request: RunRequest, report: Report) -> dict:
+    """What a new run records of its request and of the report as it is now (its period, timezone, name)."""
+    return {
+        "report": report,
+        "report_name": report.name,
+        "period_kind": request.period.kind,
+        "period_timezone": report.timezone,
+        "period_start": request.period.start,
+        "period_end": request.period.end,
+        "period_key": request.period.key,
+        "period_label": request.period.label,
+        "scheduled_for": request.scheduled_for,
+        "trigger": request.trigger,
+        "requested_by_id": request.requested_by_id,
+        "deadline_at": queue_deadline(),
+    }
 
 
 def _create_per_recipient_run(request: RunRequest, report: Report) -> ReportRun:
@@ -186,21 +190,7 @@ def _create_per_recipient_run(request: RunRequest, report: Report) -> ReportRun:
     split_field = report.split_field.strip() if report.per_recipient_data == Report.PerRecipientData.SPLIT else ""
     with transaction.atomic():
         run = ReportRun.objects.create(
-            report=report,
-            report_name=report.name,
-            period_kind=request.period.kind,
-            period_timezone=report.timezone,
-            period_start=request.period.start,
-            period_end=request.period.end,
-            period_key=request.period.key,
-            period_label=request.period.label,
-            scheduled_for=request.scheduled_for,
-            trigger=request.trigger,
-            requested_by_id=request.requested_by_id,
-            recipients=addresses,
-            per_recipient=True,
-            split_field=split_field,
-            deadline_at=queue_deadline(),
+            **_run_fields(request, report), recipients=addresses, per_recipient=True, split_field=split_field
         )
         parts.plan(run, report, people, address=address)
     return run
@@ -559,26 +549,9 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
     request = render_request_for(run.report, run.period, data)
     email = render.render(request)
     _check_fits("subject", email.subject, "rendered subject", "Shorten the subject template or the data it shows.")
-    too_large = attachments.too_large_to_attach(email.attachments)
     with transaction.atomic():
-        run.attachments.all().delete()
-        links = []
-        for index, attachment in enumerate(email.attachments):
-            stored = RunAttachment.objects.create(
-                run=run,
-                filename=attachment.filename,
-                mimetype=attachment.mimetype,
-                size=len(attachment.content),
-                file=ContentFile(attachment.content, name=attachment.filename),
-                linked=index in too_large,
-                content_id=attachment.content_id,
-            )
-            if stored.linked:
-                links.append(attachments.link_to(stored))
-        notes = run.notes
-        if links:
-            email = attachments.render_with_links(request, email, links)
-            notes = noted(notes, " ".join(too_large.values()))
+        email, linked = attachments.store(run, request, email)
+        notes = noted(run.notes, linked) if linked else run.notes
         _set(
             run,
             subject=email.subject,
