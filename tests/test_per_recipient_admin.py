@@ -263,3 +263,23 @@ def test_those_who_did_not_get_theirs_are_sent_it_in_a_new_run_and_nobody_else(
     [message] = use_smtp.messages_to("bob@example.com")
     assert "Total 777 over 1 positions" in message.get_body(("html",)).get_content()
     assert {address: len(use_smtp.messages_to(address)) for address in before} == before
+
+
+def test_a_working_per_recipient_runs_progress_counts_its_recipient_reports(
+    admin_client, httpserver, use_smtp, statement_template
+):
+    from datetime import date
+
+    from reporting import runs
+
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+    runs.execute_run(run_id=run.pk)
+    runs.execute_parts(run_id=run.pk, part_ids=[run.parts.get(key="C001").pk])
+
+    progress = admin_client.get(reverse("admin:reporting_reportrun_progress", args=[run.pk])).json()
+
+    assert progress["step"] == "sending" and not progress["finished"]
+    assert progress["recipient_reports"] == "Recipient reports (3): 2 waiting, 1 sent."
+    assert [each["address"] for each in progress["deliveries"]] == ["alice@example.com"]

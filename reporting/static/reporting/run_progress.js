@@ -19,7 +19,7 @@
       step.classList.toggle("current", index === reached && !progress.finished);
     });
     statusText.textContent = progress.status_label;
-    errorText.textContent = progress.error || "";
+    errorText.textContent = [progress.recipient_reports, progress.error].filter(Boolean).join(" ");
     deliveries.replaceChildren(
       ...progress.deliveries.map((delivery) => {
         const row = document.createElement("li");
