@@ -106,6 +106,8 @@ ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # The recipient's own fields, which templates see beside the attributes under the same names.
 RESERVED_ATTRIBUTES = frozenset({"email", "name", "active"})
 MAX_ATTRIBUTES = 50
+# A template tag or variable that names the recipient: {{ recipient.client_id }}, {% if recipient.x %}.
+USES_RECIPIENT = re.compile(r"\{[{%][^}]*\brecipient\b")
 MAX_ATTRIBUTE_LENGTH = 500
 
 
@@ -341,9 +343,9 @@ class Report(models.Model):
     def clean(self) -> None:
         """A per-recipient report says how each recipient's rows are found; no other report uses `recipient`."""
         super().clean()
-        uses_recipient = "recipient" in self.path or "recipient" in str(self.query_params)
+        uses_recipient = bool(USES_RECIPIENT.search(self.path + " " + str(self.query_params)))
         if not self.is_per_recipient:
-            if uses_recipient and "{{" in self.path + str(self.query_params):
+            if uses_recipient:
                 raise ValidationError(
                     {"audience": "The path or query uses the recipient: choose 'Each recipient their own report'."}
                 )

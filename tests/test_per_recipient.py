@@ -489,3 +489,26 @@ def test_a_run_whose_parts_never_end_fails_at_its_second_deadline_and_closes_the
     assert run.parts.get(key="C002").error == "Not sent: the run failed at its deadline."
     assert runs.execute_parts(run_id=run.pk, part_ids=parts.open_part_ids(run.pk)) == []
     assert len(use_smtp.messages) == 1
+
+
+@pytest.mark.parametrize(
+    "path, audience, refused",
+    [
+        ("recipients/{{ period.start|date:'Y-m-d' }}", Report.Audience.EVERYONE, False),
+        ("clients/{{ recipient.client_id }}", Report.Audience.EVERYONE, True),
+        ("clients/{{recipient.client_id}}", Report.Audience.EACH, False),
+        ("clients/all", Report.Audience.EACH, True),
+    ],
+)
+def test_the_path_uses_the_recipient_when_and_only_when_each_fetch_is_theirs(httpserver, path, audience, refused):
+    report = factories.report(
+        factories.data_source(httpserver.url_for("/api/")),
+        path=path,
+        audience=audience,
+        per_recipient_data=Report.PerRecipientData.FETCH,
+    )
+    if refused:
+        with pytest.raises(ValidationError):
+            report.full_clean()
+    else:
+        report.full_clean()
