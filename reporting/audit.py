@@ -49,3 +49,14 @@ def _text(value: object) -> str:
     if isinstance(value, list | tuple | set):
         return ", ".join(str(item) for item in value)
     return str(value)
+
+
+ADDRESSES_NAMED = 20
+
+
+def addresses_in_words(addresses: list[str]) -> str:
+    """The addresses an event went to, every one when few: "a@x, b@x", or "10,000 addresses: a@x, … and 9,980 more"."""
+    if len(addresses) <= ADDRESSES_NAMED:
+        return ", ".join(addresses)
+    shown = ", ".join(addresses[:ADDRESSES_NAMED])
+    return f"{len(addresses):,} addresses: {shown} and {len(addresses) - ADDRESSES_NAMED:,} more (listed on the run)"

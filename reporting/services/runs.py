@@ -39,7 +39,7 @@ def run_now(*, report_ids: list[int], period_day: date | None, actor: User) -> l
     with transaction.atomic():
         for report in reports:
             run = runs.create_manual_run(report_id=report.pk, period_day=period_day, requested_by_id=_user_id(actor))
-            summary = f"Ran #{run.pk} now ({run.period_label}) for {', '.join(run.recipients)}."
+            summary = f"Ran #{run.pk} now ({run.period_label}) for {audit.addresses_in_words(run.recipients)}."
             audit.record(actor=actor, action=Action.RAN, summary=summary, report=report, run=run)
             enqueue(EXECUTE_RUN, run_id=run.pk)
             created.append(run)
@@ -94,7 +94,8 @@ def run_now_here(*, report_id: int, period_day: date | None, actor: User = None)
     """Run a report now in this process (a management command): create, audit, then work on it at once."""
     with transaction.atomic():
         run = runs.create_manual_run(report_id=report_id, period_day=period_day, requested_by_id=_user_id(actor))
-        summary = f"Ran #{run.pk} now from the command line ({run.period_label}) for {', '.join(run.recipients)}."
+        to = audit.addresses_in_words(run.recipients)
+        summary = f"Ran #{run.pk} now from the command line ({run.period_label}) for {to}."
         audit.record(actor=actor, action=Action.RAN, summary=summary, run=run)
     run = runs.execute_run(run_id=run.pk)
     while run.per_recipient and run.status in ReportRun.WORKING:  # every recipient's report, here and now
@@ -207,7 +208,7 @@ def send_to_the_rest(*, run_id: int, actor: User) -> ReportRun:
         )
         summary = (
             f"Sent run #{old.pk} ({old.period_label}) again, as run #{run.pk}, to the {len(ids)} recipients "
-            f"who did not get theirs: {', '.join(run.recipients)}."
+            f"who did not get theirs: {audit.addresses_in_words(run.recipients)}."
         )
         audit.record(actor=actor, action=Action.RERAN, summary=summary, report=old.report, run=run)
         enqueue(EXECUTE_RUN, run_id=run.pk)
