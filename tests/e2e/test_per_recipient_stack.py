@@ -210,3 +210,58 @@ def test_a_scheduled_per_recipient_report_gives_each_client_their_own_rows_once(
         )
     assert Delivery.objects.filter(run=run).count() == 30
     print("batches worked on:", {name: stack.log(name).count("work_on_parts") for name in ("worker1", "worker2")})
+
+
+def test_a_recipient_whose_fetch_fails_for_good_is_named_and_the_owner_is_told(
+    stack, stack_env, httpserver, use_smtp, django_user_model
+):
+    client_ids = ["C001", "C002", "C003", "C404", "C005", "C006"]
+    for client_id in client_ids:
+        expected = httpserver.expect_request(f"/api/clients/{client_id}/positions")
+        if client_id == "C404":
+            expected.respond_with_data("No such client", status=404)
+        else:
+            expected.respond_with_json({"client": client_id, "positions": own_rows(client_id)})
+    owner = django_user_model.objects.create_user("olga", "olga@example.com", "pw")
+    people = clients(client_ids)
+    report = statement(
+        factories.data_source(httpserver.url_for("/api/")),
+        people,
+        per_recipient_data=Report.PerRecipientData.FETCH,
+        path="clients/{{ recipient.client_id }}/positions",
+        owner=owner,
+    )
+    sweeps(send_failure_alerts=3)
+
+    stack.worker("worker1", concurrency=2)
+    stack.beat()
+    run_now(stack_env, report)
+    run = finished(report, timeout=90)
+
+    assert run.status == ReportRun.Status.PARTIALLY_SENT
+    assert run.error.startswith("1 of 6 recipients did not get their report: Client C404 <c404@clients.example.com>")
+    assert "404" in run.error
+    failed = run.parts.get(address="c404@clients.example.com")
+    assert failed.status == RunPart.Status.FAILED and failed.attempts == 1  # not retried: it cannot help
+    assert not failed.deliveries.exists()
+    assert "Recipient reports: 5 of 6 sent, 0 skipped with no rows, 0 held, 1 failed." in run.notes
+    asked = Counter(request.path for request, _response in httpserver.log)
+    assert asked == Counter(f"/api/clients/{client_id}/positions" for client_id in client_ids)
+    every_instrument = {row["instrument"] for client_id in client_ids for row in own_rows(client_id)}
+    for person in people:
+        client_id = person.attributes["client_id"]
+        if client_id == "C404":
+            assert not use_smtp.messages_to(person.email)
+            continue
+        [message] = use_smtp.messages_to(person.email)
+        assert_holds_only_their_rows(message, client_id, own_rows(client_id), every_instrument)
+
+    [alert] = wait_for(lambda: use_smtp.messages_to(owner.email), timeout=60, what="the owner's alert")
+    assert alert["Subject"] == f"[Scheduled Reports] Statement was sent only in part: {run.period_label}"
+    text = alert.get_body(("plain",)).get_content()
+    assert "Client C404 <c404@clients.example.com>" in text and "404" in text
+    assert received(use_smtp) == Counter(
+        [*(p.email for p in people if p.attributes["client_id"] != "C404"), owner.email]
+    )
+    run.refresh_from_db()
+    assert run.alerted_at is not None
