@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import signal
 import time
 from collections import Counter
 from datetime import timedelta
@@ -265,3 +266,66 @@ def test_a_recipient_whose_fetch_fails_for_good_is_named_and_the_owner_is_told(
     )
     run.refresh_from_db()
     assert run.alerted_at is not None
+
+
+def test_a_worker_killed_while_sending_recipient_reports_leaves_no_duplicate_and_no_stuck_run(
+    stack, stack_env, httpserver, use_smtp
+):
+    client_ids = [f"K{number:04d}" for number in range(1, 201)]
+    answer = [row for client_id in client_ids for row in own_rows(client_id, count=1)]
+    httpserver.expect_request("/api/book").respond_with_json({"positions": answer})
+    people = clients(client_ids)
+    report = statement(factories.data_source(httpserver.url_for("/api/")), people)
+    # The dead worker's messages stay unacknowledged in Redis for the production visibility timeout
+    # (two hours; and kombu looks for expired ones only every ~100 s): what recovers its parts is
+    # the deadline sweep. The waiting run's deadline moves on while its parts do; 15 s after the
+    # last one moved, the sweep publishes the run again, and the run publishes its open parts.
+    # By then the dead worker's part leases (8 s) have run out, so the rescuer takes them over.
+    sweeps(enforce_run_deadlines=5)
+    stack.env["REPORTING_RUN_QUEUE_DEADLINE_SECONDS"] = "15"
+    use_smtp.delay = 0.1
+    doomed_concurrency = 2  # batches of 25 in flight when it is killed
+
+    stack.worker("doomed", concurrency=doomed_concurrency)
+    stack.beat()
+    run = run_now(stack_env, report)
+    sent = Delivery.objects.filter(run=run, status=Delivery.Status.SENT)
+    wait_for(lambda: sent.count() >= 5, timeout=60, what="the first emails to be sent")
+    stack.kill("doomed", signal.SIGKILL)
+    sent_before_kill = set(sent.values_list("address", flat=True))
+    stack.worker("rescuer", concurrency=2)
+    run = finished(report, timeout=120)
+    time.sleep(3)  # room for a duplicate to show up, were there one
+
+    got = received(use_smtp)
+    assert max(got.values()) == 1, f"an address got a second copy: {[a for a, n in got.items() if n > 1]}"
+    parts = {part.address: part for part in run.parts.prefetch_related("deliveries")}
+    assert set(parts) == {person.email for person in people}
+    assert Counter(part.status for part in parts.values()) <= Counter(
+        {RunPart.Status.SENT: 200, RunPart.Status.FAILED: 200}
+    ), "a part was left open"
+    interrupted = {address for address, part in parts.items() if part.status == RunPart.Status.FAILED}
+    assert all(INTERRUPTED in parts[address].error for address in interrupted)
+    assert len(interrupted) <= doomed_concurrency, f"more parts interrupted than batches in flight: {interrupted}"
+    for address, part in parts.items():
+        [delivery] = part.deliveries.all()  # one original each, never a second attempt
+        assert delivery.status == (Delivery.Status.FAILED if address in interrupted else Delivery.Status.SENT)
+        if address not in interrupted:
+            assert got[address] == 1, f"{address} is marked sent but got nothing"
+    assert set(got) - interrupted == set(parts) - interrupted  # everyone else got theirs
+    assert set(parts) - interrupted - sent_before_kill, "the rescuer should have sent the rest"
+    every_instrument = {row["instrument"] for row in answer}
+    for message in use_smtp.messages:
+        [address] = use_smtp.recipients_of(message)
+        client_id = parts[address].key
+        assert_holds_only_their_rows(message, client_id, own_rows(client_id, count=1), every_instrument)
+    assert not RunPart.objects.filter(status__in=RunPart.OPEN).exists()
+    assert not Delivery.objects.filter(status__in=(Delivery.Status.QUEUED, Delivery.Status.SENDING)).exists()
+    assert not ReportRun.objects.filter(status__in=ReportRun.WORKING).exists()
+    assert "published again once" in run.notes
+    if interrupted:
+        assert run.status == ReportRun.Status.PARTIALLY_SENT
+        assert f"{len(interrupted)} of 200 recipients did not get their report" in run.error
+    else:
+        assert run.status == ReportRun.Status.SENT
+    print(f"sent before the kill: {len(sent_before_kill)}, interrupted: {sorted(interrupted)}, notes: {run.notes}")
