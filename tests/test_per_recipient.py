@@ -395,3 +395,17 @@ def test_a_per_recipient_report_must_say_how_rows_are_matched(httpserver):
     with pytest.raises(ValidationError) as refused:
         report.full_clean()
     assert "split_field" in refused.value.message_dict
+
+
+def test_a_run_whose_every_recipient_failed_at_planning_ends_when_it_is_worked_on(httpserver, statement_template):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    Recipient.objects.update(attributes={"region": "EU"})  # nobody has the client_id their rows match on
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+
+    services_runs.work_on_run(run_id=run.pk)  # as the worker does: no part is left to publish
+
+    run.refresh_from_db()
+    assert run.status == Status.FAILED and run.deadline_at is None
+    assert run.error.startswith("3 of 3 recipients did not get their report: ")
+    assert "has no 'client_id' attribute" in run.error
