@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import signal
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from tests.e2e.conftest import next_slot, wait_for
 pytestmark = pytest.mark.e2e
 NEW_YORK = ZoneInfo("America/New_York")
 INTERRUPTED = "Interrupted while sending"
+WORKERS = ("worker1", "worker2")
 
 
 # --- the data source's answer -------------------------------------------------------------
@@ -180,8 +182,8 @@ def test_a_scheduled_per_recipient_report_gives_each_client_their_own_rows_once(
     sweeps()
     env = {"REPORTING_PARTS_PER_TASK": "4"}  # 8 batches, for the two workers to share
 
-    stack.worker("worker1", env=env, concurrency=2)
-    stack.worker("worker2", env=env, concurrency=2)
+    for name in WORKERS:
+        stack.worker(name, env=env, concurrency=2)
     stack.beat(env=env)
     run = finished(report, timeout=(slot - timezone.now()).total_seconds() + 90)
     time.sleep(3)  # room for a duplicate to show up, were there one
@@ -210,7 +212,8 @@ def test_a_scheduled_per_recipient_report_gives_each_client_their_own_rows_once(
             part.address,
         )
     assert Delivery.objects.filter(run=run).count() == 30
-    print("batches worked on:", {name: stack.log(name).count("work_on_parts") for name in ("worker1", "worker2")})
+    batches = {name: len(re.findall(r"work_on_parts\[[^]]+\] succeeded", stack.log(name))) for name in WORKERS}
+    assert sum(batches.values()) == 8 and all(batches.values()), f"the batches were not shared: {batches}"
 
 
 def test_a_recipient_whose_fetch_fails_for_good_is_named_and_the_owner_is_told(
