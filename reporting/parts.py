@@ -186,11 +186,19 @@ def _prepare(part: RunPart, run: ReportRun, report: Report) -> bool:
 
 def _fetch(part: RunPart, run: ReportRun, report: Report) -> None:
     request = fetch_request_for(report, run.period, recipient=recipient_values(part))
-    _update(part, request_url=request.url[:2000])
+    # Held while the fetch may last (its own bound), so that no other worker takes the part meanwhile.
+    fetching = timedelta(seconds=settings.REPORTING["FETCH_TOTAL_SECONDS"]) + _lease()
+    _update(part, request_url=request.url[:2000], lease_expires_at=timezone.now() + fetching)
     with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as body:
         downloaded = fetch.download_for_archive(request, body)
     rows = fetch.select_rows(downloaded.data, report.records_path)
-    _update(part, data=downloaded.data, row_count=len(rows), request_url=downloaded.url[:2000])
+    _update(
+        part,
+        data=downloaded.data,
+        row_count=len(rows),
+        request_url=downloaded.url[:2000],
+        lease_expires_at=timezone.now() + _lease(),
+    )
 
 
 def _render(part: RunPart, run: ReportRun, report: Report) -> None:

@@ -472,6 +472,9 @@ def _fan_out(run: ReportRun) -> None:
         if unmatched:
             _set(run, notes=noted(run.notes, unmatched))
     _set(run, status=Status.SENDING, release=True, deadline_at=queue_deadline())
+    # No part left open (every recipient failed at planning, or the run was published again after
+    # its last part ended): no batch will be published to end the run, so it ends here.
+    finish_if_done(run)
 
 
 def execute_parts(*, run_id: int, part_ids: list[int]) -> list[tuple[int, float]]:

@@ -512,3 +512,52 @@ def test_the_path_uses_the_recipient_when_and_only_when_each_fetch_is_theirs(htt
             report.full_clean()
     else:
         report.full_clean()
+
+
+def test_a_run_whose_every_recipient_failed_at_planning_ends_when_it_is_worked_on(httpserver, statement_template):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    Recipient.objects.update(attributes={"region": "EU"})  # nobody has the client_id their rows match on
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+
+    services_runs.work_on_run(run_id=run.pk)  # as the worker does: no part is left to publish
+
+    run.refresh_from_db()
+    assert run.status == Status.FAILED and run.deadline_at is None
+    assert run.error.startswith("3 of 3 recipients did not get their report: ")
+    assert "has no 'client_id' attribute" in run.error
+
+
+def test_a_part_being_fetched_is_not_taken_by_another_worker_while_its_fetch_may_last(
+    httpserver, use_smtp, statement_template, settings, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reporting.pipeline import fetch
+
+    seen = []
+    download = fetch.download_for_archive
+
+    def download_and_look(request, body):
+        part = RunPart.objects.get(address="alice@example.com")
+        seen.append((part.lease_expires_at - timezone.now(), parts.claim(part.pk, part.run_id)))
+        return download(request, body)
+
+    monkeypatch.setattr(fetch, "download_for_archive", download_and_look)
+    httpserver.expect_request("/api/clients/C001/positions").respond_with_json({"positions": []})
+    report = split_report(
+        factories.data_source(httpserver.url_for("/api/")),
+        statement_template,
+        per_recipient_data=Report.PerRecipientData.FETCH,
+        path="clients/{{ recipient.client_id }}/positions",
+    )
+    Recipient.objects.exclude(email="alice@example.com").update(active=False)
+
+    run_everything(report)
+
+    [(lease, taken_meanwhile)] = seen
+    assert lease > timedelta(seconds=settings.REPORTING["FETCH_TOTAL_SECONDS"])
+    assert taken_meanwhile is None  # another worker's duplicate message meanwhile takes nothing
+    assert RunPart.objects.get(address="alice@example.com").status == RunPart.Status.SKIPPED
