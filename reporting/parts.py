@@ -202,7 +202,14 @@ def _fetch(part: RunPart, run: ReportRun, report: Report) -> None:
 
 
 def _render(part: RunPart, run: ReportRun, report: Report) -> None:
-    request = render_request_for(report, run.period, part.data, recipient=recipient_values(part), key=part.key)
+    request = render_request_for(
+        report,
+        run.period,
+        part.data,
+        recipient=recipient_values(part),
+        key=part.key,
+        test=run.trigger == ReportRun.Trigger.TEST,
+    )
     email = render.render(request)
     if len(email.subject) > 998:
         raise render.RenderError(

@@ -549,7 +549,7 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
     _set(run, status=Status.RENDERING)
     if data is None:
         data = snapshot_data(run)
-    request = render_request_for(run.report, run.period, data)
+    request = render_request_for(run.report, run.period, data, test=run.trigger == Trigger.TEST)
     email = render.render(request)
     _check_fits("subject", email.subject, "rendered subject", "Shorten the subject template or the data it shows.")
     with transaction.atomic():

@@ -52,11 +52,20 @@ def fetch_request_for(report: Report, period: Period, *, recipient: dict[str, st
     )
 
 
+TEST_MARK = "[Test] "
+
+
 def render_request_for(
-    report: Report, period: Period, data: object, *, recipient: dict[str, str] | None = None, key: str = ""
+    report: Report,
+    period: Period,
+    data: object,
+    *,
+    recipient: dict[str, str] | None = None,
+    key: str = "",
+    test: bool = False,
 ) -> render.RenderRequest:
     """How to render the report's email from `data` for `period`; for one `recipient` of a per-recipient report,
-    with their values, their rows' totals and files named after their `key`."""
+    with their values, their rows' totals and files named after their `key`. A `test` send's subject says so."""
     rows = fetch.select_rows(data, report.records_path)
     extra: dict = {}
     if recipient is not None:
@@ -77,6 +86,7 @@ def render_request_for(
         max_rows=report.email_max_rows,
         context_extra=extra,
         file_suffix=key,
+        subject_prefix=TEST_MARK if test else "",
     )
 
 

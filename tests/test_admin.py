@@ -185,6 +185,7 @@ def test_send_test_goes_only_to_the_staff_users_address(staff_client, report, dj
         post_action(staff_client, "admin:reporting_report_changelist", "send_test", [report.pk], confirm="yes")
 
     assert [m.to for m in mail.outbox] == [["kim@example.com"]]
+    assert mail.outbox[0].subject.startswith("[Test] Portfolio — ")  # nobody takes it for the real one
     assert ReportRun.objects.get().trigger == ReportRun.Trigger.TEST
 
 

@@ -385,6 +385,7 @@ def test_a_test_send_sends_one_chosen_recipients_report_to_the_tester(httpserver
 
     [message] = use_smtp.messages
     assert use_smtp.recipients_of(message) == [staff.email]
+    assert message["Subject"].startswith("[Test] Statement C002 — ")
     assert "Total 777 over 1 positions" in message.get_body(("html",)).get_content()
     [part] = run.parts.all()
     assert (part.address, part.recipient_email, part.key) == (staff.email, "bob@example.com", "C002")

@@ -529,3 +529,15 @@ def test_it_gives_beats_late_spring_gap_firing_the_slot_next_runs_showed(report)
     with time_machine.travel(utc(2026, 3, 29, 1, 30), tick=False):
         assert entry.is_due().is_due is True
     assert schedules.latest_slot(spec, at_or_before=utc(2026, 3, 29, 1, 30)) == slot
+
+
+def test_the_schedule_in_words_says_both_day_fields_must_match_as_celery_fires_it():
+    """cron-descriptor 2.x says "…or on Monday" for the first Monday; Celery fires only on days matching both."""
+    first_monday = CronSpec(minute="0", hour="7", day_of_month="1-7", day_of_week="1", timezone="Europe/London")
+
+    words = schedules.describe(first_monday)
+
+    assert words == "At 07:00, between day 1 and 7 of the month, only on Monday (Europe/London)"
+    assert " or " not in words
+    slots = schedules.next_runs(first_monday, after=datetime(2026, 12, 2, tzinfo=UTC), count=3)
+    assert [slot.date().isoformat() for slot in slots] == ["2026-12-07", "2027-01-04", "2027-02-01"]

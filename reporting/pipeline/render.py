@@ -65,6 +65,7 @@ class RenderRequest:
     max_rows: int | None = None  # rows shown in the email (the CSV has them all); None: every row
     context_extra: dict[str, Any] = field(default_factory=dict)
     file_suffix: str = ""  # e.g. a recipient's client id: their files are named after it
+    subject_prefix: str = ""  # e.g. "[Test] " on a test send, so that nobody takes it for the real one
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def _render(request: RenderRequest) -> RenderedEmail:
         "charts": [{"cid": image.content_id, "title": title} for image, title in images],
         **request.context_extra,
     }
-    subject = render_subject(request.subject_template, context)
+    subject = request.subject_prefix + render_subject(request.subject_template, context)
     html = _render_file([request.template_name], context, "body", html=True)
     text_names = [_text_template_for(request.template_name), GENERIC_TEXT_TEMPLATE]
     text = _render_file(text_names, context, "text part", html=False)
