@@ -6,6 +6,7 @@ import re
 from datetime import date
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from reporting import periods, schedules
@@ -120,6 +121,12 @@ class ReportForm(forms.ModelForm):
                 "recipients",
                 "An enabled report needs at least one active recipient, directly or through a recipient list.",
             )
+        if cleaned.get("enabled") and not _someone_to_alert(cleaned.get("owner")):
+            self.add_error(
+                "owner",
+                "An enabled report needs someone to tell when it fails: choose an owner with an email address "
+                "(or set ADMINS for the whole service).",
+            )
         if cleaned.get("schedule_enabled") and all(field in cleaned for field in CRON_FIELDS):
             try:
                 schedules.validate(self.schedule_spec())
@@ -168,6 +175,11 @@ def _check_query_param_sizes(params: dict) -> None:
                 f"The value of the query parameter '{name}' is {len(str(value)):,} characters long; "
                 f"at most {MAX_QUERY_PARAM_VALUE} are allowed."
             )
+
+
+def _someone_to_alert(owner) -> bool:
+    """Whether a failure of the report would reach anyone: its owner's address, or else ADMINS."""
+    return bool(owner is not None and owner.email) or any(address for _name, address in settings.ADMINS)
 
 
 def _has_active_address(cleaned: dict) -> bool:

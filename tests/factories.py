@@ -80,3 +80,11 @@ def staff_user(username: str, *codenames: str):
     assert found.count() == len(codenames), f"unknown permission among {codenames}"
     user.user_permissions.add(*found)
     return user
+
+
+def owner():
+    """A user to own reports made through the form (an enabled report needs someone to alert)."""
+    from django.contrib.auth import get_user_model
+
+    user, _ = get_user_model().objects.get_or_create(username="owner", defaults={"email": "owner@example.com"})
+    return user

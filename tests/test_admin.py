@@ -25,7 +25,7 @@ def report_form(source, **overrides):
         "name": "Collections",
         "slug": "collections",
         "description": "",
-        "owner": "",
+        "owner": str(factories.owner().pk),
         "enabled": "on",
         "data_source": source.pk,
         "path": "positions",
@@ -362,3 +362,47 @@ def test_a_page_for_an_id_that_is_not_a_number_says_there_is_no_such_object(staf
 )
 def test_a_custom_page_for_a_number_with_no_object_answers_404(staff_client, url_name):
     assert staff_client.get(reverse(url_name, args=[99999999999999999999999])).status_code == 404
+
+
+def test_a_new_report_is_owned_by_whoever_creates_it_and_starts_from_the_generic_table(staff_client, staff):
+    form = staff_client.get(reverse("admin:reporting_report_add")).context["adminform"].form
+
+    assert form.initial["owner"] == staff.pk
+    assert form.initial["template"] == "reports/table.html"
+
+
+def test_an_enabled_report_with_nobody_to_alert_is_refused_in_words(staff_client, source, settings):
+    settings.ADMINS = []
+    response = staff_client.post(reverse("admin:reporting_report_add"), report_form(source, owner=""))
+
+    assert not Report.objects.exists()
+    assert "needs someone to tell when it fails" in response.content.decode()
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    staff_client.post(reverse("admin:reporting_report_add"), report_form(source, owner=""))
+    assert Report.objects.get().owner is None  # ADMINS are told instead
+
+
+def test_the_report_and_run_pages_offer_no_view_on_site_that_only_reloads_them(staff_client, report):
+    run = runs.execute_run(run_id=runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None).pk)
+
+    for url in (reverse("admin:reporting_report_change", args=[report.pk]), run.get_absolute_url()):
+        assert "View on site" not in staff_client.get(url).content.decode()
+
+
+def test_a_failed_run_has_a_re_run_button_as_its_alert_says(
+    staff_client, httpserver, django_capture_on_commit_callbacks
+):
+    httpserver.expect_request("/api/positions").respond_with_data("gone", status=404)
+    report = factories.report(factories.data_source(httpserver.url_for("/api/")))
+    run = runs.create_manual_run(report_id=report.pk, period_day=None, requested_by_id=None)
+    failed = runs.execute_run(run_id=run.pk)
+    assert failed.status == ReportRun.Status.FAILED
+    page = staff_client.get(failed.get_absolute_url()).content.decode()
+    assert 'name="action" value="rerun"' in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(
+            reverse("admin:reporting_reportrun_changelist"), {"action": "rerun", "_selected_action": [failed.pk]}
+        )
+
+    assert ReportRun.objects.count() == 2

@@ -260,6 +260,7 @@ def report_form(source, **overrides) -> dict:
         "name": "Weekly positions",
         "slug": "weekly-positions",
         "data_source": source.pk,
+        "owner": str(factories.owner().pk),
         "path": "positions",
         "records_path": "data.positions",
         "query_params": "{}",

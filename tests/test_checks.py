@@ -322,6 +322,7 @@ def report_form(report: Report, **overrides) -> dict:
         "name": report.name,
         "slug": report.slug,
         "data_source": report.data_source_id,
+        "owner": str(factories.owner().pk),
         "path": report.path,
         "query_params": "{}",
         "records_path": report.records_path,

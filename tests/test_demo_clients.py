@@ -286,3 +286,19 @@ def test_the_demo_sends_each_client_contact_their_own_clients_figures_only(live_
 
 def _isins_of(client: data.Client) -> set[str]:
     return {instrument.isin for instrument, _quantity in data.client_holdings(client)}
+
+
+@pytest.mark.parametrize(
+    "backend, words",
+    [
+        ("reporting.mail.EmlFileBackend", "sent emails are written to"),
+        ("django.core.mail.backends.smtp.EmailBackend", "emails are sent through the SMTP server mail.example.com:587"),
+        ("anymail.backends.postmark.EmailBackend", "emails are sent through Postmark (django-anymail)"),
+    ],
+)
+def test_the_demo_banner_says_where_emails_really_go(settings, backend, words):
+    from reporting.management.commands.setup_demo import where_emails_go
+
+    settings.EMAIL_BACKEND, settings.EMAIL_HOST, settings.EMAIL_PORT = backend, "mail.example.com", 587
+
+    assert where_emails_go().startswith(words)

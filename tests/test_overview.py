@@ -110,3 +110,15 @@ def test_the_report_list_links_to_it_and_viewers_may_see_it(client, source):
     assert response.status_code == 200 and "One" in response.content.decode()
     client.force_login(factories.staff_user("nobody"))
     assert client.get(reverse("admin:reporting_report_overview")).status_code == 403
+
+
+def test_a_report_that_only_fails_says_so_in_its_attention_cell(staff_client, source):
+    report_with_runs(source, "failing", [Status.SENT, Status.FAILED, Status.FAILED])
+    scheduled_run_for_today(Report.objects.get(slug="failing"))
+
+    with time_machine.travel(NOW, tick=False):
+        page = staff_client.get(reverse("admin:reporting_report_overview")).content.decode()
+
+    row = page[page.index('data-report="failing"') :]
+    cell = row[row.index('<td class="flags">') : row.index("</td>", row.index('<td class="flags">'))]
+    assert "2 failed in a row" in cell

@@ -187,6 +187,7 @@ class ReportRunAdmin(admin.ModelAdmin):
     actions = ["resend", "rerun", "set_legal_hold", "clear_legal_hold"]
     inlines = [DeliveryInline]
     change_form_template = "admin/reporting/reportrun/change_form.html"
+    view_on_site = False
     fieldsets = [
         (
             None,
@@ -380,6 +381,10 @@ class ReportRunAdmin(admin.ModelAdmin):
                 "rerun_held_url": reverse("admin:reporting_reportrun_rerun_held", args=[obj.pk]),
                 "working": obj.status in ReportRun.WORKING,
                 "recipient_reports": _recipient_reports(obj) if obj.per_recipient else None,
+                # The alert says to re-run a failed run from its page: here is the button.
+                "can_rerun": self.has_rerun_permission(request)
+                and obj.status in (ReportRun.Status.FAILED, ReportRun.Status.MISSED)
+                and not obj.per_recipient,
                 "can_send_to_the_rest": self.has_rerun_permission(request)
                 and obj.per_recipient
                 and obj.status in (ReportRun.Status.PARTIALLY_SENT, ReportRun.Status.FAILED),

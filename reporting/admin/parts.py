@@ -77,6 +77,7 @@ class RunPartAdmin(admin.ModelAdmin):
     )
     inlines = [PartDeliveryInline]
     change_form_template = "admin/reporting/runpart/change_form.html"
+    view_on_site = False
     fields = [
         "run_link",
         "report",

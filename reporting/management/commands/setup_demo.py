@@ -4,6 +4,18 @@ from django.core.management.base import BaseCommand
 from reporting.demo.setup import install_demo
 
 
+def where_emails_go() -> str:
+    """Where this installation's emails go, in words, as its settings say."""
+    backend = settings.EMAIL_BACKEND
+    if backend == "reporting.mail.EmlFileBackend":
+        return f"sent emails are written to {settings.EMAIL_FILE_PATH}/*.eml"
+    if backend == "django.core.mail.backends.smtp.EmailBackend":
+        return f"emails are sent through the SMTP server {settings.EMAIL_HOST}:{settings.EMAIL_PORT}"
+    if backend.startswith("anymail."):
+        return f"emails are sent through {backend.split('.')[2].capitalize()} (django-anymail)"
+    return f"emails go through {backend}"
+
+
 class Command(BaseCommand):
     help = "Create the demo data source, scheduled demo reports (two per client) and a staff user; print the login."
 
@@ -21,7 +33,7 @@ class Command(BaseCommand):
             f"  user: {demo.username}    password: {demo.password}",
             f"  reports: {', '.join(report.name for report in demo.reports)}",
             f"  each client their own: {', '.join(report.name for report in demo.client_reports)}",
-            f"  sent emails are written to {settings.EMAIL_FILE_PATH}/*.eml",
+            f"  {where_emails_go()}",
             "=" * 64,
             "",
         ]
