@@ -35,6 +35,14 @@ class ReportForm(forms.ModelForm):
         initial="*", max_length=64, help_text='0-6 with Sunday 0, or names: "mon-fri". Both day fields must match.'
     )
 
+    recipient_addresses = forms.CharField(
+        label="Recipients",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60, "data-addresses": "typed"}),
+        help_text="Email addresses, one per line or separated by commas. A new address becomes a recipient; "
+        "one already known is reused (whatever its case).",
+    )
+
     class Meta:
         model = Report
         fields = [
@@ -55,7 +63,6 @@ class ReportForm(forms.ModelForm):
             "attach_xlsx",
             "email_max_rows",
             "charts",
-            "recipients",
             "recipient_lists",
             "audience",
             "per_recipient_data",
@@ -71,6 +78,10 @@ class ReportForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["recipient_addresses"].initial = "\n".join(
+                self.instance.recipients.order_by("email").values_list("email", flat=True)
+            )
         spec = schedules.spec_for(self.instance) if self.instance.pk else None
         if self.instance.pk:
             self.fields["schedule_enabled"].initial = spec is not None
@@ -86,6 +97,14 @@ class ReportForm(forms.ModelForm):
         except RenderError as exc:
             raise ValidationError(exc.message) from exc
         return subject
+
+    def clean_recipient_addresses(self) -> list[str]:
+        """The typed addresses, each once whatever its case; ValidationError naming every bad one."""
+        typed = self.cleaned_data["recipient_addresses"]
+        return clean_addresses(typed.replace(",", "\n").replace(";", "\n").splitlines())
+
+    def typed_addresses(self) -> list[str]:
+        return self.cleaned_data.get("recipient_addresses") or []
 
     def clean_path(self) -> str:
         path = self.cleaned_data["path"]
@@ -118,7 +137,7 @@ class ReportForm(forms.ModelForm):
         self._check_max_age_pair(cleaned)
         if cleaned.get("enabled") and not _has_active_address(cleaned):
             self.add_error(
-                "recipients",
+                "recipient_addresses",
                 "An enabled report needs at least one active recipient, directly or through a recipient list.",
             )
         if cleaned.get("enabled") and not _someone_to_alert(cleaned.get("owner")):
@@ -183,10 +202,16 @@ def _someone_to_alert(owner) -> bool:
 
 
 def _has_active_address(cleaned: dict) -> bool:
-    recipients = cleaned.get("recipients")
-    lists = cleaned.get("recipient_lists")
-    if recipients is not None and recipients.filter(active=True).exists():
+    """Whether a typed address (new, or of an active recipient) or a list's active recipient would get it."""
+    typed = {address.lower() for address in cleaned.get("recipient_addresses") or []}
+    inactive = {
+        email.lower()
+        for email in Recipient.objects.filter(active=False).values_list("email", flat=True)
+        if email.lower() in typed
+    }
+    if typed - inactive:
         return True
+    lists = cleaned.get("recipient_lists")
     return lists is not None and Recipient.objects.filter(active=True, lists__in=lists).exists()
 
 

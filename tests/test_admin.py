@@ -48,7 +48,7 @@ def report_form(source, **overrides):
         "per_recipient_data": "split",
         "when_no_rows": "skip",
         "check_min_rows": "1",
-        "recipients": [str(recipient.pk)],
+        "recipient_addresses": recipient.email,
     }
     return {**form, **overrides}
 
@@ -121,9 +121,10 @@ def test_it_explains_an_invalid_schedule_on_the_form(staff_client, source, field
 
 def test_it_refuses_an_enabled_report_without_an_active_recipient(staff_client, source):
     Recipient.objects.create(email="gone@example.com", active=False)
-    gone = Recipient.objects.get(email="gone@example.com")
 
-    response = staff_client.post(reverse("admin:reporting_report_add"), report_form(source, recipients=[str(gone.pk)]))
+    response = staff_client.post(
+        reverse("admin:reporting_report_add"), report_form(source, recipient_addresses="GONE@example.com")
+    )
 
     assert "needs at least one active recipient" in response.content.decode()
     assert not Report.objects.exists()
@@ -406,3 +407,22 @@ def test_a_failed_run_has_a_re_run_button_as_its_alert_says(
         )
 
     assert ReportRun.objects.count() == 2
+
+
+def test_typed_recipients_reuse_known_ones_whatever_their_case_and_add_the_new(staff_client, source):
+    bob = Recipient.objects.create(email="Bob@Example.com", name="Bob")
+
+    staff_client.post(
+        reverse("admin:reporting_report_add"),
+        report_form(source, recipient_addresses="bob@example.com, new@example.com\n\nNEW@example.com; ann@example.com"),
+    )
+
+    report = Report.objects.get()
+    assert sorted(report.recipients.values_list("email", flat=True)) == [
+        "Bob@Example.com",
+        "ann@example.com",
+        "new@example.com",
+    ]
+    assert Recipient.objects.get(pk=bob.pk).name == "Bob" and Recipient.objects.count() == 3
+    form = staff_client.get(reverse("admin:reporting_report_change", args=[report.pk])).context["adminform"].form
+    assert form["recipient_addresses"].value() == "Bob@Example.com\nann@example.com\nnew@example.com"

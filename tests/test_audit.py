@@ -44,7 +44,7 @@ def report_form(client, report: Report | None, source, **overrides) -> dict:
             timezone="Europe/London",
             template="reports/table.html",
             subject_template="Collections — {{ period.label }}",
-            recipients=[str(ann.pk)],
+            recipient_addresses=ann.email,
         )
     return {**data, **overrides}
 
@@ -92,7 +92,7 @@ def test_it_records_each_changed_field_with_before_and_after(staff_client, sourc
             source,
             hour="8",
             day_of_week="mon-fri",
-            recipients=[str(bob.pk)],
+            recipient_addresses=bob.email,
             recipient_lists=[str(finance.pk)],
             subject_template="Daily collections — {{ period.label }}",
             data_source=other_source.pk,

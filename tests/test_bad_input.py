@@ -20,7 +20,7 @@ from werkzeug import Response
 
 from project.celery import app as celery_app
 from reporting import runs, tasks
-from reporting.models import Delivery, Recipient, Report, ReportRun
+from reporting.models import Delivery, Report, ReportRun
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -282,7 +282,7 @@ def report_form(source, **overrides) -> dict:
         "per_recipient_data": "split",
         "when_no_rows": "skip",
         "check_min_rows": "1",
-        "recipients": [Recipient.objects.get_or_create(email="ann@example.com")[0].pk],
+        "recipient_addresses": "ann@example.com",
     }
     return {**form, **overrides}
 
@@ -295,7 +295,8 @@ FORM_CASES = [
     ("unknown timezone", {"timezone": "Mars/Olympus_Mons"}, "Select a valid choice"),
     ("subject with a newline", {"subject_template": "Positions\nBcc: x@evil.test"}, "line break"),
     ("query parameters not JSON", {"query_params": "{from: 1"}, "Enter a valid JSON"),
-    ("no active recipient", {"recipients": []}, "recipient"),
+    ("no active recipient", {"recipient_addresses": ""}, "recipient"),
+    ("a typed address that is not one", {"recipient_addresses": "ann@example.com\nbob at example"}, "bob at example"),
 ]
 
 

@@ -338,7 +338,7 @@ def report_form(report: Report, **overrides) -> dict:
         "per_recipient_data": "split",
         "when_no_rows": "skip",
         "check_min_rows": "1",
-        "recipients": [recipient.pk for recipient in report.recipients.all()],
+        "recipient_addresses": "\n".join(recipient.email for recipient in report.recipients.all()),
     }
     return {**form, **overrides}
 

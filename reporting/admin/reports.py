@@ -36,13 +36,13 @@ class ReportAdmin(admin.ModelAdmin):
     view_on_site = False  # its page is the report itself: "View on site" would only reload it
 
     class Media:
-        js = ["reporting/local_times.js"]
+        js = ["reporting/local_times.js", "reporting/typed_addresses.js"]
 
     list_display = ["name", "period_kind", "schedule_in_words", "next_run", "enabled", "last_run", "run_history"]
     list_filter = ["enabled", "period_kind", "data_source"]
     search_fields = ["name", "slug", "description"]
     prepopulated_fields = {"slug": ["name"]}
-    filter_horizontal = ["recipients", "recipient_lists"]
+    filter_horizontal = ["recipient_lists"]
     readonly_fields = ["schedule_in_words", "next_runs", "runs_link"]
     actions = ["run_now", "send_test"]
     fieldsets = [
@@ -73,7 +73,7 @@ class ReportAdmin(admin.ModelAdmin):
                     "attach_xlsx",
                     "email_max_rows",
                     "charts",
-                    "recipients",
+                    "recipient_addresses",
                     "recipient_lists",
                 ]
             },
@@ -137,7 +137,11 @@ class ReportAdmin(admin.ModelAdmin):
 
     def save_related(self, request: HttpRequest, form: ReportForm, formsets, change: bool) -> None:
         services_reports.save_report(
-            report=form.instance, save_related=form.save_m2m, schedule=form.schedule_spec(), actor=request.user
+            report=form.instance,
+            save_related=form.save_m2m,
+            schedule=form.schedule_spec(),
+            actor=request.user,
+            addresses=form.typed_addresses(),
         )
 
     def delete_model(self, request: HttpRequest, report: Report) -> None:

@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
+from django.db.models.functions import Lower
 
 from reporting import audit, schedules
-from reporting.models import AuditEvent, Report
+from reporting.models import AuditEvent, Recipient, Report
 
 Action = AuditEvent.Action
 User = AbstractBaseUser | AnonymousUser | None
@@ -22,17 +23,22 @@ def save_report(
     save_related: Callable[[], None],
     schedule: schedules.CronSpec | None,
     actor: User,
+    addresses: list[str] | None = None,
 ) -> None:
     """Create or change `report` (with the form's values), its recipients and its schedule, in one transaction.
 
-    `save_related` saves what needs the report's id (the form's many-to-many fields). The
-    audit event lists each changed field before and after; an unchanged save records none.
+    `save_related` saves what needs the report's id (the form's many-to-many fields);
+    `addresses`, when given, are its own recipients, each a Recipient reused (whatever the
+    case of its address) or created. The audit event lists each changed field before and
+    after; an unchanged save records none.
     """
     created = report.pk is None
     with transaction.atomic():
         before = {} if created else report_state(report.pk)
         report.save()
         save_related()
+        if addresses is not None:
+            report.recipients.set(recipients_for(addresses))
         if schedule is None:
             schedules.delete_schedule(report)
             Report.objects.filter(pk=report.pk).update(periodic_task=None)
@@ -47,6 +53,17 @@ def save_report(
         elif changes:
             summary = f"Changed {', '.join(_label(name) for name in changes)}."
             audit.record(actor=actor, action=Action.CHANGED, summary=summary, report=report, changes=changes)
+
+
+def recipients_for(addresses: list[str]) -> list[Recipient]:
+    """A Recipient for each address: the one already known (matched whatever its case), or a new one."""
+    known = {
+        recipient.email.lower(): recipient
+        for recipient in Recipient.objects.annotate(lowered=Lower("email")).filter(
+            lowered__in=[address.lower() for address in addresses]
+        )
+    }
+    return [known.get(address.lower()) or Recipient.objects.create(email=address) for address in addresses]
 
 
 def delete_reports(*, reports: list[Report], actor: User) -> None:

@@ -60,10 +60,10 @@ def test_a_staff_user_defines_previews_runs_reads_and_resends_a_report(
     page.fill("#id_minute", "0")
     page.fill("#id_hour", "7")
     page.fill("#id_day_of_week", "mon-fri")
-    for person in ("ann@example.com", "bob@example.com"):
-        name = "Ann" if person.startswith("ann") else "Bob"
-        page.select_option("#id_recipients_from", label=f"{name} <{person}>")
-        page.click("#id_recipients_add")
+    page.fill("#id_recipient_addresses", "ann@example.com, bob at example")  # checked as typed
+    assert "Not an email address: bob at example" in page.locator(".typed-addresses").inner_text()
+    page.fill("#id_recipient_addresses", "ann@example.com\nBob@Example.com")  # Bob's recipient is reused
+    assert page.locator(".typed-addresses").inner_text() == "2 addresses"
     page.click("input[name=_continue]")
     page.wait_for_selector("text=was added successfully")
 
