@@ -70,7 +70,7 @@ PARTS_PER_TASK = 25  # the service's default batch; the baseline reuses a connec
 CLIENT_ID = re.compile(r"C\d{6}")
 TEMPLATE = "reports/table.html"
 SUBJECT_TEMPLATE = "Positions {{ recipient.client_id }} — {{ period.label }}"
-KILL_LEASE_SECONDS, KILL_VISIBILITY_SECONDS = 15, 30
+KILL_LEASE_SECONDS, KILL_VISIBILITY_SECONDS, KILL_AT = 15, 30, 0.3
 
 
 def client_id(index: int) -> str:
@@ -342,7 +342,7 @@ def next_slot(*, at_least: float) -> datetime:
 
 
 def run_subject(
-    mode: str, recipients: int, data_url: str, sink: SmtpSink, smtp_port: int, *, kill_at: float | None = None
+    mode: str, recipients: int, data_url: str, sink: SmtpSink, smtp_port: int, *, kill: str = ""
 ) -> Outcome:
     """Schedule the report, start a worker, publish at the slot; wait for the run's end and its emails."""
     fresh_database()
@@ -350,7 +350,7 @@ def run_subject(
     slot = next_slot(at_least=15)
     report_id = seed(mode, recipients, data_url, slot)
     extra = {}
-    if kill_at is not None:
+    if kill:
         extra = {
             "REPORTING_RUN_LEASE_SECONDS": str(KILL_LEASE_SECONDS),
             "CELERY_VISIBILITY_TIMEOUT": str(KILL_VISIBILITY_SECONDS),
@@ -374,9 +374,11 @@ def run_subject(
             kwargs={"report_id": report_id, "fired_at": slot.isoformat()},
             queue=QUEUE,
         )
-        if kill_at is not None:
-            worker, outcome.killed_at = kill_and_restart(worker, env, sink, int(recipients * kill_at), sampler)
-        run = wait_for_run_end(report_id, timeout=60 + recipients * 0.1)
+        if kill == "worker":
+            worker, outcome.killed_at = kill_and_restart(worker, env, sink, int(recipients * KILL_AT), sampler)
+        elif kill == "child":
+            outcome.killed_at = kill_a_child(worker, sink, int(recipients * KILL_AT))
+        run = wait_for_run_end(report_id, timeout=180 + recipients * 0.1)
         time.sleep(3)  # a duplicate arriving late still counts against us
         sampler.stop()
         outcome.peak_rss, outcome.peak_rss_single = sampler.peak, sampler.peak_single
@@ -410,23 +412,34 @@ def kill_and_restart(
     return replacement, killed_at
 
 
+def kill_a_child(worker: subprocess.Popen, sink: SmtpSink, after: int) -> int:
+    """SIGKILL one pool process once `after` emails arrived; the worker replaces it."""
+    deadline = time.monotonic() + 600
+    while len(sink.accepted) < after and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed_at = len(sink.accepted)
+    os.kill(children(worker.pid)[0], signal.SIGKILL)
+    print(f"  killed a pool process at {killed_at} emails", flush=True)
+    return killed_at
+
+
 def wait_for_run_end(report_id: int, *, timeout: float):
+    """The run once it ended, or as it is after `timeout` seconds."""
     from reporting.models import ReportRun
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = ReportRun.objects.filter(report_id=report_id).first()
-        if run is not None and run.status not in ReportRun.WORKING:
+    while True:
+        run = ReportRun.objects.get(report_id=report_id) if ReportRun.objects.filter(report_id=report_id) else None
+        if run is not None and (run.status not in ReportRun.WORKING or time.monotonic() > deadline):
             return run
         time.sleep(0.2)
-    raise RuntimeError(f"the run did not end within {timeout:.0f} s: {run and run.status}")
 
 
 def describe_run(run, slot: datetime, outcome: Outcome) -> None:
     from reporting.models import RunPart
 
     outcome.run_status = run.status
-    outcome.run_ended = (run.finished_at - slot).total_seconds()
+    outcome.run_ended = (run.finished_at - slot).total_seconds() if run.finished_at else 0.0
     outcome.part_statuses = dict(Counter(run.parts.values_list("status", flat=True)))
     failed = run.parts.filter(status=RunPart.Status.FAILED, error__startswith="Interrupted while sending")
     outcome.interrupted = set(failed.values_list("address", flat=True))
@@ -575,6 +588,10 @@ def load() -> str:
     return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def ended(outcome: Outcome) -> str:
+    return f"{outcome.run_ended:.1f} s" if outcome.run_ended else f"not ended ({outcome.run_status})"
+
+
 def met(condition: bool) -> str:
     return "met" if condition else "MISSED"
 
@@ -587,10 +604,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--modes", default="split,fetch")
-    parser.add_argument("--skip-kill", action="store_true")
+    parser.add_argument("--kill-recipients", type=int, default=2000, help="recipients of the killed-worker run")
+    parser.add_argument("--kills", default="worker,child", help="what to SIGKILL mid-run ('' for nothing)")
     args = parser.parse_args()
     recipients, small = args.recipients, max(1, args.recipients // 10)
-    modes = args.modes.split(",")
+    killed = min(args.kill_recipients, recipients)
+    modes = [mode for mode in args.modes.split(",") if mode]
 
     DataHandler.serve(recipients)
     data_server = ThreadingHTTPServer(("127.0.0.1", 0), DataHandler)
@@ -616,18 +635,19 @@ def main() -> None:
             outcome = run_subject(mode, small, data_url, sink, smtp_port)
             results[f"{mode} small"] = (outcome, check_emails(sink, small))
             loads.append(f"after {mode}: {load()}")
-        if not args.skip_kill:
-            print(f"split: service, {recipients:,} recipients, the worker killed at 30%", flush=True)
-            outcome = run_subject("split", recipients, data_url, sink, smtp_port, kill_at=0.3)
-            results["kill"] = (outcome, check_emails(sink, recipients))
-            loads.append(f"after the kill: {load()}")
+        for kind in [kind for kind in args.kills.split(",") if kind]:
+            print(f"split: service, {killed:,} recipients, {kind} killed at 30%", flush=True)
+            outcome = run_subject("split", killed, data_url, sink, smtp_port, kill=kind)
+            results[f"kill {kind}"] = (outcome, check_emails(sink, killed))
+            print(f"  {outcome}", flush=True)
+            loads.append(f"after the {kind} kill: {load()}")
     finally:
         smtp.stop()
         data_server.shutdown()
-    report(results, modes, recipients, small, loads)
+    report(results, modes, recipients, small, killed, loads)
 
 
-def report(results: dict, modes: list[str], recipients: int, small: int, loads: list[str]) -> None:
+def report(results: dict, modes: list[str], recipients: int, small: int, killed: int, loads: list[str]) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     throughput_rows, memory_rows, verdicts = [], [], []
     for mode in modes:
@@ -646,7 +666,7 @@ def report(results: dict, modes: list[str], recipients: int, small: int, loads: 
         grown = service.peak_rss / smaller.peak_rss
         memory_rows.append(
             [mode, mib(smaller.peak_rss), mib(service.peak_rss), f"{grown:.2f}×",
-             mib(smaller.peak_rss_single), mib(service.peak_rss_single), f"{service.run_ended:.1f} s",
+             mib(smaller.peak_rss_single), mib(service.peak_rss_single), ended(service),
              f"{small_checked.duplicates} / {len(small_checked.missing)} / {small_checked.leaks}"]
         )  # fmt: skip
         verdicts.append(
@@ -654,35 +674,41 @@ def report(results: dict, modes: list[str], recipients: int, small: int, loads: 
             f"memory {grown:.2f}× from {small:,} to {recipients:,} recipients (flat ≤ 1.20×: "
             f"**{met(grown <= 1.2)}**)"
         )
-    body = table(
-        ["", "slot → last email", "emails/s", "throughput vs baseline", "duplicates", "missing", "leaks",
-         "wrong rows"],
-        throughput_rows,
-    )  # fmt: skip
-    body += "\n\n" + table(
-        ["mode", f"peak RSS, {small:,}", f"peak RSS, {recipients:,}", "ratio", f"largest process, {small:,}",
-         f"largest process, {recipients:,}", f"slot → run ended, {recipients:,}",
-         f"dup. / missing / leaks, {small:,}"],
-        memory_rows,
-    )  # fmt: skip
-    if "kill" in results:
-        killed, checked = results["kill"]
-        unexplained = checked.missing - killed.interrupted
+    body = ""
+    if modes:
+        body += table(
+            ["", "slot → last email", "emails/s", "throughput vs baseline", "duplicates", "missing", "leaks",
+             "wrong rows"],
+            throughput_rows,
+        )  # fmt: skip
         body += "\n\n" + table(
-            ["worker killed (split)", "killed at", "slot → run ended", "run", "duplicates", "leaks", "wrong rows",
+            ["mode", f"peak RSS, {small:,}", f"peak RSS, {recipients:,}", "ratio", f"largest process, {small:,}",
+             f"largest process, {recipients:,}", f"slot → run ended, {recipients:,}",
+             f"dup. / missing / leaks, {small:,}"],
+            memory_rows,
+        )  # fmt: skip
+    for kind, what in (("worker", "whole worker SIGKILLed, another started"), ("child", "one pool child SIGKILLed")):
+        if f"kill {kind}" not in results:
+            continue
+        outcome, checked = results[f"kill {kind}"]
+        unexplained = checked.missing - outcome.interrupted
+        body += "\n\n" + table(
+            [f"killed (split, {killed:,} recipients)", "killed at", "slot → run ended", "run", "duplicates", "leaks",
+             "wrong rows",
              "missing", "of them 'Interrupted while sending'", "missing unexplained"],
-            [["whole worker SIGKILLed, another started", f"{killed.killed_at:,} emails", f"{killed.run_ended:.1f} s",
-              killed.run_status, checked.duplicates, checked.leaks, checked.wrong_rows, len(checked.missing),
-              len(checked.missing & killed.interrupted), len(unexplained)]],
+            [[what, f"{outcome.killed_at:,} emails", ended(outcome),
+              outcome.run_status, checked.duplicates, checked.leaks, checked.wrong_rows, len(checked.missing),
+              len(checked.missing & outcome.interrupted), len(unexplained)]],
         )  # fmt: skip
         verdicts.append(
-            f"killed worker: {checked.duplicates} duplicates, {checked.leaks} leaks, {len(unexplained)} missing "
+            f"{what}: {checked.duplicates} duplicates, {checked.leaks} leaks, {len(unexplained)} missing "
             f"email not recorded as interrupted (**{met(not (checked.duplicates or checked.leaks or unexplained))}**); "
-            f"parts {killed.part_statuses}"
+            f"parts {outcome.part_statuses}"
         )
     body += (
         f"\n\nMeasured on {commit.stdout.strip()}: `.venv/bin/python bench/bench_per_recipient.py "
-        f"--recipients {recipients}`. One per-recipient report of {recipients:,} recipients, {ROWS_PER_RECIPIENT} "
+        f"--recipients {recipients} --kill-recipients {killed}`. One per-recipient report of {recipients:,} "
+        f"recipients, {ROWS_PER_RECIPIENT} "
         f"rows of 8 columns each, scheduled and published at its slot with `fired_at` as beat does; one "
         f"`celery worker` of {CONCURRENCY} prefork processes against `multiprocessing.Pool({CONCURRENCY})`; "
         f"PostgreSQL and Redis; loopback HTTP data source and SMTP server (aiosmtpd) shared by both; "
