@@ -345,6 +345,7 @@ def run_subject(
     mode: str, recipients: int, data_url: str, sink: SmtpSink, smtp_port: int, *, kill: str = ""
 ) -> Outcome:
     """Schedule the report, start a worker, publish at the slot; wait for the run's end and its emails."""
+    DataHandler.serve(recipients)  # the answer holds this run's recipients' rows only
     fresh_database()
     purge_queue()
     slot = next_slot(at_least=15)
@@ -517,6 +518,7 @@ def baseline_email(index: int, data: dict):
 def run_baseline(mode: str, recipients: int, data_url: str, sink: SmtpSink, smtp_port: int) -> float:
     import requests
 
+    DataHandler.serve(recipients)
     with Pool(CONCURRENCY, initializer=_init_baseline) as pool:
         pool.map(_noop, range(CONCURRENCY * 2))  # start the processes before the clock
         sink.reset()
@@ -611,7 +613,6 @@ def main() -> None:
     killed = min(args.kill_recipients, recipients)
     modes = [mode for mode in args.modes.split(",") if mode]
 
-    DataHandler.serve(recipients)
     data_server = ThreadingHTTPServer(("127.0.0.1", 0), DataHandler)
     data_server.daemon_threads = True
     threading.Thread(target=data_server.serve_forever, daemon=True).start()
