@@ -123,6 +123,13 @@ def claim(part_id: int, run_id: int) -> RunPart | None:
     return RunPart.objects.get(pk=part_id) if taken else None
 
 
+def seconds_held(part_id: int) -> float | None:
+    """How long until the lease on a part being worked on runs out (at least 1 s); None when nobody holds it."""
+    held = RunPart.objects.filter(pk=part_id, status=Status.WORKING).values_list("lease_expires_at", flat=True)
+    lease = held.first()
+    return None if lease is None else max(1.0, (lease - timezone.now()).total_seconds() + 1)
+
+
 @dataclass
 class Mail:
     """One connection to the mail server for the parts of one task, opened when first needed."""

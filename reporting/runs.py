@@ -480,7 +480,7 @@ def _fan_out(run: ReportRun) -> None:
 def execute_parts(*, run_id: int, part_ids: list[int]) -> list[tuple[int, float]]:
     """Make and send the given recipients' reports; the run ends when its last part does.
 
-    Returns (part id, seconds) for each part that must wait to retry.
+    Returns (part id, seconds) for each part that must wait: to retry, or for the lease of another worker.
     """
     run = ReportRun.objects.select_related("report__data_source").get(pk=run_id)
     if run.status not in ReportRun.WORKING:
@@ -493,9 +493,13 @@ def execute_parts(*, run_id: int, part_ids: list[int]) -> list[tuple[int, float]
             part = parts.claim(part_id, run_id)
             if part is not None:
                 delay = parts.work_on(part, run=run, report=run.report, mail=mail)
-                if delay is not None:
-                    retries.append((part.pk, delay))
-                    _keep_waiting(run, None, after=delay)
+            else:
+                # Held by another worker, or by one that died (its message came back before the lease ran
+                # out): look again then, since no other message carries this part.
+                delay = parts.seconds_held(part_id)
+            if delay is not None:
+                retries.append((part_id, delay))
+                _keep_waiting(run, None, after=delay)
             renewed = _keep_waiting(run, renewed)
     finally:
         mail.close()

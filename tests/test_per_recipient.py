@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from reporting import parts, runs
 from reporting.models import Delivery, Recipient, Report, ReportRun, RunPart
@@ -337,6 +338,30 @@ def test_a_part_interrupted_while_sending_is_not_sent_again(httpserver, use_smtp
     alice.refresh_from_db()
     assert alice.status == RunPart.Status.FAILED and "Interrupted while sending" in alice.error
     assert run.status == Status.PARTIALLY_SENT
+
+
+def test_a_part_held_by_a_dead_worker_is_taken_again_when_its_lease_runs_out(httpserver, use_smtp, statement_template):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+    runs.execute_run(run_id=run.pk)
+    alice = run.parts.get(address="alice@example.com")
+    # A pool process took Alice's part and was killed while rendering it; its batch came back at once.
+    lease = timezone.now() + timedelta(seconds=60)
+    RunPart.objects.filter(pk=alice.pk).update(status=RunPart.Status.WORKING, lease_expires_at=lease, attempts=1)
+
+    retries = runs.execute_parts(run_id=run.pk, part_ids=parts.open_part_ids(run.pk))
+
+    [(part_id, delay)] = retries  # published again for when the lease runs out: no other message carries it
+    assert part_id == alice.pk and 55 <= delay <= 62
+    run.refresh_from_db()
+    assert run.status == Status.SENDING and run.deadline_at > lease
+    assert not use_smtp.messages_to("alice@example.com")
+    RunPart.objects.filter(pk=alice.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert runs.execute_parts(run_id=run.pk, part_ids=[alice.pk]) == []
+    run.refresh_from_db()
+    assert run.status == Status.SENT
+    assert len(use_smtp.messages_to("alice@example.com")) == 1
 
 
 def test_a_scheduled_period_has_one_part_per_recipient_whatever_fires_twice(httpserver, statement_template):
