@@ -51,20 +51,25 @@ def _send_each(
             status=Delivery.Status.SENDING
         ):
             continue
-        try:
-            result = deliver.send(email, delivery.address, backend=backend)
-        except deliver.DeliveryError as exc:
-            _record_delivery(delivery, status=Delivery.Status.FAILED, error=exc.message)
-        else:
-            _record_delivery(
-                delivery,
-                status=Delivery.Status.SENT,
-                message_id=result.message_id,
-                esp_status=result.esp_status,
-                sent_at=timezone.now(),
-            )
+        send_one(email, delivery, backend)
         if after_each is not None:
             after_each()
+
+
+def send_one(email: deliver.OutgoingEmail, delivery: Delivery, backend: BaseEmailBackend) -> None:
+    """Send `email` for a delivery this worker holds ("sending"), and record what the server said."""
+    try:
+        result = deliver.send(email, delivery.address, backend=backend)
+    except deliver.DeliveryError as exc:
+        _record_delivery(delivery, status=Delivery.Status.FAILED, error=exc.message)
+    else:
+        _record_delivery(
+            delivery,
+            status=Delivery.Status.SENT,
+            message_id=result.message_id,
+            esp_status=result.esp_status,
+            sent_at=timezone.now(),
+        )
 
 
 def _record_delivery(delivery: Delivery, **fields) -> None:

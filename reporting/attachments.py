@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import replace
 
 from django.conf import settings
@@ -40,16 +41,23 @@ def too_large_to_attach(attachments: list[render.Attachment]) -> dict[int, str]:
 
 
 def store(
-    run: ReportRun, request: render.RenderRequest, email: render.RenderedEmail, *, part: RunPart | None = None
+    run: ReportRun,
+    request: render.RenderRequest,
+    email: render.RenderedEmail,
+    *,
+    part: RunPart | None = None,
+    replace: bool = True,
 ) -> tuple[render.RenderedEmail, str]:
-    """Archive the email's files, of the run or of one recipient's `part`, in place of those stored before.
+    """Archive the email's files, of the run or of one recipient's `part`, in place of any stored before
+    (`replace=False`: there are none to replace).
 
     Those too large to attach are linked instead: returns the email to archive and send (the
     same, or rendered again with its links) and what was linked, in words ('' when nothing).
     """
     too_large = too_large_to_attach(email.attachments)
-    with transaction.atomic():
-        (part.attachments.all() if part else run.attachments.filter(part__isnull=True)).delete()
+    with transaction.atomic() if replace else nullcontext():
+        if replace:
+            (part.attachments.all() if part else run.attachments.filter(part__isnull=True)).delete()
         links = []
         for index, attachment in enumerate(email.attachments):
             stored = RunAttachment.objects.create(

@@ -23,12 +23,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from reporting import attachments
-from reporting.archive import send_deliveries
+from reporting.archive import send_deliveries, send_one
 from reporting.models import Delivery, Recipient, Report, ReportRun, RunPart
 from reporting.pipeline import deliver, fetch, render, split
 from reporting.stage_inputs import fetch_request_for, render_request_for
@@ -111,16 +111,39 @@ def _lease() -> timedelta:
     return timedelta(seconds=settings.REPORTING["RUN_LEASE_SECONDS"])
 
 
+def load(run_id: int, part_ids: list[int]) -> dict[int, RunPart]:
+    """The parts of a batch not yet at an end, read at once (one query for the batch, not one per part)."""
+    return {part.pk: part for part in RunPart.objects.filter(run_id=run_id, pk__in=part_ids, status__in=RunPart.OPEN)}
+
+
 def claim(part_id: int, run_id: int) -> RunPart | None:
     """Take the part for this worker, or None: finished, waiting to retry, or held by a live worker."""
+    part = load(run_id, [part_id]).get(part_id)
+    return part if part is not None and take(part) else None
+
+
+def take(part: RunPart) -> bool:
+    """Take a part read by `load` for this worker: a conditional UPDATE, whose row count says who won.
+
+    False when it is finished, waiting to retry, or held by a live worker. The part read
+    earlier is brought up to date in memory rather than read again.
+    """
     now = timezone.now()
     claimable = Q(status=Status.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lte=now + _CLOCK_SLACK)) | Q(
         status=Status.WORKING, lease_expires_at__lt=now
     )
-    taken = RunPart.objects.filter(claimable, pk=part_id, run_id=run_id).update(
-        status=Status.WORKING, lease_expires_at=now + _lease(), not_before=None, attempts=F("attempts") + 1
+    lease = now + _lease()
+    # Only as it was read: a part another worker touched since (its attempts moved on) is read again first.
+    taken = RunPart.objects.filter(claimable, pk=part.pk, attempts=part.attempts).update(
+        status=Status.WORKING, lease_expires_at=lease, not_before=None, attempts=F("attempts") + 1
     )
-    return RunPart.objects.get(pk=part_id) if taken else None
+    if not taken:
+        attempts = part.attempts
+        part.refresh_from_db()
+        return part.attempts != attempts and part.status in RunPart.OPEN and take(part)
+    part.status, part.lease_expires_at, part.not_before = Status.WORKING, lease, None
+    part.attempts += 1
+    return True
 
 
 def seconds_held(part_id: int) -> float | None:
@@ -155,19 +178,21 @@ def work_on(part: RunPart, *, run: ReportRun, report: Report, mail: Mail) -> flo
         if part.rendered_at is None and not _prepare(part, run, report):
             return None
         if part.rendered_at is None:
-            _render(part, run, report)
-        _deliver(part, run, mail.backend)
+            email = _render(part, run, report)
+            _send_first(part, run, email, mail.backend)
+        else:
+            _deliver(part, run, mail.backend)
     except fetch.FetchError as exc:
         return _failed_or_retry(part, exc.message, exc.detail, permanent=exc.permanent, retry_after=exc.retry_after)
     except deliver.DeliveryError as exc:  # the mail server could not be reached at all
         mail.close()
         return _failed_or_retry(part, exc.message, "", permanent=False, retry_after=None)
     except render.RenderError as exc:
-        _end(part, Status.FAILED, error=exc.message, error_detail=exc.detail)
+        _end(part, Status.FAILED, error=exc.message, error_detail=exc.detail, **_fetched(part))
     except Exception as exc:
         log.exception("run %s: the report for %s failed unexpectedly", run.pk, part.address)
         message = f"Unexpected error: {type(exc).__name__}: {exc}"
-        _end(part, Status.FAILED, error=message, error_detail=traceback.format_exc())
+        _end(part, Status.FAILED, error=message, error_detail=traceback.format_exc(), **_fetched(part))
     return None
 
 
@@ -185,9 +210,16 @@ def _prepare(part: RunPart, run: ReportRun, report: Report) -> bool:
     if rows or report.when_no_rows == WhenNoRows.SEND_EMPTY or part.released_by_id is not None:
         return True
     if report.when_no_rows == WhenNoRows.HOLD:
-        _end(part, Status.HELD, error="They have no rows this period: held for staff, as the report says.")
+        _end(
+            part,
+            Status.HELD,
+            error="They have no rows this period: held for staff, as the report says.",
+            **_fetched(part),
+        )
     else:
-        _end(part, Status.SKIPPED, error="They have no rows this period: skipped, as the report says.")
+        _end(
+            part, Status.SKIPPED, error="They have no rows this period: skipped, as the report says.", **_fetched(part)
+        )
     return False
 
 
@@ -198,17 +230,20 @@ def _fetch(part: RunPart, run: ReportRun, report: Report) -> None:
     _update(part, request_url=request.url[:2000], lease_expires_at=timezone.now() + fetching)
     with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as body:
         downloaded = fetch.download_for_archive(request, body)
-    rows = fetch.select_rows(downloaded.data, report.records_path)
-    _update(
-        part,
-        data=downloaded.data,
-        row_count=len(rows),
-        request_url=downloaded.url[:2000],
-        lease_expires_at=timezone.now() + _lease(),
-    )
+    # Kept with what is written next (their email, or why they got none): one UPDATE fewer per recipient.
+    part.data, part.request_url = downloaded.data, downloaded.url[:2000]
+    part._fetched_now = True
 
 
-def _render(part: RunPart, run: ReportRun, report: Report) -> None:
+def _fetched(part: RunPart) -> dict:
+    """What was fetched for the part in this attempt and is not written yet ({} when nothing)."""
+    if not getattr(part, "_fetched_now", False):
+        return {}
+    return {"data": part.data, "request_url": part.request_url}
+
+
+def _render(part: RunPart, run: ReportRun, report: Report) -> deliver.OutgoingEmail:
+    """Render and archive the part's email and files; the email to send, as archived."""
     request = render_request_for(
         report,
         run.period,
@@ -222,20 +257,45 @@ def _render(part: RunPart, run: ReportRun, report: Report) -> None:
         raise render.RenderError(
             f"The rendered subject is {len(email.subject):,} characters long; at most 998 are allowed."
         )
-    with transaction.atomic():
-        email, linked = attachments.store(run, request, email, part=part)
-        _update(
-            part,
-            subject=email.subject,
-            body_html=email.html,
-            body_text=email.text,
-            rendered_at=timezone.now(),
-            row_count=len(request.rows),
-            error=linked,
-        )
+    # A first attempt has no files to replace: one DELETE fewer per recipient (a later attempt replaces them).
+    email, linked = attachments.store(run, request, email, part=part, replace=part.attempts > 1)
+    _update(
+        part,
+        **_fetched(part),
+        subject=email.subject,
+        body_html=email.html,
+        body_text=email.text,
+        rendered_at=timezone.now(),
+        error=linked,
+        lease_expires_at=timezone.now() + _lease(),
+        row_count=len(request.rows),
+    )
+    part._fetched_now = False
+    return deliver.OutgoingEmail(subject=email.subject, html=email.html, text=email.text, attachments=email.attachments)
+
+
+def _send_first(
+    part: RunPart, run: ReportRun, email: deliver.OutgoingEmail, backend: Callable[[], BaseEmailBackend]
+) -> None:
+    """Send the email just rendered: its delivery written as "sending" first, then sent, then recorded.
+
+    Three statements instead of reading back what was just written; when a delivery already
+    exists (an earlier attempt got that far), the careful way of `_deliver` takes over.
+    """
+    try:
+        with transaction.atomic():
+            delivery = Delivery.objects.create(
+                run=run, part=part, address=part.address, kind=Delivery.Kind.ORIGINAL, status=Delivery.Status.SENDING
+            )
+    except IntegrityError:
+        _deliver(part, run, backend)
+        return
+    send_one(email, delivery, backend())
+    _ended_by(part, delivery)
 
 
 def _deliver(part: RunPart, run: ReportRun, backend: Callable[[], BaseEmailBackend]) -> None:
+    """Send the archived email, resuming after an earlier attempt: a delivery left "sending" is never sent again."""
     Delivery.objects.bulk_create(
         [Delivery(run=run, part=part, address=part.address, kind=Delivery.Kind.ORIGINAL)], ignore_conflicts=True
     )
@@ -245,7 +305,10 @@ def _deliver(part: RunPart, run: ReportRun, backend: Callable[[], BaseEmailBacke
     queued = list(originals.filter(status=Delivery.Status.QUEUED))
     if queued:
         send_deliveries(part, queued, backend=backend())
-    delivery = originals.first()
+    _ended_by(part, originals.first())
+
+
+def _ended_by(part: RunPart, delivery: Delivery) -> None:
     if delivery.status in Delivery.ACCEPTED:
         _end(part, Status.SENT, error=part.error)  # a note on a linked attachment stays
     else:

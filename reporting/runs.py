@@ -488,10 +488,13 @@ def execute_parts(*, run_id: int, part_ids: list[int]) -> list[tuple[int, float]
     retries = []
     mail = parts.Mail()
     renewed = _keep_waiting(run, None)
+    loaded = parts.load(run_id, part_ids)  # those already at an end are not there: nothing to do for them
     try:
         for part_id in part_ids:
-            part = parts.claim(part_id, run_id)
-            if part is not None:
+            part = loaded.get(part_id)
+            if part is None:
+                continue
+            if parts.take(part):
                 delay = parts.work_on(part, run=run, report=run.report, mail=mail)
             else:
                 # Held by another worker, or by one that died (its message came back before the lease ran
