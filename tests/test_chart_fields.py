@@ -178,6 +178,7 @@ def test_it_suggests_the_field_names_of_the_latest_runs_data(staff_client, repor
     assert datalist(html, "id_charts-columns") == ["instrument", "quantity", "market_value"]
     assert re.search(r'<input[^>]*id="id_charts-0-x"[^>]*list="id_charts-columns"', html)
     assert re.search(r'<input[^>]*id="id_charts-0-y"[^>]*list="id_charts-columns"', html)
+    assert "Field names in the latest run's data: instrument, quantity, market_value." in html
 
 
 def test_it_suggests_other_lists_of_rows_and_their_field_names(staff_client, report):
@@ -219,7 +220,7 @@ def test_without_a_run_there_are_no_suggestions_and_the_form_works(staff_client,
     html = change_page(staff_client, report)
 
     assert datalist(html, "id_charts-columns") == []
-    assert "suggested from the latest run" not in html
+    assert "Field names in the latest run's data" not in html
 
 
 @pytest.mark.parametrize("damage", ["garbage", "missing", "no rows there"])
