@@ -16,6 +16,7 @@ from reporting.periods import DAILY, period_containing
 from reporting.pipeline import charts
 from reporting.pipeline.checks import field_names
 from reporting.pipeline.render import RenderError, period_values, render_string, render_subject
+from reporting.widgets import ChartsWidget
 
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 
@@ -78,6 +79,9 @@ class ReportForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if "charts" in self.fields:  # not on a read-only page
+            self.fields["charts"].widget = ChartsWidget(report=self.instance)
+            self.fields["charts"].help_text = ChartsWidget.help_text
         if self.instance.pk:
             self.fields["recipient_addresses"].initial = "\n".join(
                 self.instance.recipients.order_by("email").values_list("email", flat=True)

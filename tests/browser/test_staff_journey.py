@@ -4,7 +4,6 @@ watch it, read the archived email, resend it, and see who may do what.
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -56,7 +55,19 @@ def test_a_staff_user_defines_previews_runs_reads_and_resends_a_report(
     page.select_option("#id_timezone", "Europe/London")
     page.select_option("#id_template", "reports/table.html")
     page.fill("#id_subject_template", "Daily positions — {{ period.label }}")
-    page.fill("#id_charts", json.dumps(CHARTS))
+    # The chart is picked from fields, not typed as JSON: the field names as suggested, rows added and removed.
+    assert page.locator("[data-chart-row]").count() == 2  # empty rows to fill
+    page.get_by_role("button", name="Add a chart").click()
+    assert page.locator("[data-chart-row]").count() == 3
+    assert page.locator("[name=charts-count]").input_value() == "3"
+    page.locator("[data-chart-row]").nth(0).get_by_role("button", name="Remove").click()
+    page.select_option("#id_charts-1-kind", label="Bars by category")
+    page.fill("#id_charts-1-x", CHARTS[0]["x"])
+    page.fill("#id_charts-1-y", CHARTS[0]["y"])
+    page.fill("#id_charts-1-title", CHARTS[0]["title"])
+    page.fill("#id_charts-2-x", "asset_class")  # the added row, begun and then removed
+    page.locator("[data-chart-row]").nth(1).get_by_role("button", name="Remove").click()
+    assert page.locator("[data-chart-row]").count() == 1
     page.fill("#id_minute", "0")
     page.fill("#id_hour", "7")
     page.fill("#id_day_of_week", "mon-fri")
@@ -74,6 +85,7 @@ def test_a_staff_user_defines_previews_runs_reads_and_resends_a_report(
     assert "your time:" in page.locator("ol.next-runs li").first.inner_text()
     shoot(page, "1-report-page")
     report = Report.objects.get(name="Daily positions")
+    assert report.charts == CHARTS
 
     # Preview: the email as it would be sent, nothing sent or archived.
     page.get_by_role("link", name="Preview…").click()
@@ -106,6 +118,10 @@ def test_a_staff_user_defines_previews_runs_reads_and_resends_a_report(
         "ann@example.com",
         "bob@example.com",
     ]
+    for message in use_smtp.messages:  # the chart picked on the form, inside each email
+        [chart] = [part for part in message.walk() if part.get_content_type() == "image/png"]
+        html = next(part for part in message.walk() if part.get_content_type() == "text/html").get_content()
+        assert re.search(rf'<img[^>]*src="cid:{re.escape(chart["Content-ID"].strip("<>"))}"[^>]*alt="Allocation', html)
 
     # Resend it to a typed address.
     page.get_by_role("link", name="Resend…").click()
@@ -126,6 +142,14 @@ def test_a_staff_user_defines_previews_runs_reads_and_resends_a_report(
     assert Delivery.objects.get(run=run, kind="resend").address == "carol@example.com"
     page.goto(f"/admin/reporting/reportrun/{run.pk}/change/")
     shoot_element(page.locator("iframe[title='Email HTML']"), "3b-archived-email")
+
+    # Back on the report's page, the chart stands in its row, and the latest run's fields are suggested.
+    page.goto(f"/admin/reporting/report/{report.pk}/change/")
+    assert page.locator("#id_charts-0-kind").input_value() == "bar"
+    assert page.locator("#id_charts-0-x").input_value() == "asset_class"
+    suggested = page.locator("#id_charts-columns option").evaluate_all("options => options.map(o => o.value)")
+    assert suggested == ["instrument", "asset_class", "market_value"]
+    shoot_element(page.locator(".field-charts"), "1b-chart-fields")
 
 
 def test_a_viewer_reads_the_archive_but_is_offered_no_resend(page, report, django_user_model):
