@@ -218,6 +218,8 @@ class ReportForm(forms.ModelForm):
             return
         picked = self._picked(cleaned, kind)
         if picked is None:
+            for field in CRON_FIELDS:
+                cleaned.pop(field, None)  # no schedule to check until the picker's details are given
             return
         derived = schedule_kinds.cron_for(picked)
         for field in CRON_FIELDS:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import time
 
-from celery.schedules import crontab
+from celery.schedules import ParseException, crontab
 
 from reporting.schedules import LAST_BUSINESS_DAY, LAST_BUSINESS_DAY_CRON
 
@@ -98,7 +98,7 @@ def kind_of(fields: CronFields) -> Picked:
             month_of_year=fields.month_of_year,
             day_of_week=fields.day_of_week,
         )
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, ParseException):
         return Picked()
     if len(cron.minute) != 1 or len(cron.hour) != 1:
         return Picked()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from celery.schedules import crontab
+from celery.schedules import ParseException, crontab
 from cron_descriptor import Options, get_description
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -73,7 +73,7 @@ class CronSpec:
         for field, label in _FIELD_LABELS.items():
             try:
                 crontab(**{field: getattr(self, field)})
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, ParseException) as exc:
                 errors[field] = f"{label}: {getattr(self, field)!r} is not valid here ({exc})."
         if errors:
             raise ValidationError(errors)
