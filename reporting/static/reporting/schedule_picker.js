@@ -91,8 +91,8 @@
       const needsDay = ["monthly_day", "quarterly"].includes(kind.value);
       const custom = kind.value === "custom" || kind.value === "";
       const show = (name, shown) => {
-        const box = form.querySelector(`.field-${name}`);
-        if (box) box.hidden = !shown;
+        const box = form.querySelector(`.fieldBox.field-${name}`); // its own box in the row, not the row
+        if (box) box.style.display = shown ? "" : "none"; // not `hidden`: the admin's CSS shows every fieldBox
       };
       show("schedule_time", !custom);
       show("schedule_weekday", needsWeekday);
