@@ -35,7 +35,8 @@ class ReportForm(forms.ModelForm):
         choices=schedule_kinds.KIND_CHOICES,
         required=False,
         help_text="Pick the schedule in words; it fills in the cron fields below. Choose Custom to type them "
-        "yourself. Business days are Monday to Friday: public holidays are not skipped.",
+        "yourself. Business days are Monday to Friday: public holidays are not skipped. A month without the "
+        "chosen day (e.g. the 31st) is skipped.",
     )
     schedule_time = forms.TimeField(
         label="at",
@@ -45,7 +46,7 @@ class ReportForm(forms.ModelForm):
         help_text="In the report's timezone.",
     )
     schedule_weekday = forms.ChoiceField(
-        label="on", choices=schedule_kinds.WEEKDAY_CHOICES, required=False, initial="1", help_text="Weekly, first…"
+        label="on", choices=schedule_kinds.WEEKDAY_CHOICES, required=False, initial="1"
     )
     schedule_day = forms.IntegerField(
         label="day",
@@ -53,7 +54,6 @@ class ReportForm(forms.ModelForm):
         max_value=31,
         required=False,
         initial=1,
-        help_text="Monthly, quarterly: 1-31; a month without that day is skipped.",
     )
     minute = forms.CharField(
         initial="0", max_length=240, required=False, help_text='0-59, e.g. "0" or "0,30" or "*/15".'
