@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import date, time
 
 from django import forms
@@ -19,6 +20,7 @@ from reporting.pipeline.checks import field_names
 from reporting.pipeline.render import RenderError, period_values, render_string, render_subject
 
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+PICKER_FIELDS = ("schedule_kind", "schedule_time", "schedule_weekday", "schedule_day")
 
 
 class ReportForm(forms.ModelForm):
@@ -211,10 +213,15 @@ class ReportForm(forms.ModelForm):
         cleaned["schedule_rule"] = ""
         if not cleaned.get("schedule_enabled"):
             return  # runs only by hand: whatever the schedule fields say is not kept
-        if kind == schedule_kinds.CUSTOM:
+        if kind == schedule_kinds.CUSTOM or self._cron_typed_by_hand():
             for field in CRON_FIELDS:
                 if field in cleaned and not cleaned[field].strip():
                     self.add_error(field, "This field is required.")
+            if kind == schedule_kinds.MONTHLY_LAST_BUSINESS_DAY and all(field in cleaned for field in CRON_FIELDS):
+                # As schedule_picker.js does: typed cron that still says "every weekday 26-31" keeps the rule.
+                typed = schedule_kinds.CronFields(**{field: cleaned[field] for field in CRON_FIELDS})
+                picked = schedule_kinds.kind_of(replace(typed, rule=schedules.LAST_BUSINESS_DAY))
+                cleaned["schedule_rule"] = schedules.LAST_BUSINESS_DAY if picked.kind == kind else ""
             return
         picked = self._picked(cleaned, kind)
         if picked is None:
@@ -226,6 +233,16 @@ class ReportForm(forms.ModelForm):
             cleaned[field] = getattr(derived, field)
             self.errors.pop(field, None)  # what was typed there is replaced
         cleaned["schedule_rule"] = derived.rule
+
+    def _cron_typed_by_hand(self) -> bool:
+        """Whether the cron fields were changed and the picker was not: the typed cron is what was meant.
+
+        Without JavaScript nothing moves the picker when the cron fields are edited (the
+        browser does that with schedule_picker.js), so a picker left as the page showed it
+        does not undo them. When both changed, the picker wins: the script keeps them in step.
+        """
+        changed = set(self.changed_data)
+        return bool(changed & set(CRON_FIELDS)) and not changed & set(PICKER_FIELDS)
 
     def _picked(self, cleaned: dict, kind: str) -> schedule_kinds.Picked | None:
         """The picker's choice, or None after naming each detail it needs that is missing."""

@@ -12,6 +12,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from reporting import runs, schedule_kinds, schedules
+from reporting.forms import CRON_FIELDS
 from reporting.models import Report, ReportRun
 from tests import factories
 from tests.test_admin import report_form
@@ -152,8 +153,8 @@ def test_a_post_without_javascript_saves_the_picked_schedule(staff_client, sourc
     assert report.schedule_rule == rule
 
 
-def test_the_picked_kind_wins_over_cron_fields_left_as_they_were(staff_client, source):
-    """Without JavaScript the cron fields keep what they showed: a picked kind replaces them."""
+def test_a_changed_picker_wins_over_changed_cron_fields(staff_client, source):
+    """Both changed (without JavaScript nothing keeps them in step): the picker says what was meant."""
     form = report_form(source, schedule_kind="daily", schedule_time="06:15", day_of_week="oops")
 
     staff_client.post(reverse("admin:reporting_report_add"), form)
@@ -323,3 +324,36 @@ def test_the_endpoint_is_refused_to_who_may_not_edit_reports(client, django_user
     client.force_login(viewer)
 
     assert next_runs(client).status_code == 403
+
+
+def the_page_as_shown(client, report) -> dict:
+    """The report form posted as its page shows it (the picker included), as a browser without JavaScript does."""
+    form = client.get(reverse("admin:reporting_report_change", args=[report.pk])).context["adminform"].form
+    data = report_form(report.data_source, name=report.name, slug=report.slug)
+    for name in ("timezone", *CRON_FIELDS, "schedule_kind", "schedule_weekday", "schedule_day"):
+        data[name] = str(form[name].value())
+    data["schedule_time"] = form["schedule_time"].value().strftime("%H:%M")
+    return data
+
+
+def test_cron_fields_edited_by_hand_win_over_a_picker_left_as_shown(staff_client, report):
+    factories.schedule(report, minute="0", hour="7")  # daily at 07:00
+    data = {**the_page_as_shown(staff_client, report), "hour": "8", "day_of_week": "mon,wed"}
+
+    response = staff_client.post(reverse("admin:reporting_report_change", args=[report.pk]), data)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    crontab = Report.objects.get(pk=report.pk).periodic_task.crontab
+    assert (crontab.minute, crontab.hour, crontab.day_of_week) == ("0", "8", "mon,wed")
+
+
+def test_a_last_business_day_keeps_its_rule_when_only_its_time_is_typed_in_the_cron_fields(staff_client, report):
+    factories.schedule(
+        report, minute="0", hour="7", day_of_month="26-31", day_of_week="mon-fri", rule="last_business_day"
+    )
+    data = {**the_page_as_shown(staff_client, report), "minute": "30"}
+
+    staff_client.post(reverse("admin:reporting_report_change", args=[report.pk]), data)
+
+    report = Report.objects.get(pk=report.pk)
+    assert (report.periodic_task.crontab.minute, report.schedule_rule) == ("30", "last_business_day")
