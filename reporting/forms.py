@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from dataclasses import replace
+from datetime import date, time
 
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 
-from reporting import periods, schedules
+from reporting import periods, schedule_kinds, schedules
 from reporting.addresses import clean_addresses
 from reporting.models import Recipient, Report, report_template_choices
 from reporting.periods import DAILY, period_containing
@@ -19,6 +21,7 @@ from reporting.pipeline.render import RenderError, period_values, render_string,
 from reporting.widgets import ChartsWidget
 
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+PICKER_FIELDS = ("schedule_kind", "schedule_time", "schedule_weekday", "schedule_day")
 
 
 class ReportForm(forms.ModelForm):
@@ -28,12 +31,46 @@ class ReportForm(forms.ModelForm):
     schedule_enabled = forms.BooleanField(
         label="Send on a schedule", required=False, initial=True, help_text="Untick to run this report only by hand."
     )
-    minute = forms.CharField(initial="0", max_length=240, help_text='0-59, e.g. "0" or "0,30" or "*/15".')
-    hour = forms.CharField(initial="7", max_length=96, help_text='0-23, e.g. "7" or "8-18".')
-    day_of_month = forms.CharField(initial="*", max_length=124, help_text='1-31, e.g. "1" or "*".')
-    month_of_year = forms.CharField(initial="*", max_length=64, help_text='1-12, e.g. "*" or "1,4,7,10".')
+    # The picker in words: it writes the cron fields below (here on save, and in the browser as
+    # they change, by schedule_picker.js). Absent from a POST, it is "custom": the cron fields rule.
+    schedule_kind = forms.ChoiceField(
+        label="Runs",
+        choices=schedule_kinds.KIND_CHOICES,
+        required=False,
+        help_text="Pick the schedule in words; it fills in the cron fields below. Choose Custom to type them "
+        "yourself. Business days are Monday to Friday: public holidays are not skipped. A month without the "
+        "chosen day (e.g. the 31st) is skipped.",
+    )
+    schedule_time = forms.TimeField(
+        label="at",
+        required=False,
+        initial=time(7, 0),
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+        help_text="In the report's timezone.",
+    )
+    schedule_weekday = forms.ChoiceField(
+        label="on", choices=schedule_kinds.WEEKDAY_CHOICES, required=False, initial="1"
+    )
+    schedule_day = forms.IntegerField(
+        label="day",
+        min_value=1,
+        max_value=31,
+        required=False,
+        initial=1,
+    )
+    minute = forms.CharField(
+        initial="0", max_length=240, required=False, help_text='0-59, e.g. "0" or "0,30" or "*/15".'
+    )
+    hour = forms.CharField(initial="7", max_length=96, required=False, help_text='0-23, e.g. "7" or "8-18".')
+    day_of_month = forms.CharField(initial="*", max_length=124, required=False, help_text='1-31, e.g. "1" or "*".')
+    month_of_year = forms.CharField(
+        initial="*", max_length=64, required=False, help_text='1-12, e.g. "*" or "1,4,7,10".'
+    )
     day_of_week = forms.CharField(
-        initial="*", max_length=64, help_text='0-6 with Sunday 0, or names: "mon-fri". Both day fields must match.'
+        initial="*",
+        max_length=64,
+        required=False,
+        help_text='0-6 with Sunday 0, or names: "mon-fri". Both day fields must match.',
     )
 
     recipient_addresses = forms.CharField(
@@ -92,6 +129,18 @@ class ReportForm(forms.ModelForm):
         for field in CRON_FIELDS:
             if spec is not None:
                 self.fields[field].initial = getattr(spec, field)
+        self._show_picked(spec)
+
+    def _show_picked(self, spec: schedules.CronSpec | None) -> None:
+        """The picker shows the kind the stored schedule (or the default one) matches."""
+        cron = {field: self.fields[field].initial for field in CRON_FIELDS}
+        picked = schedule_kinds.kind_of(schedule_kinds.CronFields(**cron, rule=spec.rule if spec else ""))
+        self.fields["schedule_kind"].initial = picked.kind
+        self.fields["schedule_time"].initial = picked.at
+        self.fields["schedule_weekday"].initial = str(picked.weekday)
+        self.fields["schedule_day"].initial = picked.day
+        # Where schedule_picker.js asks for the schedule in words and its next runs.
+        self.fields["schedule_kind"].widget.attrs["data-next-runs-url"] = reverse("admin:reporting_report_next_runs")
 
     def clean_subject_template(self) -> str:
         subject = self.cleaned_data["subject_template"]
@@ -150,6 +199,7 @@ class ReportForm(forms.ModelForm):
                 "An enabled report needs someone to tell when it fails: choose an owner with an email address "
                 "(or set ADMINS for the whole service).",
             )
+        self._derive_cron_fields(cleaned)
         if cleaned.get("schedule_enabled") and all(field in cleaned for field in CRON_FIELDS):
             try:
                 schedules.validate(self.schedule_spec())
@@ -160,6 +210,63 @@ class ReportForm(forms.ModelForm):
                 else:
                     self.add_error(None, exc)
         return cleaned
+
+    def _derive_cron_fields(self, cleaned: dict) -> None:
+        """The cron fields (and rule) from the picked kind; custom (or no kind posted): as typed, each required."""
+        kind = cleaned.get("schedule_kind") or schedule_kinds.CUSTOM
+        cleaned["schedule_rule"] = ""
+        if not cleaned.get("schedule_enabled"):
+            return  # runs only by hand: whatever the schedule fields say is not kept
+        if kind == schedule_kinds.CUSTOM or self._cron_typed_by_hand():
+            for field in CRON_FIELDS:
+                if field in cleaned and not cleaned[field].strip():
+                    self.add_error(field, "This field is required.")
+            if kind == schedule_kinds.MONTHLY_LAST_BUSINESS_DAY and all(field in cleaned for field in CRON_FIELDS):
+                # As schedule_picker.js does: typed cron that still says "every weekday 26-31" keeps the rule.
+                typed = schedule_kinds.CronFields(**{field: cleaned[field] for field in CRON_FIELDS})
+                picked = schedule_kinds.kind_of(replace(typed, rule=schedules.LAST_BUSINESS_DAY))
+                cleaned["schedule_rule"] = schedules.LAST_BUSINESS_DAY if picked.kind == kind else ""
+            return
+        picked = self._picked(cleaned, kind)
+        if picked is None:
+            for field in CRON_FIELDS:
+                cleaned.pop(field, None)  # no schedule to check until the picker's details are given
+            return
+        derived = schedule_kinds.cron_for(picked)
+        for field in CRON_FIELDS:
+            cleaned[field] = getattr(derived, field)
+            self.errors.pop(field, None)  # what was typed there is replaced
+        cleaned["schedule_rule"] = derived.rule
+
+    def _cron_typed_by_hand(self) -> bool:
+        """Whether the cron fields were changed and the picker was not: the typed cron is what was meant.
+
+        Without JavaScript nothing moves the picker when the cron fields are edited (the
+        browser does that with schedule_picker.js), so a picker left as the page showed it
+        does not undo them. When both changed, the picker wins: the script keeps them in step.
+        """
+        changed = set(self.changed_data)
+        return bool(changed & set(CRON_FIELDS)) and not changed & set(PICKER_FIELDS)
+
+    def _picked(self, cleaned: dict, kind: str) -> schedule_kinds.Picked | None:
+        """The picker's choice, or None after naming each detail it needs that is missing."""
+        needs = {"schedule_time": "Give the time it runs at."}
+        if kind in (schedule_kinds.WEEKLY, schedule_kinds.MONTHLY_FIRST_WEEKDAY):
+            needs["schedule_weekday"] = "Choose the day of the week."
+        if kind in (schedule_kinds.MONTHLY_DAY, schedule_kinds.QUARTERLY):
+            needs["schedule_day"] = "Give the day of the month (1-31)."
+        missing = [field for field in needs if cleaned.get(field) in (None, "")]
+        for field in missing:
+            if field not in self.errors:
+                self.add_error(field, needs[field])
+        if missing or any(field in self.errors for field in needs):
+            return None
+        return schedule_kinds.Picked(
+            kind=kind,
+            at=cleaned["schedule_time"].replace(second=0, microsecond=0),
+            weekday=int(cleaned.get("schedule_weekday") or 1),
+            day=cleaned.get("schedule_day") or 1,
+        )
 
     def _check_max_age_pair(self, cleaned: dict) -> None:
         """The age check needs both its field and its limit."""
@@ -174,7 +281,8 @@ class ReportForm(forms.ModelForm):
         if not self.cleaned_data.get("schedule_enabled"):
             return None
         values = {field: self.cleaned_data[field].strip() for field in CRON_FIELDS}
-        return schedules.CronSpec(timezone=self.cleaned_data.get("timezone") or "UTC", **values)
+        rule = self.cleaned_data.get("schedule_rule", "")
+        return schedules.CronSpec(timezone=self.cleaned_data.get("timezone") or "UTC", rule=rule, **values)
 
 
 # The request URL is kept with each run (at most 2,000 characters): the parameters must fit in it.

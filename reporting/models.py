@@ -324,6 +324,19 @@ class Report(models.Model):
     periodic_task = models.OneToOneField(
         PeriodicTask, null=True, blank=True, editable=False, on_delete=models.SET_NULL, related_name="report"
     )
+    # A rule the crontab cannot say, applied to its slots: "last_business_day" keeps only the
+    # slots on the last weekday (Mon-Fri) of their month. Written with the crontab by
+    # reporting.schedules.save_schedule; see reporting.schedules for why it lives here.
+    schedule_rule = models.CharField(
+        max_length=40,
+        blank=True,
+        default="",
+        editable=False,
+        choices=[
+            ("", "None (the crontab alone)"),
+            ("last_business_day", "The last business day (Mon-Fri) of the month"),
+        ],
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -115,7 +115,7 @@ def open_scheduled_run(
     """Create the run for the schedule slot at or before `started_at`, once per period; (run, created).
 
     The run is the new one, or an existing one that has not finished; None when the report
-    is disabled, unscheduled, or its period's run has finished.
+    is disabled, unscheduled, fired on a day its schedule's rule skips, or its period's run has finished.
     """
     report = Report.objects.select_related("periodic_task__crontab").get(pk=report_id)
     spec = schedules.spec_for(report)
@@ -123,6 +123,12 @@ def open_scheduled_run(
         log.info("report %s is disabled or has no schedule; nothing to run", report_id)
         return None, False
     moment = started_at or timezone.now() + SLOT_TOLERANCE
+    # A schedule with a rule the crontab cannot say (the last business day of the month):
+    # beat fires on every day that could be it; on the others there is nothing to run (and
+    # not the rule's previous slot's period either).
+    if not schedules.rule_keeps_latest_firing(spec, at_or_before=moment):
+        log.info("report %s: beat fired on a day its schedule's rule skips; nothing to run", report_id)
+        return None, False
     slot = schedules.latest_slot(spec, at_or_before=moment)
     if slot is None:
         return None, False

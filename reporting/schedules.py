@@ -3,17 +3,27 @@
 The crontab is the one source of truth. Slots are computed from Celery's own parse of
 the cron fields (day of month AND day of week, as Celery's beat matches them), so
 what is shown and what the period logic assumes is what beat fires.
+
+One schedule cannot be said in cron: "the last business day of the month". It is a
+crontab that fires on every weekday that could be the last (days 26-31, Mon-Fri) plus a
+rule, `Report.schedule_rule`, that keeps only the slots on the last weekday of their
+month. The rule is applied here, to the slots (`next_runs`, `latest_slot`), so the next
+runs shown, the catch-up sweep and the slot a scheduled run is for all agree; beat still
+fires on the other candidate days, and reporting.runs.open_scheduled_run opens no run
+then. It lives on the report, beside the task, because a PeriodicTask has no place for
+it that django-celery-beat's own pages would keep. Business days are Monday to Friday:
+public holidays are not known here.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from celery.schedules import crontab
+from celery.schedules import ParseException, crontab
 from cron_descriptor import Options, get_description
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -35,9 +45,10 @@ class CronSpec:
     month_of_year: str = "*"
     day_of_week: str = "*"
     timezone: str = "UTC"
+    rule: str = ""  # "" or LAST_BUSINESS_DAY: which of the crontab's slots are kept
 
     @classmethod
-    def from_crontab(cls, schedule: CrontabSchedule) -> CronSpec:
+    def from_crontab(cls, schedule: CrontabSchedule, *, rule: str = "") -> CronSpec:
         return cls(
             minute=schedule.minute,
             hour=schedule.hour,
@@ -45,6 +56,7 @@ class CronSpec:
             month_of_year=schedule.month_of_year,
             day_of_week=schedule.day_of_week,
             timezone=str(schedule.timezone),
+            rule=rule,
         )
 
     @property
@@ -61,7 +73,7 @@ class CronSpec:
         for field, label in _FIELD_LABELS.items():
             try:
                 crontab(**{field: getattr(self, field)})
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, ParseException) as exc:
                 errors[field] = f"{label}: {getattr(self, field)!r} is not valid here ({exc})."
         if errors:
             raise ValidationError(errors)
@@ -77,6 +89,25 @@ class CronSpec:
             raise ValidationError(f"This schedule never fires: {exc}") from exc
 
 
+LAST_BUSINESS_DAY = "last_business_day"
+RULES = ("", LAST_BUSINESS_DAY)
+
+
+def is_last_business_day(day: date) -> bool:
+    """Whether `day` is the last Monday-to-Friday of its month (public holidays are not known)."""
+    if day.isoweekday() > 5:
+        return False
+    following = day + timedelta(days=1)
+    while following.isoweekday() > 5:
+        following += timedelta(days=1)
+    return following.month != day.month
+
+
+def keeps(rule: str, slot: datetime) -> bool:
+    """Whether a slot of the crontab (aware, in the schedule's timezone) is one the rule keeps."""
+    return rule != LAST_BUSINESS_DAY or is_last_business_day(slot.date())
+
+
 _FIELD_LABELS = {
     "minute": "Minute (0-59)",
     "hour": "Hour (0-23)",
@@ -88,19 +119,38 @@ _FIELD_LABELS = {
 
 def describe(spec: CronSpec) -> str:
     """The schedule in words, e.g. 'At 07:00, on day 1 of the month (Europe/London)'."""
+    if spec.rule == LAST_BUSINESS_DAY:
+        return f"{_describe_last_business_day(spec)} ({spec.timezone})"
+    return f"{_cron_words(spec.expression)} ({spec.timezone})"
+
+
+def _cron_words(expression: str) -> str:
     options = Options()
     options.use_24hour_time_format = True
     options.verbose = False
     try:
-        words = get_description(spec.expression, options)
+        return get_description(expression, options)
     except Exception:  # cron_descriptor raises several unrelated types on odd input
-        words = spec.expression
-    return f"{words} ({spec.timezone})"
+        return expression
+
+
+LAST_BUSINESS_DAY_CRON = ("26-31", "*", "mon-fri")  # day of month, month, day of week: every possible last weekday
+
+
+def _describe_last_business_day(spec: CronSpec) -> str:
+    """cron_descriptor would say "every weekday between day 26 and 31": what the rule keeps, in words instead."""
+    days = (spec.day_of_month, spec.month_of_year, spec.day_of_week)
+    if days == LAST_BUSINESS_DAY_CRON and spec.minute.isdigit() and spec.hour.isdigit():
+        return f"At {int(spec.hour):02}:{int(spec.minute):02} on the last business day (Mon–Fri) of the month"
+    # The crontab edited elsewhere (e.g. on django-celery-beat's pages): the rule still applies to it.
+    return f"{_cron_words(spec.expression)}, only on the last business day (Mon–Fri) of the month"
 
 
 def validate(spec: CronSpec) -> None:
     """Raise ValidationError, in words, unless `spec` is a schedule that ever fires."""
     spec.parsed()
+    if spec.rule not in RULES:
+        raise ValidationError(f"Unknown schedule rule {spec.rule!r}.")
     if spec.timezone not in _zone_names():
         raise ValidationError({"timezone": f"Unknown timezone {spec.timezone!r}."})
     if next(iter(next_runs(spec, after=datetime.now(UTC), count=1)), None) is None:
@@ -128,6 +178,18 @@ def latest_slot(spec: CronSpec, *, at_or_before: datetime) -> datetime | None:
     return None
 
 
+def rule_keeps_latest_firing(spec: CronSpec, *, at_or_before: datetime) -> bool:
+    """Whether the crontab's own latest slot (what beat just fired) is one the schedule's rule keeps.
+
+    Always true without a rule. With one, beat also fires on the days the rule skips (the
+    crontab cannot tell them apart); those firings are no slot of the schedule.
+    """
+    if not spec.rule:
+        return True
+    fired = latest_slot(replace(spec, rule=""), at_or_before=at_or_before)
+    return fired is not None and keeps(spec.rule, fired)
+
+
 def next_slot(cron: crontab, tz: ZoneInfo, *, after: datetime) -> datetime | None:
     """The first slot of an already parsed crontab strictly after `after`: what beat fires next."""
     after = after.astimezone(UTC)  # compare instants, not wall clocks (which repeat in autumn)
@@ -138,7 +200,8 @@ def next_slot(cron: crontab, tz: ZoneInfo, *, after: datetime) -> datetime | Non
 
 
 def _slots(spec: CronSpec, first_day: date, *, step: int) -> Iterator[datetime]:
-    return slots(spec.parsed(), spec.tz, first_day, step=step)
+    """The crontab's slots that its rule keeps: what next_runs, latest_slot (and so runs and catch-up) see."""
+    return (slot for slot in slots(spec.parsed(), spec.tz, first_day, step=step) if keeps(spec.rule, slot))
 
 
 def slots(cron: crontab, tz: ZoneInfo, first_day: date, *, step: int) -> Iterator[datetime]:
@@ -188,7 +251,7 @@ def spec_for(report: Report) -> CronSpec | None:
     task = report.periodic_task
     if task is None or task.crontab is None:
         return None
-    return CronSpec.from_crontab(task.crontab)
+    return CronSpec.from_crontab(task.crontab, rule=report.schedule_rule)
 
 
 @transaction.atomic
@@ -210,9 +273,9 @@ def save_schedule(*, report: Report, spec: CronSpec) -> PeriodicTask:
     task.enabled = report.enabled
     task.description = f"Runs the report {report.name!r}. Edit its schedule on the report's page."
     task.save()  # save(), not update(): django-celery-beat tells beat to reload on save
-    if report.periodic_task_id != task.pk:
-        Report.objects.filter(pk=report.pk).update(periodic_task=task)
-        report.periodic_task = task
+    if report.periodic_task_id != task.pk or report.schedule_rule != spec.rule:
+        Report.objects.filter(pk=report.pk).update(periodic_task=task, schedule_rule=spec.rule)
+        report.periodic_task, report.schedule_rule = task, spec.rule
     return task
 
 

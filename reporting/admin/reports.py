@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.db.models.functions import JSONArray
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -36,7 +36,7 @@ class ReportAdmin(admin.ModelAdmin):
     view_on_site = False  # its page is the report itself: "View on site" would only reload it
 
     class Media:
-        js = ["reporting/local_times.js", "reporting/typed_addresses.js"]
+        js = ["reporting/local_times.js", "reporting/typed_addresses.js", "reporting/schedule_picker.js"]
 
     list_display = ["name", "period_kind", "schedule_in_words", "next_run", "enabled", "last_run", "run_history"]
     list_filter = ["enabled", "period_kind", "data_source"]
@@ -55,6 +55,7 @@ class ReportAdmin(admin.ModelAdmin):
                     "period_kind",
                     "timezone",
                     "schedule_enabled",
+                    ("schedule_kind", "schedule_time", "schedule_weekday", "schedule_day"),
                     ("minute", "hour", "day_of_month", "month_of_year", "day_of_week"),
                     "schedule_in_words",
                     "next_runs",
@@ -182,6 +183,7 @@ class ReportAdmin(admin.ModelAdmin):
             path("<int:report_id>/send-test/", wrap(self.send_test_view), name="reporting_report_send_test"),
             path("<int:report_id>/preview/", wrap(self.preview_view), name="reporting_report_preview"),
             path("overview/", wrap(self.overview_view), name="reporting_report_overview"),
+            path("next-runs/", wrap(self.next_runs_view), name="reporting_report_next_runs"),
             *super().get_urls(),
         ]
 
@@ -200,6 +202,32 @@ class ReportAdmin(admin.ModelAdmin):
             "attention": sum(row.needs_attention for row in rows),
         }
         return TemplateResponse(request, "admin/reporting/report/overview.html", context)
+
+    def next_runs_view(self, request: HttpRequest) -> JsonResponse:
+        """A schedule as the form has it now, in words with its next five runs (JSON for schedule_picker.js).
+
+        Query: the cron fields, timezone and rule; one left out is the form's default. A
+        schedule that is not valid answers 400 with what is wrong, in words.
+        """
+        if not (self.has_change_permission(request) or self.has_add_permission(request)):
+            raise PermissionDenied
+        typed = {name: request.GET[name].strip() for name in NEXT_RUNS_PARAMETERS if name in request.GET}
+        too_long = [name for name, value in typed.items() if len(value) > NEXT_RUNS_PARAMETER_LENGTH]
+        if too_long:
+            return JsonResponse({"errors": [f"{name} is too long." for name in too_long]}, status=400)
+        spec = schedules.CronSpec(**typed)
+        try:
+            schedules.validate(spec)
+        except ValidationError as exc:
+            return JsonResponse({"errors": exc.messages}, status=400)
+        upcoming = _upcoming_slots(spec, timezone.now().replace(second=0, microsecond=0), 5)
+        return JsonResponse(
+            {
+                "words": _schedule_in_words(spec),
+                "timezone": spec.timezone,
+                "next_runs": [{"iso": iso, "words": words} for iso, words in upcoming],
+            }
+        )
 
     def has_preview_permission(self, request: HttpRequest) -> bool:
         """Who may fetch live data to look at a report: whoever may edit it or send it."""
@@ -363,6 +391,8 @@ class ReportAdmin(admin.ModelAdmin):
 
 
 AUDIT_EVENTS_SHOWN = 20
+NEXT_RUNS_PARAMETERS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week", "timezone", "rule")
+NEXT_RUNS_PARAMETER_LENGTH = 240  # the longest cron field the form takes
 # The layout that works with any API's rows; the demo's own layouts need the demo's fields.
 DEFAULT_TEMPLATE = "reports/table.html"
 

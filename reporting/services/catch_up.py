@@ -109,6 +109,7 @@ def _scheduled_reports() -> Iterator[_ScheduledReport]:
             "catch_up_hours",
             "created_at",
             "periodic_task__date_changed",
+            "schedule_rule",
             "periodic_task__crontab__minute",
             "periodic_task__crontab__hour",
             "periodic_task__crontab__day_of_month",
@@ -118,8 +119,9 @@ def _scheduled_reports() -> Iterator[_ScheduledReport]:
         )
     )
     specs: dict[tuple, schedules.CronSpec] = {}  # many reports share one schedule
-    for pk, name, tz, kind, hours, created_at, changed_at, *cron in rows.iterator(chunk_size=2000):
+    for pk, name, tz, kind, hours, created_at, changed_at, rule, *cron in rows.iterator(chunk_size=2000):
         cron[-1] = str(cron[-1])
+        cron.append(rule)  # the slots the rule keeps are the slots to catch up
         spec = specs.setdefault(tuple(cron), schedules.CronSpec(*cron))
         yield _ScheduledReport(pk, name, tz, kind, hours, max(created_at, changed_at), spec)
 

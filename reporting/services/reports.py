@@ -41,8 +41,8 @@ def save_report(
             report.recipients.set(recipients_for(addresses))
         if schedule is None:
             schedules.delete_schedule(report)
-            Report.objects.filter(pk=report.pk).update(periodic_task=None)
-            report.periodic_task = None
+            Report.objects.filter(pk=report.pk).update(periodic_task=None, schedule_rule="")
+            report.periodic_task, report.schedule_rule = None, ""
         else:
             schedules.save_schedule(report=report, spec=schedule)
         changes = audit.changes_between(before, report_state(report.pk))
@@ -87,6 +87,7 @@ def report_state(report_id: int) -> dict[str, object]:
     spec = schedules.spec_for(report)
     state["schedule"] = (
         f"{spec.minute} {spec.hour} {spec.day_of_month} {spec.month_of_year} {spec.day_of_week} ({spec.timezone})"
+        + (f", only on the {spec.rule.replace('_', ' ')}" if spec.rule else "")
         if spec
         else "not scheduled"
     )
