@@ -257,7 +257,7 @@ def report_change_form(report, local_slot) -> dict:
         "name": report.name,
         "slug": report.slug,
         "description": report.description,
-        "owner": "",
+        "owner": str(factories.owner().pk),  # an enabled report needs someone to alert
         "enabled": "on",
         "data_source": str(report.data_source_id),
         "path": report.path,
@@ -277,8 +277,11 @@ def report_change_form(report, local_slot) -> dict:
         "email_max_rows": "100",
         "charts": "[]",
         "catch_up_hours": "24",
+        "audience": "everyone",
+        "per_recipient_data": "split",
+        "when_no_rows": "skip",
         "check_min_rows": "1",
-        "recipients": [str(pk) for pk in report.recipients.values_list("pk", flat=True)],
+        "recipient_addresses": "\n".join(report.recipients.values_list("email", flat=True)),
         "_save": "Save",
     }
 
