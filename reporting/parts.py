@@ -400,6 +400,18 @@ def not_received(run: ReportRun) -> tuple[list[RunPart], list[RunPart]]:
     return surely, [part for part in failed if part.pk in interrupted]
 
 
+def sent_or_sending_later(run: ReportRun) -> set[int]:
+    """Recipients given their report of `run`'s period by a later run of its report (sent, or on its way)."""
+    later = RunPart.objects.filter(
+        run__report_id=run.report_id,
+        run__period_key=run.period_key,
+        run__created_at__gt=run.created_at,
+        status__in=(*RunPart.OPEN, Status.SENT),
+        recipient__isnull=False,
+    ).exclude(run__trigger=ReportRun.Trigger.TEST)
+    return set(later.values_list("recipient_id", flat=True))
+
+
 def release_held(part_id: int, *, released_by_id: int | None) -> RunPart | None:
     """A part held with no rows, waiting again to be sent (empty) anyway, and its run working again; None when
     it is no longer held (a second click). The run's status is worked out again when the part ends."""

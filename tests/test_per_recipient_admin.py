@@ -283,3 +283,22 @@ def test_a_working_per_recipient_runs_progress_counts_its_recipient_reports(
     assert progress["step"] == "sending" and not progress["finished"]
     assert progress["recipient_reports"] == "Recipient reports (3): 2 waiting, 1 sent."
     assert [each["address"] for each in progress["deliveries"]] == ["alice@example.com"]
+
+
+def test_sending_to_the_rest_twice_sends_them_theirs_once(httpserver, use_smtp, statement_template, staff):
+    from django.core.exceptions import ValidationError
+
+    from reporting.services import runs as services_runs
+
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    use_smtp.refuse("bob@example.com", code=550)
+    run = run_everything(report)
+    assert run.status == ReportRun.Status.PARTIALLY_SENT
+
+    first = services_runs.send_to_the_rest(run_id=run.pk, actor=staff)
+    with pytest.raises(ValidationError, match="being sent it by a later run"):
+        services_runs.send_to_the_rest(run_id=run.pk, actor=staff)  # the second click
+
+    assert ReportRun.objects.exclude(pk=run.pk).get() == first
+    assert first.recipients == ["bob@example.com"]

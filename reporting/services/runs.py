@@ -195,14 +195,23 @@ def send_to_the_rest(*, run_id: int, actor: User) -> ReportRun:
     it from their page if it did not arrive), and so are recipients no longer active.
     ValidationError in words when there is nobody to send to.
     """
-    old = ReportRun.objects.select_related("report").get(pk=run_id)
-    if not old.per_recipient or old.status in ReportRun.WORKING:
-        raise ValidationError(f"Run #{old.pk} is not a finished run of a per-recipient report.")
-    surely, _perhaps = parts.not_received(old)
-    ids = [part.recipient_id for part in surely if part.recipient_id and part.recipient.active]
-    if not ids:
-        raise ValidationError(f"Every recipient of run #{old.pk} got their report, or may have: nobody to send to.")
     with transaction.atomic():
+        # One click at a time: a second click (or a second member of staff) must not send them theirs twice.
+        old = ReportRun.objects.select_for_update().select_related("report").get(pk=run_id)
+        if not old.per_recipient or old.status in ReportRun.WORKING:
+            raise ValidationError(f"Run #{old.pk} is not a finished run of a per-recipient report.")
+        surely, _perhaps = parts.not_received(old)
+        already = parts.sent_or_sending_later(old)
+        ids = [
+            part.recipient_id
+            for part in surely
+            if part.recipient_id and part.recipient.active and part.recipient_id not in already
+        ]
+        if not ids:
+            raise ValidationError(
+                f"Every recipient of run #{old.pk} got their report, may have, or is being sent it by a later run: "
+                "nobody to send to."
+            )
         run = runs.create_manual_run(
             report_id=old.report_id, period_day=old.period_start, requested_by_id=_user_id(actor), for_recipient_ids=ids
         )
