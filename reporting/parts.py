@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
@@ -33,6 +33,9 @@ from reporting.models import Delivery, Recipient, Report, ReportRun, RunPart
 from reporting.pipeline import deliver, fetch, render, split
 from reporting.stage_inputs import fetch_request_for, render_request_for
 from reporting.timing import retry_delay
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 Status = RunPart.Status
@@ -111,6 +114,10 @@ def _lease() -> timedelta:
     return timedelta(seconds=settings.REPORTING["RUN_LEASE_SECONDS"])
 
 
+def _fetching() -> timedelta:
+    return timedelta(seconds=settings.REPORTING["FETCH_TOTAL_SECONDS"]) + _lease()
+
+
 def load(run_id: int, part_ids: list[int]) -> dict[int, RunPart]:
     """The parts of a batch not yet at an end, read at once (one query for the batch, not one per part)."""
     return {part.pk: part for part in RunPart.objects.filter(run_id=run_id, pk__in=part_ids, status__in=RunPart.OPEN)}
@@ -132,7 +139,9 @@ def take(part: RunPart) -> bool:
     claimable = Q(status=Status.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lte=now + _CLOCK_SLACK)) | Q(
         status=Status.WORKING, lease_expires_at__lt=now
     )
-    lease = now + _lease()
+    # A part whose data is still to be fetched is held for as long as the fetch may last (its own
+    # bound) and then some, so that no other worker takes it meanwhile.
+    lease = now + (_fetching() if part.data is None and part.rendered_at is None else _lease())
     # Only as it was read: a part another worker touched since (its attempts moved on) is read again first.
     taken = RunPart.objects.filter(claimable, pk=part.pk, attempts=part.attempts).update(
         status=Status.WORKING, lease_expires_at=lease, not_before=None, attempts=F("attempts") + 1
@@ -154,11 +163,13 @@ def seconds_held(part_id: int) -> float | None:
 
 
 @dataclass
-class Mail:
-    """One connection to the mail server for the parts of one task, opened when first needed."""
+class Connections:
+    """The connections the parts of one task share, each opened when first needed: one to the mail
+    server, and one session to the data source (a fetch-per-recipient run's fetches kept alive)."""
 
     opened: BaseEmailBackend | None = None
     _context: Any = None
+    _session: requests.Session | None = None
 
     def backend(self) -> BaseEmailBackend:
         if self.opened is None:
@@ -166,26 +177,40 @@ class Mail:
             self.opened = self._context.__enter__()
         return self.opened
 
-    def close(self) -> None:
+    def session(self, request: fetch.FetchRequest) -> requests.Session:
+        if self._session is None:
+            self._session = fetch.source_session(request)
+        return self._session
+
+    def close_mail(self) -> None:
         if self._context is not None:
             self._context.__exit__(None, None, None)
             self.opened = self._context = None
 
+    def close(self) -> None:
+        self.close_mail()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
-def work_on(part: RunPart, *, run: ReportRun, report: Report, mail: Mail) -> float | None:
+
+def work_on(part: RunPart, *, run: ReportRun, report: Report, connections: Connections) -> float | None:
     """Make and send one recipient's report; the seconds to wait before retrying it, or None when it ended."""
     try:
-        if part.rendered_at is None and not _prepare(part, run, report):
+        if part.rendered_at is None and not _prepare(part, run, report, connections):
             return None
         if part.rendered_at is None:
             email = _render(part, run, report)
-            _send_first(part, run, email, mail.backend)
+            _send_first(part, run, email, connections.backend)
         else:
-            _deliver(part, run, mail.backend)
+            _deliver(part, run, connections.backend)
     except fetch.FetchError as exc:
-        return _failed_or_retry(part, exc.message, exc.detail, permanent=exc.permanent, retry_after=exc.retry_after)
+        tried = {"request_url": part.request_url}  # the URL their fetch asked for, to say what failed
+        return _failed_or_retry(
+            part, exc.message, exc.detail, permanent=exc.permanent, retry_after=exc.retry_after, **tried
+        )
     except deliver.DeliveryError as exc:  # the mail server could not be reached at all
-        mail.close()
+        connections.close_mail()
         return _failed_or_retry(part, exc.message, "", permanent=False, retry_after=None)
     except render.RenderError as exc:
         _end(part, Status.FAILED, error=exc.message, error_detail=exc.detail, **_fetched(part))
@@ -200,12 +225,12 @@ def recipient_values(part: RunPart) -> dict[str, str]:
     return split.recipient_values(email=part.recipient_email, name=part.recipient_name, attributes=part.attributes)
 
 
-def _prepare(part: RunPart, run: ReportRun, report: Report) -> bool:
+def _prepare(part: RunPart, run: ReportRun, report: Report, connections: Connections) -> bool:
     """Their data (fetched now in a fetch-per-recipient run); False when they have no rows and are not sent."""
     if part.data is None:
         if run.split_field:
             raise render.RenderError("Their rows were not assigned (the run's data was not split); re-run it.")
-        _fetch(part, run, report)
+        _fetch(part, run, report, connections)
     rows = fetch.select_rows(part.data, report.records_path)
     if rows or report.when_no_rows == WhenNoRows.SEND_EMPTY or part.released_by_id is not None:
         return True
@@ -223,13 +248,12 @@ def _prepare(part: RunPart, run: ReportRun, report: Report) -> bool:
     return False
 
 
-def _fetch(part: RunPart, run: ReportRun, report: Report) -> None:
+def _fetch(part: RunPart, run: ReportRun, report: Report, connections: Connections) -> None:
     request = fetch_request_for(report, run.period, recipient=recipient_values(part))
-    # Held while the fetch may last (its own bound), so that no other worker takes the part meanwhile.
-    fetching = timedelta(seconds=settings.REPORTING["FETCH_TOTAL_SECONDS"]) + _lease()
-    _update(part, request_url=request.url[:2000], lease_expires_at=timezone.now() + fetching)
+    # The part was taken with a lease as long as the fetch may last (see `take`).
+    part.request_url = request.url[:2000]  # written with what comes of it
     with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as body:
-        downloaded = fetch.download_for_archive(request, body)
+        downloaded = fetch.download_for_archive(request, body, session=connections.session(request))
     # Kept with what is written next (their email, or why they got none): one UPDATE fewer per recipient.
     part.data, part.request_url = downloaded.data, downloaded.url[:2000]
     part._fetched_now = True
@@ -316,10 +340,10 @@ def _ended_by(part: RunPart, delivery: Delivery) -> None:
 
 
 def _failed_or_retry(
-    part: RunPart, message: str, detail: str, *, permanent: bool, retry_after: float | None
+    part: RunPart, message: str, detail: str, *, permanent: bool, retry_after: float | None, **fields: object
 ) -> float | None:
     if permanent or part.attempts > settings.REPORTING["FETCH_MAX_RETRIES"]:
-        _end(part, Status.FAILED, error=message, error_detail=detail)
+        _end(part, Status.FAILED, error=message, error_detail=detail, **fields)
         return None
     delay = retry_delay(part.attempts - 1, retry_after)
     _update(
@@ -328,6 +352,7 @@ def _failed_or_retry(
         lease_expires_at=None,
         not_before=timezone.now() + timedelta(seconds=delay),
         error=f"Will retry: {message}",
+        **fields,
     )
     return delay
 

@@ -492,7 +492,7 @@ def execute_parts(*, run_id: int, part_ids: list[int]) -> list[tuple[int, float]
     if run.status not in ReportRun.WORKING:
         return []  # ended (e.g. failed at its deadline): its open parts were closed with it
     retries = []
-    mail = parts.Mail()
+    connections = parts.Connections()
     renewed = _keep_waiting(run, None)
     loaded = parts.load(run_id, part_ids)  # those already at an end are not there: nothing to do for them
     try:
@@ -501,7 +501,7 @@ def execute_parts(*, run_id: int, part_ids: list[int]) -> list[tuple[int, float]
             if part is None:
                 continue
             if parts.take(part):
-                delay = parts.work_on(part, run=run, report=run.report, mail=mail)
+                delay = parts.work_on(part, run=run, report=run.report, connections=connections)
             else:
                 # Held by another worker, or by one that died (its message came back before the lease ran
                 # out): look again then, since no other message carries this part.
@@ -511,7 +511,7 @@ def execute_parts(*, run_id: int, part_ids: list[int]) -> list[tuple[int, float]
                 _keep_waiting(run, None, after=delay)
             renewed = _keep_waiting(run, renewed)
     finally:
-        mail.close()
+        connections.close()
     finish_if_done(run)
     return retries
 

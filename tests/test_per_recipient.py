@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import threading
 from datetime import date, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -269,6 +272,57 @@ def test_a_recipient_with_no_rows_gets_what_the_report_says(
         assert "Cleo Cole <cleo@example.com> (C003)" in run.error
 
 
+class KeepAliveSource(BaseHTTPRequestHandler):
+    """An HTTP/1.1 source that keeps connections open, notes each request's connection and
+    cookies, and gives every caller a cookie naming the client it asked for."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[tuple, str, str]] = []
+
+    def do_GET(self):
+        client_id = self.path.split("/")[3]
+        KeepAliveSource.seen.append((self.client_address, client_id, self.headers.get("Cookie", "")))
+        body = json.dumps({"positions": [row for row in ROWS if row["client_id"] == client_id]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Set-Cookie", f"client={client_id}; Path=/")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_batchs_fetches_share_a_connection_and_carry_nothing_from_one_recipient_to_the_next(
+    use_smtp, statement_template
+):
+    KeepAliveSource.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAliveSource)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        report = split_report(
+            factories.data_source(f"http://127.0.0.1:{server.server_port}/api/"),
+            statement_template,
+            per_recipient_data=Report.PerRecipientData.FETCH,
+            path="clients/{{ recipient.client_id }}/positions",
+        )
+        run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+        runs.execute_run(run_id=run.pk)
+        runs.execute_parts(run_id=run.pk, part_ids=parts.open_part_ids(run.pk))  # one batch
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    run.refresh_from_db()
+    assert run.status == Status.SENT, run.error
+    assert sorted(client_id for _connection, client_id, _cookie in KeepAliveSource.seen) == ["C001", "C002", "C003"]
+    assert len({connection for connection, _client_id, _cookie in KeepAliveSource.seen}) == 1
+    assert [cookie for _connection, _client_id, cookie in KeepAliveSource.seen] == ["", "", ""]
+    assert "Umbrella" in received_by(use_smtp, "cleo@example.com").get_body(("html",)).get_content()
+    assert "Acme" not in received_by(use_smtp, "cleo@example.com").get_body(("html",)).get_content()
+
+
 def test_one_recipients_failed_fetch_does_not_stop_the_others(httpserver, use_smtp, statement_template, settings):
     settings.REPORTING = {**settings.REPORTING, "FETCH_MAX_RETRIES": 0}
     httpserver.expect_request("/api/clients/C001/positions").respond_with_json({"positions": ROWS[:2]})
@@ -286,6 +340,7 @@ def test_one_recipients_failed_fetch_does_not_stop_the_others(httpserver, use_sm
     assert run.status == Status.PARTIALLY_SENT
     assert "1 of 3 recipients did not get their report: Bob Baker <bob@example.com>" in run.error
     assert "500" in run.parts.get(address="bob@example.com").error
+    assert run.parts.get(address="bob@example.com").request_url == httpserver.url_for("/api/clients/C002/positions")
     assert {m for address in ("alice@example.com", "cleo@example.com") for m in use_smtp.messages_to(address)}
 
 
@@ -566,10 +621,10 @@ def test_a_part_being_fetched_is_not_taken_by_another_worker_while_its_fetch_may
     seen = []
     download = fetch.download_for_archive
 
-    def download_and_look(request, body):
+    def download_and_look(request, body, session=None):
         part = RunPart.objects.get(address="alice@example.com")
         seen.append((part.lease_expires_at - timezone.now(), parts.claim(part.pk, part.run_id)))
-        return download(request, body)
+        return download(request, body, session=session)
 
     monkeypatch.setattr(fetch, "download_for_archive", download_and_look)
     httpserver.expect_request("/api/clients/C001/positions").respond_with_json({"positions": []})

@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any, BinaryIO
 from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
@@ -422,9 +423,7 @@ def _download(
     allowlist = allowed_source_hosts(request.allowed_hosts)
     allowlist.check_url(request.url)
     prepared = requests.Request("GET", request.url, params=request.params, headers=headers)
-    http = session or _SourceSession(secret_header=request.auth.custom_header)
-    http.mount("http://", _GuardedAdapter(allowlist))
-    http.mount("https://", _GuardedAdapter(allowlist))
+    http = _session_for(request, allowlist, session)
     try:
         response = _send_following_redirects(http, http.prepare_request(prepared), request, allowlist, deadline)
     except requests.Timeout as exc:
@@ -447,8 +446,29 @@ def _download(
         reader = _BoundedReader(response, read_timeout=request.read_timeout, deadline=deadline)
         _check_status(response, reader)
         _read_capped(response, reader, request.max_bytes, body)
-        _check_content_type(response)
+        _check_content_type(response)  # read to its end: urllib3 put its connection back in the pool
     return response.url, parse_json_file(body)
+
+
+def source_session(request: FetchRequest) -> requests.Session:
+    """A session for several fetches like `request` (one report's, one per recipient): connections kept alive.
+
+    It keeps no cookies, so that nothing one fetch was given goes with the next; each
+    connection's address is still checked when it is made.
+    """
+    return _session_for(request, allowed_source_hosts(request.allowed_hosts), None)
+
+
+def _session_for(request: FetchRequest, allowlist: HostAllowlist, session: requests.Session | None) -> requests.Session:
+    """`session` when it was made by `source_session` for requests like this one; else it, or a new one, guarded."""
+    if isinstance(session, _SourceSession) and session.fits(request, allowlist):
+        return session
+    http = session or _SourceSession(secret_header=request.auth.custom_header)
+    http.mount("http://", _GuardedAdapter(allowlist))
+    http.mount("https://", _GuardedAdapter(allowlist))
+    if isinstance(http, _SourceSession):
+        http.allowlist = allowlist
+    return http
 
 
 def _past_deadline(size: int | None = None) -> FetchError:
@@ -724,7 +744,12 @@ class _SourceSession(requests.Session):
     def __init__(self, *, secret_header: str = ""):
         super().__init__()
         self.secret_header = secret_header
+        self.allowlist: HostAllowlist | None = None  # that of its guarded adapters, once mounted
         self.trust_env = False
+        self.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # none kept
+
+    def fits(self, request: FetchRequest, allowlist: HostAllowlist) -> bool:
+        return self.allowlist == allowlist and self.secret_header == request.auth.custom_header
 
     def resolve_redirects(self, *args, **kwargs):
         # Redirects are followed by _send_following_redirects, one checked hop at a time;
