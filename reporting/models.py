@@ -17,7 +17,7 @@ from django_celery_beat.models import PeriodicTask
 
 from reporting import periods
 from reporting.periods import Period
-from reporting.pipeline import fetch
+from reporting.pipeline import fetch, formats, layout
 
 ENV_VAR_NAME = RegexValidator(
     r"^[A-Z_][A-Z0-9_]*$",
@@ -172,6 +172,12 @@ class RecipientList(models.Model):
         return self.name
 
 
+def validate_layout(value: object) -> None:
+    problems = layout.problems(value)
+    if problems:
+        raise ValidationError(problems)
+
+
 def report_template_choices() -> list[tuple[str, str]]:
     """The report body templates under templates/reports/, by file name."""
     folder = Path(settings.BASE_DIR) / "templates" / "reports"
@@ -277,6 +283,23 @@ class Report(models.Model):
         '[{"kind": "line", "x": "date", "y": "value", "title": "Portfolio value"}, '
         '{"kind": "bar", "x": "asset_class", "y": "market_value", "title": "Allocation"}]. '
         "A line is drawn over a date field; bars sum a number field by category.",
+    )
+    layout = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_layout],
+        help_text="The table's columns, labels, formats, sort, totals, subtotals, headline figures and intro, "
+        "designed on this form (the Table template lays the email out by it; the CSV and Excel files use "
+        "its columns and formats). Empty: every field of the rows, as the API names it.",
+    )
+    locale = models.CharField(
+        "number and date format",
+        max_length=10,
+        choices=formats.LOCALES,
+        default=formats.DEFAULT_LOCALE,
+        help_text="How the layout writes numbers, amounts and dates, the same in the email, the CSV and the "
+        "Excel file: 1,234.50 (en-GB) or 1.234,50 (de-DE). The CSV of a locale with a decimal comma "
+        "separates its cells with ';', as spreadsheets there expect.",
     )
     email_max_rows = models.PositiveIntegerField(
         "rows shown in the email",

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from reporting.models import DataSource, Report
 from reporting.periods import Period, last_complete_period, period_containing
-from reporting.pipeline import checks, fetch, render, split
+from reporting.pipeline import checks, fetch, layout, render, split
 
 
 def period_for_day(report: Report, period_day: date | None) -> Period:
@@ -87,7 +87,17 @@ def render_request_for(
         context_extra=extra,
         file_suffix=key,
         subject_prefix=TEST_MARK if test else "",
+        layout=layout_of(report),
+        locale=report.locale,
     )
+
+
+def layout_of(report: Report) -> layout.Layout | None:
+    """The report's designed layout, or None; RenderError in words when what is stored is not valid."""
+    try:
+        return layout.parse(report.layout)
+    except layout.LayoutError as exc:
+        raise render.RenderError(f"The report's layout is not valid: {exc.message}") from exc
 
 
 def report_values(report: Report) -> dict[str, str]:

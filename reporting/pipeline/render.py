@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.template import TemplateDoesNotExist, TemplateSyntaxError
@@ -23,7 +24,8 @@ from django.utils import timezone, translation
 
 from reporting.periods import Period
 from reporting.pipeline import charts as charts_module
-from reporting.pipeline import sandbox, xlsx
+from reporting.pipeline import formats, sandbox, xlsx
+from reporting.pipeline import layout as layout_module
 
 GENERIC_TEXT_TEMPLATE = "reporting/email/report.txt"
 # What a file name keeps of a recipient's key: anything else becomes "-".
@@ -66,6 +68,8 @@ class RenderRequest:
     context_extra: dict[str, Any] = field(default_factory=dict)
     file_suffix: str = ""  # e.g. a recipient's client id: their files are named after it
     subject_prefix: str = ""  # e.g. "[Test] " on a test send, so that nobody takes it for the real one
+    layout: layout_module.Layout | None = None  # the designed layout: the table, its files' columns, the headline
+    locale: str = formats.DEFAULT_LOCALE  # how the layout writes numbers, amounts and dates
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,15 @@ def _render(request: RenderRequest) -> RenderedEmail:
     # Only the rows the email shows are laid out as cells: the CSV carries the rest.
     shown_rows = request.rows if request.max_rows is None else request.rows[: request.max_rows]
     images = _draw_charts(request)
+    zone = ZoneInfo(request.timezone)
+    rows = request.rows
+    designed = None
+    if request.layout is not None:
+        rows = layout_module.order(request.rows, request.layout)
+        shown = len(rows) if request.max_rows is None else request.max_rows
+        designed = layout_module.lay_out(
+            request.layout, request.data, rows, shown=shown, locale=request.locale, zone=zone
+        )
     context = {
         "report": dict(request.report),
         "period": period_values(request.period),
@@ -108,19 +121,32 @@ def _render(request: RenderRequest) -> RenderedEmail:
         "attach_csv": request.attach_csv,
         "attach_xlsx": request.attach_xlsx,
         "charts": [{"cid": image.content_id, "title": title} for image, title in images],
+        "designed": designed,
         **request.context_extra,
     }
+    if designed is not None and request.layout.intro:
+        designed["intro"] = render_string(request.layout.intro, context, what="layout's intro text")
     subject = request.subject_prefix + render_subject(request.subject_template, context)
     html = _render_file([request.template_name], context, "body", html=True)
     text_names = [_text_template_for(request.template_name), GENERIC_TEXT_TEMPLATE]
     text = _render_file(text_names, context, "text part", html=False)
     attachments = []
     if request.attach_csv:
-        attachments.append(Attachment(_filename(request, "csv"), rows_to_csv(request.rows, columns), "text/csv"))
-    if request.attach_xlsx:
-        workbook = xlsx.rows_to_xlsx(
-            request.rows, columns, sheet_title=request.report["name"], timezone=request.timezone
+        content = (
+            rows_to_csv(request.rows, columns)
+            if request.layout is None
+            else designed_csv(rows, request.layout, request.locale, zone)
         )
+        attachments.append(Attachment(_filename(request, "csv"), content, "text/csv"))
+    if request.attach_xlsx:
+        if request.layout is None:
+            workbook = xlsx.rows_to_xlsx(
+                request.rows, columns, sheet_title=request.report["name"], timezone=request.timezone
+            )
+        else:
+            workbook = xlsx.designed_xlsx(
+                rows, request.layout, locale=request.locale, sheet_title=request.report["name"], zone=zone
+            )
         attachments.append(Attachment(_filename(request, "xlsx"), workbook, xlsx.MIMETYPE))
     attachments.extend(image for image, _title in images)
     return RenderedEmail(subject=subject, html=html, text=text, attachments=attachments)
@@ -231,6 +257,20 @@ def rows_to_csv(rows: list[Any], columns: list[str] | None = None) -> bytes:
     writer = csv.writer(text, lineterminator="\r\n")
     writer.writerow([_csv_value(column) for column in columns])  # names come from the API too
     writer.writerows(_csv_cells(row, columns) for row in rows)
+    text.flush()
+    return buffer.getvalue()
+
+
+def designed_csv(rows: list[Any], layout: layout_module.Layout, locale: str, zone: ZoneInfo) -> bytes:
+    """The CSV of a designed layout: its columns and labels, the rows in its order, values as the
+    locale writes them (see reporting.pipeline.formats), ';' between cells where it uses a decimal comma."""
+    buffer = io.BytesIO()
+    text = io.TextIOWrapper(buffer, encoding="utf-8-sig", newline="")
+    writer = csv.writer(text, delimiter=formats.csv_delimiter(locale), lineterminator="\r\n")
+    writer.writerow([_csv_value(label) for label in layout_module.csv_header(layout)])
+    for row in rows:
+        cells = layout_module.csv_cells(layout, row, locale, zone)
+        writer.writerow([value if written else _csv_value(value) for value, written in cells])
     text.flush()
     return buffer.getvalue()
 

@@ -19,6 +19,9 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
+from reporting.pipeline import formats
+from reporting.pipeline import layout as layout_module
+
 MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 WIDTH_SAMPLE_ROWS = 200  # column widths from the header and the first rows
 MIN_WIDTH, MAX_WIDTH = 8, 60
@@ -46,6 +49,47 @@ def rows_to_xlsx(rows: list[Any], columns: list[str], *, sheet_title: str, timez
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()
+
+
+def designed_xlsx(
+    rows: list[Any], layout: layout_module.Layout, *, locale: str, sheet_title: str, zone: ZoneInfo
+) -> bytes:
+    """The rows as a designed layout has them: its columns, labels and order; numbers and dates as
+    Excel types with number formats from the layout and the locale (Excel shows its user's separators)."""
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet(title=_sheet_title(sheet_title))
+    sheet.freeze_panes = "A2"
+    labels = [column.label for column in layout.columns]
+    widths = [len(label) + 2 for label in labels]
+    for row in rows[:WIDTH_SAMPLE_ROWS]:
+        for index, column in enumerate(layout.columns):
+            value = layout_module.value_in(row, column.field)
+            currency = formats.currency_of(column.format, row)
+            shown = formats.display(value, column.format, locale, currency=currency, zone=zone)
+            widths[index] = max(widths[index], len(shown) + 2)
+    for index, width in enumerate(widths, start=1):
+        sheet.column_dimensions[get_column_letter(index)].width = float(min(MAX_WIDTH, max(MIN_WIDTH, width)))
+    sheet.append(_header(sheet, labels))
+    for row in rows:
+        sheet.append([_designed_cell(sheet, row, column, locale, zone) for column in layout.columns])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def _designed_cell(sheet, row: Any, column: layout_module.Column, locale: str, zone: ZoneInfo) -> Any:
+    value = layout_module.value_in(row, column.field)
+    typed, converted = formats.xlsx_value(value, column.format, zone)
+    if not converted:  # not what the format expects (text in a number column): as any cell
+        return _typed(sheet, value, zone)
+    cell = WriteOnlyCell(sheet, value=typed)
+    currency = formats.currency_of(column.format, row) if column.format.kind == "currency" else ""
+    cell.number_format = formats.xlsx_number_format(
+        column.format, locale, currency, timestamp=isinstance(typed, datetime)
+    )
+    if column.align in ("left", "center", "right"):
+        cell.alignment = Alignment(horizontal=column.align)
+    return cell
 
 
 def _header(sheet, columns: list[str]) -> list[WriteOnlyCell]:
