@@ -15,10 +15,10 @@ from reporting import periods, schedule_kinds, schedules
 from reporting.addresses import clean_addresses
 from reporting.models import Recipient, Report, report_template_choices
 from reporting.periods import DAILY, period_containing
-from reporting.pipeline import charts
+from reporting.pipeline import charts, formats
 from reporting.pipeline.checks import field_names
 from reporting.pipeline.render import RenderError, period_values, render_string, render_subject
-from reporting.widgets import ChartsWidget
+from reporting.widgets import ChartsWidget, LayoutWidget
 
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 PICKER_FIELDS = ("schedule_kind", "schedule_time", "schedule_weekday", "schedule_day")
@@ -97,6 +97,8 @@ class ReportForm(forms.ModelForm):
             "timezone",
             "template",
             "subject_template",
+            "locale",
+            "layout",
             "attach_csv",
             "attach_xlsx",
             "email_max_rows",
@@ -119,6 +121,10 @@ class ReportForm(forms.ModelForm):
         if "charts" in self.fields:  # not on a read-only page
             self.fields["charts"].widget = ChartsWidget(report=self.instance)
             self.fields["charts"].help_text = ChartsWidget.help_text
+        if "layout" in self.fields:
+            self.fields["layout"].widget = LayoutWidget(report=self.instance)
+        if "locale" in self.fields:
+            self.fields["locale"].required = False
         if self.instance.pk:
             self.fields["recipient_addresses"].initial = "\n".join(
                 self.instance.recipients.order_by("email").values_list("email", flat=True)
@@ -155,6 +161,14 @@ class ReportForm(forms.ModelForm):
         """The typed addresses, each once whatever its case; ValidationError naming every bad one."""
         typed = self.cleaned_data["recipient_addresses"]
         return clean_addresses(typed.replace(",", "\n").replace(";", "\n").splitlines())
+
+    def clean_layout(self) -> dict:
+        """An empty layout is none (every field of the rows); the model checks the rest against its schema."""
+        return self.cleaned_data.get("layout") or {}
+
+    def clean_locale(self) -> str:
+        """Left out of a form (an older client, a script): the report's own, or the default."""
+        return self.cleaned_data.get("locale") or self.instance.locale or formats.DEFAULT_LOCALE
 
     def typed_addresses(self) -> list[str]:
         return self.cleaned_data.get("recipient_addresses") or []

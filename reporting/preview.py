@@ -8,6 +8,7 @@ returned as plain values for the admin's preview page. Errors come back in words
 from __future__ import annotations
 
 import base64
+import json
 import re
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from django.utils import timezone
 from reporting import stage_inputs
 from reporting.models import Recipient, Report
 from reporting.periods import Period
-from reporting.pipeline import checks, fetch, render, split
+from reporting.pipeline import checks, fetch, layout, render, split
 
 _SPOOL_BYTES = 1024 * 1024
 # The frame is as inert as the archive's email page: no script, form, font or network; a srcdoc
@@ -65,8 +66,17 @@ def preview_report(*, report_id: int, period_day: date | None, recipient_id: int
     A per-recipient report is previewed as the recipient `recipient_id` (default: its first) would get it.
     """
     report = Report.objects.select_related("data_source").get(pk=report_id)
+    return preview_draft(report, period_day=period_day, whose=_recipient(report, recipient_id))
+
+
+def preview_draft(report: Report, *, period_day: date | None, whose: Recipient | None) -> Preview:
+    """`preview_report` of a report as the form has it now, saved or not (the form's live preview).
+
+    `whose`: the recipient a per-recipient report is previewed as (None for a report the same for all).
+    """
+    if report.is_per_recipient and whose is None:
+        raise PreviewError("Each recipient gets their own report: choose recipients (a list) to preview it for one.")
     period = stage_inputs.period_for_day(report, period_day)
-    whose = _recipient(report, recipient_id)
     values = split.recipient_values(email=whose.email, name=whose.name, attributes=whose.attributes) if whose else None
     request_url = ""
     try:
@@ -108,6 +118,47 @@ def preview_report(*, report_id: int, period_day: date | None, recipient_id: int
         recipient=str(whose) if whose else "",
         recipient_note=_no_rows_note(report, render_request.rows) if whose else "",
     )
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What the layout designer offers from a live answer (see reporting.pipeline.layout.describe_sample)."""
+
+    period: Period
+    request_url: str
+    described: dict
+    rows: list[dict]  # the first rows at the records path, as text, to show
+
+
+def sample(
+    report: Report, *, period_day: date | None, whose: Recipient | None, records_path: str, rows: int = 5
+) -> Sample:
+    """Fetch the report's data for a period (as `whose`, in a fetch per recipient) and describe it."""
+    period = stage_inputs.period_for_day(report, period_day)
+    fetch_for = None
+    if whose is not None and report.per_recipient_data == Report.PerRecipientData.FETCH:
+        fetch_for = split.recipient_values(email=whose.email, name=whose.name, attributes=whose.attributes)
+    request_url = ""
+    try:
+        request = stage_inputs.fetch_request_for(report, period, recipient=fetch_for)
+        request_url = request.url
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
+            request_url, data = fetch.download(request, body)
+    except (fetch.FetchError, render.RenderError) as exc:
+        raise PreviewError(exc.message, request_url=request_url) from exc
+    described = layout.describe_sample(data, records_path)
+    found = layout.rows_at(data, records_path) or []
+    shown = [
+        {str(key): _short(value) for key, value in list(row.items())[:40]}
+        for row in found[:rows]
+        if isinstance(row, dict)
+    ]
+    return Sample(period=period, request_url=request_url, described=described, rows=shown)
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def _recipient(report: Report, recipient_id: int | None) -> Recipient | None:

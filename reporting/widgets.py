@@ -161,3 +161,46 @@ def _lists_of_rows(data: Any, *, skip: str, path: str = "", depth: int = 0) -> l
             found.append(here)
         found += _lists_of_rows(value, skip=skip, path=here, depth=depth + 1)
     return found
+
+
+class LayoutWidget(forms.Textarea):
+    """The layout as JSON text, under the layout designer (reporting/static/reporting/layout_designer.js).
+
+    The designer fetches a sample of the live answer, offers its lists of rows and fields, and
+    writes the layout here as the staff member picks columns, labels, formats, totals and the
+    headline; the live preview beside it shows the email as it would be sent. Without the
+    script (or for a developer), the JSON can be typed: the model checks it against its schema.
+    """
+
+    template_name = "reporting/widgets/layout.html"
+
+    class Media:
+        js = ["reporting/layout_designer.js"]
+
+    def __init__(self, *, report: Report | None = None, attrs: dict | None = None):
+        super().__init__({"rows": 8, "cols": 80, "spellcheck": "false", **(attrs or {})})
+        self.report = report
+
+    def render(self, name, value, attrs=None, renderer=None):
+        return super().render(name, value, attrs, renderer=TemplatesSetting())
+
+    def format_value(self, value: Any) -> str:
+        if value in (None, "", {}):
+            return ""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return value  # sent back as typed, with its error
+        return json.dumps(value, ensure_ascii=False, indent=2)
+
+    def get_context(self, name: str, value: Any, attrs: dict | None) -> dict:
+        from django.urls import reverse
+
+        context = super().get_context(name, value, attrs)
+        context["widget"].update(
+            sample_url=reverse("admin:reporting_report_design_sample"),
+            preview_url=reverse("admin:reporting_report_design_preview"),
+            report_id=self.report.pk if self.report is not None and self.report.pk else "",
+        )
+        return context

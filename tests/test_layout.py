@@ -101,7 +101,7 @@ def test_the_email_shows_the_labels_formats_sort_totals_and_headline_of_the_layo
     assert "Net asset value" in html and "€28,154.60" in html and "-€242.75" in html  # headline: path, total
     assert "Dear Archer Ltd, your positions at the end of October 2026." in html
     text = email.text
-    assert "Net asset value: €28,154.60" in text and "Positions: 3" in text
+    assert "Net asset value: €28,154.60" in text and "Positions: 3" in text and "Day P&L: -€242.75" in text
     assert "€15,234.50" in text and "Instrument" in text
 
 

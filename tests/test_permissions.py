@@ -273,6 +273,9 @@ OTHER_PAGES = {
     "reporting_report_preview": [403, 200, 200, 403, 302, 302],  # fetches live data: editors and senders
     "reporting_report_overview": [200, 200, 200, 403, 302, 302],
     "reporting_report_next_runs": [403, 200, 403, 403, 302, 302],  # the schedule picker's: whoever edits reports
+    # the layout designer's sample and live preview: editors, and only a posted form (a GET: 405)
+    "reporting_report_design_sample": [403, 405, 403, 403, 302, 302],
+    "reporting_report_design_preview": [403, 405, 403, 403, 302, 302],
     "reporting_reportrun_attachment": [200, 403, 200, 403, 302, 302],
     "reporting_reportrun_email_html": [200, 403, 200, 403, 302, 302],
     "reporting_reportrun_resend": [403, 403, 200, 403, 302, 302],

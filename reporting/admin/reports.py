@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from reporting import overview, preview, schedules
+from reporting.admin import designer
 from reporting.admin.common import RUN_MARK_HTML, RUN_STATUS_LABELS, runs_of_report_url
 from reporting.audit_log import audit_log_entries
 from reporting.forms import PreviewForm, ReportForm, RunNowForm
@@ -48,6 +49,14 @@ class ReportAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "slug", "description", "owner", "enabled", "runs_link"]}),
         ("Data", {"fields": ["data_source", "path", "query_params", "records_path"]}),
+        (
+            "Layout and live preview",
+            {
+                "fields": ["locale", "layout"],
+                "description": "Fetch a sample of the live data, pick the rows, columns, labels, formats, totals "
+                "and headline figures; the email is previewed as it would be sent as you change the form.",
+            },
+        ),
         (
             "Period and schedule",
             {
@@ -184,6 +193,16 @@ class ReportAdmin(admin.ModelAdmin):
             path("<int:report_id>/preview/", wrap(self.preview_view), name="reporting_report_preview"),
             path("overview/", wrap(self.overview_view), name="reporting_report_overview"),
             path("next-runs/", wrap(self.next_runs_view), name="reporting_report_next_runs"),
+            path(
+                "design/sample/",
+                wrap(lambda request: designer.sample_view(self, request)),
+                name="reporting_report_design_sample",
+            ),
+            path(
+                "design/preview/",
+                wrap(lambda request: designer.preview_view(self, request)),
+                name="reporting_report_design_preview",
+            ),
             *super().get_urls(),
         ]
 

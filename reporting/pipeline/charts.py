@@ -102,15 +102,19 @@ def rows_for(spec: ChartSpec, data: Any, report_rows: list[Any]) -> list[Any]:
     return node
 
 
-def draw(spec: ChartSpec, rows: list[Any], *, period_label: str) -> Chart:
-    """Draw one chart from the rows; ChartError when the fields are missing or not numbers."""
+def draw(spec: ChartSpec, rows: list[Any], *, period_label: str, labels: dict[str, str] | None = None) -> Chart:
+    """Draw one chart from the rows; ChartError when the fields are missing or not numbers.
+
+    `labels`: what to call a field on an axis (a designed layout's column labels); else its name, capitalised.
+    """
     title = f"{spec.title} — {period_label}"
     figure = Figure(figsize=(WIDTH_PX / 100, HEIGHT_PX / 100), dpi=100 * SCALE, layout="constrained")
     axes = figure.add_subplot()
+    named = {field: (labels or {}).get(field) or _label(field) for field in (spec.x, spec.y)}
     if spec.kind == "line":
-        _draw_line(axes, spec, rows)
+        _draw_line(axes, spec, rows, named)
     else:
-        _draw_bars(axes, spec, rows)
+        _draw_bars(axes, spec, rows, named)
     axes.set_title(title, fontsize=11, loc="left", fontweight="bold")
     axes.spines[["top", "right"]].set_visible(False)
     axes.grid(axis="y", color="#dddddd", linewidth=0.6)
@@ -120,7 +124,7 @@ def draw(spec: ChartSpec, rows: list[Any], *, period_label: str) -> Chart:
     return Chart(spec=spec, title=title, png=buffer.getvalue())
 
 
-def _draw_line(axes, spec: ChartSpec, rows: list[Any]) -> None:
+def _draw_line(axes, spec: ChartSpec, rows: list[Any], named: dict[str, str]) -> None:
     points = sorted((_as_date(spec.x, row), _as_number(spec.y, row)) for row in _with_fields(spec, rows))
     if not points:
         raise ChartError(f"The chart '{spec.title}' has no rows with both '{spec.x}' and '{spec.y}'.")
@@ -130,11 +134,11 @@ def _draw_line(axes, spec: ChartSpec, rows: list[Any]) -> None:
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, show_offset=False))
     axes.yaxis.set_major_formatter(ticker.FuncFormatter(_thousands))
-    axes.set_xlabel(_label(spec.x))
-    axes.set_ylabel(_label(spec.y))
+    axes.set_xlabel(named[spec.x])
+    axes.set_ylabel(named[spec.y])
 
 
-def _draw_bars(axes, spec: ChartSpec, rows: list[Any]) -> None:
+def _draw_bars(axes, spec: ChartSpec, rows: list[Any], named: dict[str, str]) -> None:
     totals: dict[str, float] = defaultdict(float)
     for row in _with_fields(spec, rows):
         totals[str(row[spec.x])] += _as_number(spec.y, row)
@@ -148,7 +152,7 @@ def _draw_bars(axes, spec: ChartSpec, rows: list[Any]) -> None:
     bars = axes.barh(names, values, color=COLOURS[0])
     axes.bar_label(bars, labels=[_thousands(value) for value in values], padding=3, fontsize=8)
     axes.xaxis.set_major_formatter(ticker.FuncFormatter(_thousands))
-    axes.set_xlabel(_label(spec.y))
+    axes.set_xlabel(named[spec.y])
     axes.margins(x=0.15)
     axes.grid(axis="x", color="#dddddd", linewidth=0.6)
 

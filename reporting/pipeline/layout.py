@@ -446,7 +446,7 @@ def describe_sample(data: Any, records_path: str = "", *, max_depth: int = 4) ->
     lists: list[dict[str, Any]] = []
     scalars: list[dict[str, Any]] = []
     _walk(data, "", lists, scalars, max_depth)
-    rows = _rows_at(data, records_path)
+    rows = rows_at(data, records_path)
     fields = _fields(rows or [])
     return {
         "lists": lists[:50],
@@ -472,7 +472,8 @@ def _walk(node: Any, path: str, lists: list, scalars: list, depth: int) -> None:
         _walk(value, child, lists, scalars, depth - 1)
 
 
-def _rows_at(data: Any, records_path: str) -> list[Any] | None:
+def rows_at(data: Any, records_path: str) -> list[Any] | None:
+    """The list at `records_path` in `data`, or None when there is none there."""
     node = data
     for key in [part for part in records_path.split(".") if part]:
         if isinstance(node, dict) and key in node:
@@ -505,6 +506,9 @@ def _fields(rows: list[Any], sample: int = 200) -> list[dict[str, Any]]:
         entry = {"field": name, "format": guessed, "examples": [str(value)[:40] for value in values[:3]]}
         if guessed == "percent":  # 0.125 is a fraction; 12.5 can only be points
             entry["percent_points"] = any(abs(formats.as_number(value) or 0) > 1 for value in values)
+        if guessed == "number":  # with a currency in the row, numbers with cents are amounts
+            numbers = [formats.as_number(value) for value in values if value is not None]
+            entry["fractional"] = any(number != number.to_integral_value() for number in numbers if number is not None)
         described.append(entry)
     return described
 
@@ -534,7 +538,9 @@ def suggested_layout(fields: list[dict[str, Any]]) -> dict[str, Any]:
     columns = []
     for entry in fields[:MAX_COLUMNS]:
         column: dict[str, Any] = {"field": entry["field"], "label": humanize(entry["field"]), "format": entry["format"]}
-        if entry["format"] == "currency":
+        if entry["format"] == "number" and entry.get("fractional") and currency_field:
+            column["format"] = "currency"
+        if column["format"] == "currency":
             if currency_field:
                 column["currency_field"] = currency_field
             else:

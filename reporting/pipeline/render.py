@@ -163,10 +163,11 @@ def chart_specs(raw: Any) -> tuple[charts_module.ChartSpec, ...]:
 def _draw_charts(request: RenderRequest) -> list[tuple[Attachment, str]]:
     """Each declared chart as a PNG to show inline, with its title; RenderError in words."""
     drawn = []
+    labels = {column.field: column.label for column in request.layout.columns} if request.layout else {}
     for number, spec in enumerate(request.charts, start=1):
         try:
             rows = charts_module.rows_for(spec, request.data, request.rows)
-            chart = charts_module.draw(spec, rows, period_label=request.period.label)
+            chart = charts_module.draw(spec, rows, period_label=request.period.label, labels=labels)
         except charts_module.ChartError as exc:
             raise RenderError(f"Chart {number} cannot be drawn: {exc.message}") from exc
         name = f"chart-{number}.png"
