@@ -18,7 +18,7 @@ from reporting.periods import DAILY, period_containing
 from reporting.pipeline import charts, formats
 from reporting.pipeline.checks import field_names
 from reporting.pipeline.render import RenderError, period_values, render_string, render_subject
-from reporting.widgets import ChartsWidget, LayoutWidget
+from reporting.widgets import ChartsWidget, LayoutWidget, QueryParamsWidget
 
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 PICKER_FIELDS = ("schedule_kind", "schedule_time", "schedule_weekday", "schedule_day")
@@ -121,6 +121,9 @@ class ReportForm(forms.ModelForm):
         if "charts" in self.fields:  # not on a read-only page
             self.fields["charts"].widget = ChartsWidget(report=self.instance)
             self.fields["charts"].help_text = ChartsWidget.help_text
+        if "query_params" in self.fields:
+            self.fields["query_params"].widget = QueryParamsWidget()
+            self.fields["query_params"].help_text = QueryParamsWidget.help_text
         if "layout" in self.fields:
             self.fields["layout"].widget = LayoutWidget(report=self.instance)
         if "locale" in self.fields:

@@ -204,3 +204,84 @@ class LayoutWidget(forms.Textarea):
             report_id=self.report.pk if self.report is not None and self.report.pk else "",
         )
         return context
+
+
+class QueryParamsWidget(forms.Widget):
+    """The query parameters as rows of name and value (a value may use the period, the recipient), not JSON.
+
+    Sent as `query_params-<n>-name` / `-value` and turned back into the JSON object the model
+    stores; the form checks it as before. A client that sends `query_params` as JSON text is
+    understood too. Rows are added and removed by the charts' script (the same markup).
+    """
+
+    template_name = "reporting/widgets/query_params.html"
+    help_text = (
+        "Each parameter's name and value. A value may use the period, e.g. {{ period.start|date:'Y-m-d' }}, "
+        "or, for each recipient, {{ recipient.client_id }}. Clear a row to remove it."
+    )
+
+    class Media:
+        js = ["reporting/chart_fields.js"]
+
+    def render(self, name, value, attrs=None, renderer=None):
+        return super().render(name, value, attrs, renderer=TemplatesSetting())
+
+    def get_context(self, name: str, value: Any, attrs: dict | None) -> dict:
+        context = super().get_context(name, value, attrs)
+        params, unreadable = _params_in(value)
+        rows = [{"name": key, "value": val} for key, val in params] + [{"name": "", "value": ""}] * EMPTY_ROWS
+        prefix = context["widget"]["attrs"].get("id") or f"id_{name}"
+
+        def named(row: dict, index: int | str) -> dict:
+            number = index + 1 if isinstance(index, int) else "__number__"
+            ids = {key: {"name": f"{name}-{index}-{key}", "id": f"{prefix}-{index}-{key}"} for key in ("name", "value")}
+            return {**row, "fields": ids, "number": number}
+
+        context["widget"].update(
+            prefix=prefix,
+            rows=[named(row, index) for index, row in enumerate(rows)],
+            template_row=named({"name": "", "value": ""}, "__prefix__"),
+            count=len(rows),
+            unreadable=unreadable,
+        )
+        return context
+
+    def id_for_label(self, id_: str) -> str:
+        return f"{id_}-0-name" if id_ else id_
+
+    def value_from_datadict(self, data, files, name: str) -> str | None:
+        """The rows as the JSON object the field expects; or, without rows, `query_params` as sent."""
+        count = data.get(f"{name}-count")
+        if count is None:
+            return data.get(name)
+        try:
+            total = min(int(count), MAX_ROWS)
+        except ValueError:
+            total = MAX_ROWS
+        built: dict[str, str] = {}
+        for index in range(total):
+            key = str(data.get(f"{name}-{index}-name") or "").strip()
+            if key:
+                built[key] = str(data.get(f"{name}-{index}-value") or "")
+        return json.dumps(built, ensure_ascii=False)
+
+    def value_omitted_from_data(self, data, files, name: str) -> bool:
+        return name not in data and f"{name}-count" not in data
+
+
+def _params_in(value: Any) -> tuple[list[tuple[str, str]], str]:
+    """The parameters in the field's value (JSON text or a dict) as (name, value) text; the text when unreadable."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            return [], value
+    if value is None:
+        return [], ""
+    if not isinstance(value, dict):
+        return [], json.dumps(value, ensure_ascii=False)
+    shown = []
+    for key, val in value.items():
+        text = val if isinstance(val, str) else json.dumps(val, ensure_ascii=False)
+        shown.append((str(key), text))
+    return shown, ""

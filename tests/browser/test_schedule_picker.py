@@ -15,6 +15,8 @@ def test_picking_weekdays_updates_the_cron_fields_and_the_next_runs_without_a_re
     log_in(page, "admin", "password")
     page.goto("/admin/reporting/report/add/")
     page.evaluate("window.notReloaded = true")
+    # A new report shows its default schedule's next runs at once, each also in the viewer's time.
+    page.locator(".field-next_runs ol.next-runs li").nth(4).wait_for()
     page.select_option("#id_timezone", "Europe/London")
 
     page.select_option("#id_schedule_kind", "weekdays")
@@ -29,6 +31,8 @@ def test_picking_weekdays_updates_the_cron_fields_and_the_next_runs_without_a_re
     assert runs.count() == 5
     assert all(text.split()[0] in {"Mon", "Tue", "Wed", "Thu", "Fri"} for text in runs.all_inner_texts())
     assert "07:00" in runs.first.inner_text()
+    assert page.locator(".field-next_runs ol.next-runs .viewer-time").count() == 5  # the browser is in New York
+    assert "your time:" in runs.first.inner_text()
     assert "Monday through Friday" in page.locator(".field-schedule_in_words .readonly").inner_text()
     assert page.locator(".fieldBox.field-schedule_weekday").is_hidden()  # weekdays need no day chosen
     shoot(page, "schedule-picker-weekdays")

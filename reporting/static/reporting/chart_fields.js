@@ -1,4 +1,4 @@
-// The report form's charts (reporting/widgets.py): "Add a chart" appends an empty row from the
+// The report form's charts and query parameters (reporting/widgets.py): "Add" appends an empty row from the
 // widget's <template>, "Remove" takes a row away. Without this script the form still works: it
 // comes with empty rows to fill, and a row whose fields are cleared is no chart.
 (function () {
@@ -6,7 +6,7 @@
   function renumber(rows) {
     rows.querySelectorAll("[data-chart-row]").forEach((row, position) => {
       row.querySelectorAll("[aria-label]").forEach((field) => {
-        field.setAttribute("aria-label", field.getAttribute("aria-label").replace(/^Chart [^:]*:/, `Chart ${position + 1}:`));
+        field.setAttribute("aria-label", field.getAttribute("aria-label").replace(/^(Chart|Parameter) [^:]*:/, `$1 ${position + 1}:`));
       });
     });
   }

@@ -138,6 +138,8 @@
       note.className = "help";
       note.textContent = `In the report's timezone (${answer.timezone}).`;
       runsBox.replaceChildren(list, note);
+      // Beside each, the viewer's own time, as on a page drawn by the server (local_times.js).
+      if (typeof showViewerTimes === "function") showViewerTimes();
     }
 
     let asked = 0;
@@ -197,6 +199,8 @@
     input("timezone").addEventListener("change", later);
     input("schedule_enabled").addEventListener("change", later);
     showDetails(); // the page shows the stored schedule's words and runs already: asked again on a change
+    // A new report's page has none to show yet: its default schedule's, at once.
+    if (runsBox && runsBox.textContent.trim() === "—" && input("schedule_enabled").checked) refresh();
   }
   // The admin loads its scripts in the page's head, before the form exists.
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
