@@ -56,18 +56,18 @@ def test_a_staff_user_defines_previews_runs_reads_and_resends_a_report(
     page.select_option("#id_template", "reports/table.html")
     page.fill("#id_subject_template", "Daily positions — {{ period.label }}")
     # The chart is picked from fields, not typed as JSON: the field names as suggested, rows added and removed.
-    assert page.locator("[data-chart-row]").count() == 2  # empty rows to fill
+    assert page.locator(".field-charts [data-chart-row]").count() == 2  # empty rows to fill
     page.get_by_role("button", name="Add a chart").click()
-    assert page.locator("[data-chart-row]").count() == 3
+    assert page.locator(".field-charts [data-chart-row]").count() == 3
     assert page.locator("[name=charts-count]").input_value() == "3"
-    page.locator("[data-chart-row]").nth(0).get_by_role("button", name="Remove").click()
+    page.locator(".field-charts [data-chart-row]").nth(0).get_by_role("button", name="Remove").click()
     page.select_option("#id_charts-1-kind", label="Bars by category")
     page.fill("#id_charts-1-x", CHARTS[0]["x"])
     page.fill("#id_charts-1-y", CHARTS[0]["y"])
     page.fill("#id_charts-1-title", CHARTS[0]["title"])
     page.fill("#id_charts-2-x", "asset_class")  # the added row, begun and then removed
-    page.locator("[data-chart-row]").nth(1).get_by_role("button", name="Remove").click()
-    assert page.locator("[data-chart-row]").count() == 1
+    page.locator(".field-charts [data-chart-row]").nth(1).get_by_role("button", name="Remove").click()
+    assert page.locator(".field-charts [data-chart-row]").count() == 1
     page.fill("#id_minute", "0")
     page.fill("#id_hour", "7")
     page.fill("#id_day_of_week", "mon-fri")
