@@ -371,3 +371,21 @@ def test_the_admin_form_sets_a_threshold_and_shows_what_is_missing(staff_client,
         kind="threshold", figure="market_value", figure_is="total", operator="at_most", threshold=Decimal("-2500.5")
     )
     assert conditions.in_words(report.condition) == "only if the total of market_value is at most -2,500.5"
+
+
+def test_preview_says_a_scheduled_run_of_the_data_would_be_skipped_and_why(httpserver, owner, staff_client):
+    api = Api(httpserver, positions(3))
+    report = scheduled_report(api.source, owner, send_only_if=Report.SendOnlyIf.CHANGED, from_name="Finance team")
+    first = beat_fires(report, 0)
+    url = reverse("admin:reporting_report_preview", args=[report.pk])
+
+    same = staff_client.get(url, {"period_day": "2026-11-20"})
+    api.answer = positions(4)
+    changed = staff_client.get(url, {"period_day": "2026-11-20"})
+
+    reason = f"Not sent: only if the data changed, and it is the same as run #{first.pk} sent on 21 Nov 2026."
+    assert same.context["preview"].skipped == reason
+    assert "would be skipped" in same.content.decode() and reason in same.content.decode()
+    assert changed.context["preview"].skipped == "" and "would be skipped" not in changed.content.decode()
+    assert changed.context["preview"].sender == "Finance team <reports@localhost>"
+    assert not ReportRun.objects.exclude(pk=first.pk).exists()  # a preview archives nothing
