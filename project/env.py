@@ -74,3 +74,18 @@ def env_secret_prefix(name: str, default: str) -> str:
             f"or underscores (such as REPORTING_SECRET_), not {prefix!r}."
         )
     return prefix
+
+
+_DOMAIN = re.compile(r"^\.?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+def env_domains(name: str, default: list[str]) -> list[str]:
+    """Return a comma-separated list of email domains, lower-cased; ".example.com" is it and its subdomains."""
+    domains = [item.lower() for item in env_list(name, default)]
+    for item in domains:
+        if not _DOMAIN.match(item):
+            raise ImproperlyConfigured(
+                f"{name} must list email domains (example.com, or .example.com for it and its subdomains), "
+                f"not {item!r}."
+            )
+    return domains

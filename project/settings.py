@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_int, env_list, env_names, env_secret_prefix, env_str
+from project.env import env_bool, env_domains, env_int, env_list, env_names, env_secret_prefix, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("REPORTING_VAR_DIR", str(BASE_DIR / "var")))
@@ -227,6 +227,12 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Scheduled Reports <reports@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# The domains a report's own From address may be at ("example.com"; ".example.com": it and its
+# subdomains); unset: the domain of DEFAULT_FROM_EMAIL. The company's own domains, written the same
+# way, get no List-Unsubscribe header (it is for recipients outside); unset: the sender domains.
+_DEFAULT_FROM_DOMAIN = parseaddr(DEFAULT_FROM_EMAIL)[1].rpartition("@")[2].lower()
+_SENDER_DOMAINS = env_domains("REPORTING_SENDER_DOMAINS", [_DEFAULT_FROM_DOMAIN] if _DEFAULT_FROM_DOMAIN else [])
+_INTERNAL_DOMAINS = env_domains("REPORTING_INTERNAL_DOMAINS", _SENDER_DOMAINS)
 # django-anymail: every ANYMAIL_* variable becomes a key of ANYMAIL, e.g.
 # ANYMAIL_POSTMARK_SERVER_TOKEN, ANYMAIL_MAILGUN_API_KEY, ANYMAIL_WEBHOOK_SECRET (user:password).
 ANYMAIL = {name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")}
@@ -329,6 +335,10 @@ REPORTING = {
     # A run on legal hold is never pruned.
     "RUN_RETENTION_DAYS": env_int("REPORTING_RUN_RETENTION_DAYS", 400, minimum=1),
     "FILE_RETENTION_DAYS": env_int("REPORTING_FILE_RETENTION_DAYS", 90, minimum=1),
+    # A report's own sender: the domains its From address may be at; recipients at the company's
+    # own domains get no List-Unsubscribe header (see the email section above).
+    "SENDER_DOMAINS": _SENDER_DOMAINS,
+    "INTERNAL_DOMAINS": _INTERNAL_DOMAINS,
 }
 if REPORTING["FILE_RETENTION_DAYS"] > REPORTING["RUN_RETENTION_DAYS"]:
     raise ImproperlyConfigured(

@@ -25,6 +25,7 @@ from reporting.models import Alert, ReportRun
 log = logging.getLogger(__name__)
 Status = ReportRun.Status
 # A partially sent run is alerted too: some addresses did not get the email, and the alert names them.
+# A skipped run is not: its report's "Send only if" meant it, and nothing went wrong.
 ALERTED_STATUSES = (Status.FAILED, Status.PARTIALLY_SENT, Status.HELD, Status.MISSED)
 LOOK_BACK = timedelta(days=7)  # older runs are history, not news (e.g. on the first deploy)
 

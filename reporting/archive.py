@@ -94,9 +94,15 @@ def archived_email(item: ReportRun | RunPart) -> deliver.OutgoingEmail:
         attachments.append(
             render.Attachment(attachment.filename, content, attachment.mimetype, content_id=attachment.content_id)
         )
+    run = item.run if isinstance(item, RunPart) else item
     return deliver.OutgoingEmail(
-        subject=item.subject, html=item.body_html, text=item.body_text, attachments=attachments
+        subject=item.subject, html=item.body_html, text=item.body_text, attachments=attachments, **sender_of(run)
     )
+
+
+def sender_of(run: ReportRun) -> dict[str, str]:
+    """The sender a run's emails carry, as the report said when the run was made (resends say the same)."""
+    return {"from_email": run.from_email, "reply_to": run.reply_to, "list_unsubscribe": run.list_unsubscribe}
 
 
 def html_with_images_inline(item: ReportRun | RunPart) -> str:
@@ -143,6 +149,7 @@ def _why_not_rendered(item: ReportRun | RunPart) -> str:
     return {
         Status.HELD: "it was held by a data check: send it anyway or re-run it from its page",
         Status.MISSED: "it was missed: use Run now for its period",
+        Status.SKIPPED: "it was skipped, as the report's 'Send only if' says: re-run it to send it",
     }.get(item.status, "it failed before rendering; re-run it instead")
 
 

@@ -22,6 +22,7 @@ from reporting.widgets import ChartsWidget, LayoutWidget, QueryParamsWidget
 
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 PICKER_FIELDS = ("schedule_kind", "schedule_time", "schedule_weekday", "schedule_day")
+CONDITION_CHOICE_FIELDS = ("send_only_if", "threshold_figure_is", "threshold_operator")
 
 
 class ReportForm(forms.ModelForm):
@@ -114,10 +115,22 @@ class ReportForm(forms.ModelForm):
             "check_required_fields",
             "check_max_age_field",
             "check_max_age_hours",
+            "send_only_if",
+            "threshold_figure_is",
+            "threshold_figure",
+            "threshold_operator",
+            "threshold_value",
+            "from_name",
+            "from_address",
+            "reply_to",
+            "list_unsubscribe",
         ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        for name in CONDITION_CHOICE_FIELDS:
+            if name in self.fields:  # absent from a POST (a form from before them): the report keeps its own
+                self.fields[name].required = False
         if "charts" in self.fields:  # not on a read-only page
             self.fields["charts"].widget = ChartsWidget(report=self.instance)
             self.fields["charts"].help_text = ChartsWidget.help_text

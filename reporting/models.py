@@ -15,9 +15,9 @@ from django.utils import timezone
 from django.utils.deconstruct import deconstructible
 from django_celery_beat.models import PeriodicTask
 
-from reporting import periods
+from reporting import addresses, periods
 from reporting.periods import Period
-from reporting.pipeline import fetch, formats, layout
+from reporting.pipeline import conditions, fetch, formats, layout
 
 ENV_VAR_NAME = RegexValidator(
     r"^[A-Z_][A-Z0-9_]*$",
@@ -178,6 +178,25 @@ def validate_layout(value: object) -> None:
         raise ValidationError(problems)
 
 
+def validate_sender_address(address: str) -> None:
+    """A report's From address must be at a domain of REPORTING_SENDER_DOMAINS (read when checked)."""
+    problem = addresses.sender_problem(address, settings.REPORTING["SENDER_DOMAINS"])
+    if problem:
+        raise ValidationError(problem)
+
+
+def validate_one_line(text: str) -> None:
+    problem = addresses.one_line_problem(text)
+    if problem:
+        raise ValidationError(problem)
+
+
+def validate_list_unsubscribe(url: str) -> None:
+    problem = addresses.list_unsubscribe_problem(url)
+    if problem:
+        raise ValidationError(problem)
+
+
 def report_template_choices() -> list[tuple[str, str]]:
     """The report body templates under templates/reports/, by file name."""
     folder = Path(settings.BASE_DIR) / "templates" / "reports"
@@ -205,6 +224,22 @@ class Report(models.Model):
         SKIP = "skip", "Skip the recipient (recorded on the run)"
         SEND_EMPTY = "send_empty", "Send them the report with no rows"
         HOLD = "hold", "Hold their report for staff"
+
+    class SendOnlyIf(models.TextChoices):
+        ALWAYS = conditions.ALWAYS, "Always send"
+        HAS_ROWS = conditions.HAS_ROWS, "There are rows"
+        THRESHOLD = conditions.THRESHOLD, "A figure crosses a threshold"
+        CHANGED = conditions.CHANGED, "The data changed since the last run that was sent"
+
+    class FigureIs(models.TextChoices):
+        VALUE = conditions.VALUE, "A value in the response (a dotted path, e.g. summary.total_value)"
+        TOTAL = conditions.TOTAL, "The total of a field over the rows (e.g. market_value)"
+
+    class Operator(models.TextChoices):
+        ABOVE = "above", "is above"
+        AT_LEAST = "at_least", "is at least"
+        BELOW = "below", "is below"
+        AT_MOST = "at_most", "is at most"
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
@@ -344,6 +379,52 @@ class Report(models.Model):
         blank=True,
         help_text="Hold the report back when the timestamp field is older than this.",
     )
+    send_only_if = models.CharField(
+        "send only if",
+        max_length=10,
+        choices=SendOnlyIf,
+        default=SendOnlyIf.ALWAYS,
+        help_text="A scheduled run whose data does not meet this is skipped: nothing is sent, the run says why, "
+        "and nobody is alerted. Run now, re-runs and tests always send.",
+    )
+    threshold_figure_is = models.CharField("figure is", max_length=10, choices=FigureIs, default=FigureIs.VALUE)
+    threshold_figure = models.CharField(
+        "figure",
+        max_length=200,
+        blank=True,
+        help_text="A dotted path in the response (e.g. summary.total_value), or the field of each row to total "
+        "(e.g. market_value). A number, or text that reads as one.",
+    )
+    threshold_operator = models.CharField("comparison", max_length=10, choices=Operator, default=Operator.ABOVE)
+    threshold_value = models.DecimalField(
+        "threshold", max_digits=24, decimal_places=6, null=True, blank=True, help_text="e.g. 1000000 or -2500.50"
+    )
+    from_name = models.CharField(
+        "From name",
+        max_length=100,
+        blank=True,
+        validators=[validate_one_line],
+        help_text="The sender's name as recipients see it, e.g. Finance team. Empty: the service's own.",
+    )
+    from_address = models.EmailField(
+        "From address",
+        blank=True,
+        validators=[validate_sender_address],
+        help_text="Empty: the service's own address (DEFAULT_FROM_EMAIL). Only at the domains the service "
+        "allows (REPORTING_SENDER_DOMAINS), so that the mail is not taken for spoofed.",
+    )
+    reply_to = models.EmailField(
+        "Reply-To", blank=True, help_text="Where replies go, e.g. the team's shared mailbox. Empty: to the sender."
+    )
+    list_unsubscribe = models.CharField(
+        "List-Unsubscribe",
+        max_length=500,
+        blank=True,
+        validators=[validate_list_unsubscribe],
+        help_text="For recipients outside the company (not at REPORTING_INTERNAL_DOMAINS): a mailto: address or "
+        "an https: URL their mail program offers as Unsubscribe. An https: URL must unsubscribe on a POST "
+        "(one click, RFC 8058).",
+    )
     periodic_task = models.OneToOneField(
         PeriodicTask, null=True, blank=True, editable=False, on_delete=models.SET_NULL, related_name="report"
     )
@@ -379,6 +460,7 @@ class Report(models.Model):
     def clean(self) -> None:
         """A per-recipient report says how each recipient's rows are found; no other report uses `recipient`."""
         super().clean()
+        self._clean_send_only_if()
         uses_recipient = bool(USES_RECIPIENT.search(self.path + " " + str(self.query_params)))
         if not self.is_per_recipient:
             if uses_recipient:
@@ -404,6 +486,46 @@ class Report(models.Model):
                     "e.g. clients/{{ recipient.client_id }}/statement."
                 }
             )
+
+    def _clean_send_only_if(self) -> None:
+        """A threshold needs its figure and value; a fetch per recipient has no one answer to judge."""
+        errors = {}
+        if self.send_only_if == self.SendOnlyIf.THRESHOLD:
+            if not self.threshold_figure.strip():
+                errors["threshold_figure"] = (
+                    "Give the figure: a dotted path in the response (e.g. summary.total_value), or the field of "
+                    "each row to total (e.g. market_value)."
+                )
+            if self.threshold_value is None:
+                errors["threshold_value"] = "Give the threshold the figure is compared with, e.g. 1000000."
+        if (
+            self.send_only_if != self.SendOnlyIf.ALWAYS
+            and self.is_per_recipient
+            and self.per_recipient_data == self.PerRecipientData.FETCH
+        ):
+            errors["send_only_if"] = (
+                "A fetch per recipient has no one answer to judge before sending: use 'Always send' (and 'A recipient "
+                "with no rows: skip' to send nobody an empty report), or 'One fetch, split'."
+            )
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def condition(self) -> conditions.Condition:
+        """The report's "Send only if", as the conditions module takes it."""
+        return conditions.Condition(
+            kind=self.send_only_if,
+            figure=self.threshold_figure.strip(),
+            figure_is=self.threshold_figure_is,
+            operator=self.threshold_operator,
+            threshold=self.threshold_value,
+        )
+
+    def sender(self) -> str:
+        """The From header of the report's emails: its own sender, else DEFAULT_FROM_EMAIL."""
+        return addresses.sender_header(
+            name=self.from_name.strip(), address=self.from_address.strip(), default=settings.DEFAULT_FROM_EMAIL
+        )
 
     @property
     def is_per_recipient(self) -> bool:
@@ -455,10 +577,13 @@ class ReportRun(models.Model):
         FAILED = "failed", "Failed"
         HELD = "held", "Held (data check failed)"
         MISSED = "missed", "Missed"
+        SKIPPED = "skipped", "Skipped (condition not met)"
 
     # Not yet at an end: each of these has a deadline (deadline_at), enforced by a sweep.
     WORKING = (Status.QUEUED, Status.RETRYING, Status.FETCHING, Status.RENDERING, Status.SENDING)
-    FINISHED = (Status.SENT, Status.PARTIALLY_SENT, Status.FAILED, Status.MISSED)
+    FINISHED = (Status.SENT, Status.PARTIALLY_SENT, Status.FAILED, Status.MISSED, Status.SKIPPED)
+    # Something went out: the runs "only if the data changed" compares with.
+    SENT_STATUSES = (Status.SENT, Status.PARTIALLY_SENT)
     # Triggers that stand for "the" run of a period: at most one each per period.
     SCHEDULED_TRIGGERS = (Trigger.SCHEDULE, Trigger.CATCH_UP)
 
@@ -528,6 +653,16 @@ class ReportRun(models.Model):
     subject = models.CharField(max_length=998, blank=True)
     body_html = models.TextField(blank=True)
     body_text = models.TextField(blank=True)
+    # The sender as the report said when the run was made: a resend says the same after an edit.
+    from_email = models.CharField("From", max_length=400, blank=True, help_text="Empty: DEFAULT_FROM_EMAIL.")
+    reply_to = models.EmailField("Reply-To", blank=True)
+    list_unsubscribe = models.CharField("List-Unsubscribe", max_length=500, blank=True)
+    rows_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text="sha256 of the rows as canonical JSON, for a report sent only if its data changed.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -600,7 +735,7 @@ class RunPart(models.Model):
         PENDING = "pending", "Waiting"
         WORKING = "working", "Working"
         SENT = "sent", "Sent"
-        SKIPPED = "skipped", "Skipped (no rows)"
+        SKIPPED = "skipped", "Skipped"
         HELD = "held", "Held (no rows)"
         FAILED = "failed", "Failed"
 

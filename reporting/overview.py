@@ -20,7 +20,7 @@ from reporting.models import Report, ReportRun
 from reporting.periods import period_for_slot
 
 Status = ReportRun.Status
-SUCCESS = (Status.SENT, Status.PARTIALLY_SENT)
+SUCCESS = (Status.SENT, Status.PARTIALLY_SENT)  # a run skipped by "Send only if" is neither success nor failure
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

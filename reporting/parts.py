@@ -29,7 +29,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from reporting import attachments
-from reporting.archive import send_deliveries, send_one
+from reporting.archive import send_deliveries, send_one, sender_of
 from reporting.models import Delivery, Recipient, Report, ReportRun, RunPart
 from reporting.pipeline import deliver, fetch, render, split
 from reporting.stage_inputs import fetch_request_for, render_request_for
@@ -315,7 +315,9 @@ def _render(part: RunPart, run: ReportRun, report: Report) -> deliver.OutgoingEm
         row_count=len(request.rows),
     )
     part._fetched_now = False
-    return deliver.OutgoingEmail(subject=email.subject, html=email.html, text=email.text, attachments=email.attachments)
+    return deliver.OutgoingEmail(
+        subject=email.subject, html=email.html, text=email.text, attachments=email.attachments, **sender_of(run)
+    )
 
 
 def _send_first(
@@ -475,6 +477,13 @@ def release_held(part_id: int, *, released_by_id: int | None) -> RunPart | None:
         deadline_at=timezone.now() + timedelta(seconds=settings.REPORTING["RUN_QUEUE_DEADLINE_SECONDS"]),
     )
     return part
+
+
+def skip_open(run_id: int, reason: str) -> int:
+    """Skip the parts not yet at an end (the run was skipped by its report's condition); how many."""
+    return RunPart.objects.filter(run_id=run_id, status__in=RunPart.OPEN).update(
+        status=Status.SKIPPED, error=reason, lease_expires_at=None, finished_at=timezone.now()
+    )
 
 
 def close_open(run_id: int, message: str) -> int:

@@ -16,10 +16,10 @@ from datetime import date
 
 from django.utils import timezone
 
-from reporting import stage_inputs
+from reporting import runs, stage_inputs
 from reporting.models import Recipient, Report
 from reporting.periods import Period
-from reporting.pipeline import checks, fetch, layout, render, split
+from reporting.pipeline import checks, conditions, fetch, layout, render, split
 
 _SPOOL_BYTES = 1024 * 1024
 # The frame is as inert as the archive's email page: no script, form, font or network; a srcdoc
@@ -47,6 +47,8 @@ class Preview:
     files: list[PreviewFile]
     chart_titles: list[str]
     checks_failed: list[str]  # what would hold the report back, in words; empty when it would be sent
+    skipped: str = ""  # why a scheduled run would be skipped by the report's "Send only if", in words
+    sender: str = ""  # the From header
     recipient: str = ""  # a per-recipient report: whose report this is
     recipient_note: str = ""  # …and what would happen to it, when not simply sent
 
@@ -85,12 +87,12 @@ def preview_draft(report: Report, *, period_day: date | None, whose: Recipient |
         request_url = request.url
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
             request_url, data = fetch.download(request, body)
-        held = checks.failed_checks(
-            rows=fetch.select_rows(data, report.records_path),
-            data=data,
-            checks=stage_inputs.check_settings(report),
-            now=timezone.now(),
+        rows = fetch.select_rows(data, report.records_path)
+        failures = checks.failed_checks(
+            rows=rows, data=data, checks=stage_inputs.check_settings(report), now=timezone.now()
         )
+        # As a scheduled run would judge it (a fetch per recipient has no condition: its form refuses one).
+        verdict = _verdict(report, rows, data, failures) if not fetch_for else conditions.Verdict(held=failures)
         key = ""
         if whose and report.per_recipient_data == Report.PerRecipientData.SPLIT:
             key = str(whose.attributes.get(report.split_attribute.strip(), ""))
@@ -114,7 +116,9 @@ def preview_draft(report: Report, *, period_day: date | None, whose: Recipient |
             for each in email.attachments
         ],
         chart_titles=[f"{spec.title} — {period.label}" for spec in render_request.charts],
-        checks_failed=held,
+        checks_failed=verdict.held,
+        skipped=verdict.skipped,
+        sender=report.sender(),
         recipient=str(whose) if whose else "",
         recipient_note=_no_rows_note(report, render_request.rows) if whose else "",
     )
@@ -159,6 +163,19 @@ def sample(
 def _short(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _verdict(report: Report, rows: list, data: object, failures: list[str]) -> conditions.Verdict:
+    """Whether a scheduled run of this data would be held, skipped by "Send only if", or sent."""
+    changed = report.send_only_if == conditions.CHANGED
+    return conditions.verdict(
+        report.condition,
+        rows=rows,
+        failures=failures,
+        data=data,
+        digest=conditions.rows_hash(rows) if changed else "",
+        last_sent=runs.last_sent_run(report.pk) if changed else None,
+    )
 
 
 def _recipient(report: Report, recipient_id: int | None) -> Recipient | None:

@@ -42,7 +42,7 @@ from reporting.addresses import check_addresses, check_some_address_is_valid
 from reporting.archive import fail_queued_deliveries, send_deliveries, snapshot_data
 from reporting.models import Delivery, Recipient, Report, ReportRun
 from reporting.periods import Period, period_for_slot
-from reporting.pipeline import checks, deliver, fetch, render
+from reporting.pipeline import checks, conditions, deliver, fetch, render
 from reporting.stage_inputs import check_settings, fetch_request_for, period_for_day, render_request_for
 from reporting.timing import duration_in_words, local_time, retry_delay
 
@@ -178,6 +178,9 @@ def _run_fields(request: RunRequest, report: Report) -> dict:
         "trigger": request.trigger,
         "requested_by_id": request.requested_by_id,
         "deadline_at": queue_deadline(),
+        "from_email": report.sender(),
+        "reply_to": report.reply_to,
+        "list_unsubscribe": report.list_unsubscribe,
     }
 
 
@@ -438,18 +441,64 @@ def _fetch_check_render(run: ReportRun) -> bool:
     The parsed data lives only in this call, so it is freed before sending.
     """
     data = snapshot_data(run) if run.data_snapshot else _fetch_stage(run)
-    if run.checks_released_by_id is None:  # staff may send a held run anyway
-        failures = checks.failed_checks(
-            rows=fetch.select_rows(data, run.report.records_path),
-            data=data,
-            checks=check_settings(run.report),
-            now=timezone.now(),
-        )
-        if failures:
-            _hold(run, failures)
-            return False
+    if not _fit_to_send(run, data):
+        return False
     _render_stage(run, data)
     return True
+
+
+def _fit_to_send(run: ReportRun, data: object) -> bool:
+    """Check the data and the report's "Send only if"; False when the run ended here, held or skipped.
+
+    Staff who send a held run anyway pass both. The condition judges scheduled runs only: Run
+    now, re-runs and tests send.
+    """
+    if run.checks_released_by_id is not None:
+        return True
+    report = run.report
+    rows = fetch.select_rows(data, report.records_path)
+    judged = run.trigger in ReportRun.SCHEDULED_TRIGGERS
+    condition = report.condition if judged else conditions.Condition()  # Condition(): always sent
+    if report.send_only_if == conditions.CHANGED and run.trigger != Trigger.TEST:
+        _set(run, rows_hash=conditions.rows_hash(rows))  # what the runs after this one compare with
+    last_sent = last_sent_run(run.report_id, besides=run.pk) if condition.kind == conditions.CHANGED else None
+    failures = checks.failed_checks(rows=rows, data=data, checks=check_settings(report), now=timezone.now())
+    verdict = conditions.verdict(
+        condition, rows=rows, failures=failures, data=data, digest=run.rows_hash, last_sent=last_sent
+    )
+    if verdict.held:
+        _hold(run, verdict.held)
+    elif verdict.skipped:
+        _skip(run, verdict.skipped)
+    return not (verdict.held or verdict.skipped)
+
+
+def last_sent_run(report_id: int, *, besides: int | None = None) -> conditions.LastSent | None:
+    """The report's latest sent run (not a test, nor `besides`): what "only if the data changed" compares with."""
+    sent = (
+        ReportRun.objects.filter(report_id=report_id, status__in=ReportRun.SENT_STATUSES)
+        .exclude(trigger=Trigger.TEST)
+        .exclude(pk=besides)
+        .order_by("-created_at", "-pk")
+        .values("pk", "rows_hash", "finished_at", "created_at", "period_timezone")
+        .first()
+    )
+    if sent is None:
+        return None
+    when = (sent["finished_at"] or sent["created_at"]).astimezone(ZoneInfo(sent["period_timezone"] or "UTC"))
+    return conditions.LastSent(run_id=sent["pk"], rows_hash=sent["rows_hash"], sent_on=f"{when.day} {when:%b %Y}")
+
+
+def _skip(run: ReportRun, reason: str) -> None:
+    """End the run without sending, as its report's condition says: the reason in its notes; nobody alerted.
+
+    A per-recipient run's recipients waiting for their report are skipped with it.
+    """
+    log.info("run %s skipped: %s", run.pk, reason)
+    with transaction.atomic():  # a run resumed after this must not find its recipients skipped but itself not
+        if run.per_recipient:
+            parts.skip_open(run.pk, reason)
+        _end(run, status=Status.SKIPPED, error="", error_detail="", notes=noted(run.notes, reason))
 
 
 # --- per-recipient runs -----------------------------------------------------------------
@@ -459,20 +508,13 @@ def _fan_out(run: ReportRun) -> None:
     """Ready each recipient's part to be worked on by any worker: split the one fetch's rows among them.
 
     The run then waits, without a lease, for its parts (a deadline the parts' progress moves on);
-    the service publishes them. Held, like any run, when the data checks fail on the whole answer.
+    the service publishes them. Held, like any run, when the data checks fail on the whole answer;
+    skipped, with every recipient, when the whole answer does not meet the report's "Send only if".
     """
     if run.split_field and run.parts.filter(status=parts.Status.PENDING, data__isnull=True).exclude(key="").exists():
         data = snapshot_data(run) if run.data_snapshot else _fetch_stage(run)
-        if run.checks_released_by_id is None:
-            failures = checks.failed_checks(
-                rows=fetch.select_rows(data, run.report.records_path),
-                data=data,
-                checks=check_settings(run.report),
-                now=timezone.now(),
-            )
-            if failures:
-                _hold(run, failures)
-                return
+        if not _fit_to_send(run, data):  # held, or skipped with its recipients: judged on the whole answer
+            return
         _set(run, status=Status.RENDERING)
         unmatched = parts.assign_rows(run, run.report, data)
         if unmatched:

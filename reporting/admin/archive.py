@@ -9,6 +9,7 @@ from datetime import date
 from functools import reduce
 from operator import and_
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.templatetags.admin_list import date_hierarchy
@@ -218,7 +219,7 @@ class ReportRunAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Data", {"fields": ["request_url", "row_count"]}),
+        ("Data", {"fields": ["request_url", "row_count", "rows_hash"]}),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -381,14 +382,16 @@ class ReportRunAdmin(admin.ModelAdmin):
                 "rerun_held_url": reverse("admin:reporting_reportrun_rerun_held", args=[obj.pk]),
                 "working": obj.status in ReportRun.WORKING,
                 "recipient_reports": _recipient_reports(obj) if obj.per_recipient else None,
-                # The alert says to re-run a failed run from its page: here is the button.
+                # The alert says to re-run a failed run from its page: here is the button. A skipped
+                # run's re-run is a run by hand, which sends whatever its report's "Send only if".
                 "can_rerun": self.has_rerun_permission(request)
-                and obj.status in (ReportRun.Status.FAILED, ReportRun.Status.MISSED)
+                and obj.status in (ReportRun.Status.FAILED, ReportRun.Status.MISSED, ReportRun.Status.SKIPPED)
                 and not obj.per_recipient,
                 "can_send_to_the_rest": self.has_rerun_permission(request)
                 and obj.per_recipient
                 and obj.status in (ReportRun.Status.PARTIALLY_SENT, ReportRun.Status.FAILED),
                 "progress_url": reverse("admin:reporting_reportrun_progress", args=[obj.pk]),
+                "default_from_email": settings.DEFAULT_FROM_EMAIL,  # of a run made before it kept its sender
                 "progress_steps": [
                     ("queued", "Queued"),
                     ("fetching", "Fetching"),

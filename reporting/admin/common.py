@@ -16,6 +16,7 @@ RUN_MARKS = {
     ReportRun.Status.FAILED: ("failed", "✕"),
     ReportRun.Status.HELD: ("held", "⏸"),
     ReportRun.Status.MISSED: ("missed", "◌"),
+    ReportRun.Status.SKIPPED: ("skipped", "–"),
 }
 RUN_MARK_WORKING = ("working", "○")
 

@@ -85,6 +85,9 @@ class ReportAdmin(admin.ModelAdmin):
                     "charts",
                     "recipient_addresses",
                     "recipient_lists",
+                    ("from_name", "from_address"),
+                    "reply_to",
+                    "list_unsubscribe",
                 ]
             },
         ),
@@ -115,6 +118,22 @@ class ReportAdmin(admin.ModelAdmin):
                 ],
                 "description": "A run whose data fails a check is held, not sent; the owner is told, and staff "
                 "can send it anyway or re-run it from the run's page.",
+            },
+        ),
+        (
+            "Send only if",
+            {
+                "fields": [
+                    "send_only_if",
+                    ("threshold_figure_is", "threshold_figure"),
+                    ("threshold_operator", "threshold_value"),
+                ],
+                "description": "A scheduled run whose data does not meet the condition is <em>skipped</em>: "
+                "nothing is sent, the run's notes say why (<q>Not sent: only if the data changed, and it is the "
+                "same as run #12 sent on 1 Oct 2026.</q>), and nobody is alerted. Judged after the data checks, "
+                "on the rows the records path picks (a per-recipient report: on the whole answer, before it "
+                "is split). The figure and threshold are for <em>a figure crosses a threshold</em> only. "
+                "Run now, re-runs and tests always send.",
             },
         ),
     ]

@@ -61,7 +61,7 @@ def check_required_fields(*, rows: list[Any], fields: tuple[str, ...]) -> list[s
 
 def check_max_age(*, data: Any, path: str, max_hours: int, timezone: str, now: datetime) -> list[str]:
     """The timestamp at `path` must be at most `max_hours` old; a date counts from its midnight."""
-    value = _at_path(data, path)
+    value = value_at(data, path)
     if _is_empty(value):
         return [f"The timestamp field {path} is missing from the data, so its age cannot be checked."]
     moment = parse_timestamp(value, timezone=timezone)
@@ -86,7 +86,8 @@ def parse_timestamp(value: Any, *, timezone: str) -> datetime | None:
     return parsed
 
 
-def _at_path(data: Any, path: str) -> Any:
+def value_at(data: Any, path: str) -> Any:
+    """The value at the dotted `path` in `data` (list items by index), or None when there is none."""
     node = data
     for key in [part for part in path.split(".") if part]:
         node = _field(node, key)

@@ -39,8 +39,9 @@ class OutgoingEmail:
     html: str
     text: str
     attachments: list[Attachment]
-    from_email: str = ""
+    from_email: str = ""  # "": DEFAULT_FROM_EMAIL
     reply_to: str = ""
+    list_unsubscribe: str = ""  # a mailto: or https: link, for recipients outside REPORTING_INTERNAL_DOMAINS
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def build_message(
         from_email=email.from_email or settings.DEFAULT_FROM_EMAIL,
         to=[address],
         reply_to=[email.reply_to] if email.reply_to else None,
-        headers={"Message-ID": make_msgid(domain=_domain())},
+        headers={"Message-ID": make_msgid(domain=_domain()), **unsubscribe_headers(email.list_unsubscribe, address)},
         connection=backend,
     )
     html = email.html
@@ -105,6 +106,31 @@ def build_message(
             message.attach(attachment.filename, attachment.content, attachment.mimetype)
     message.attach_alternative(html, "text/html")
     return message
+
+
+def unsubscribe_headers(link: str, address: str) -> dict[str, str]:
+    """List-Unsubscribe for a recipient outside the company; with an https: link, one-click too (RFC 8058)."""
+    if not link or in_domains(address, settings.REPORTING["INTERNAL_DOMAINS"]):
+        return {}
+    headers = {"List-Unsubscribe": f"<{link}>"}
+    if link.lower().startswith("https:"):
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
+
+
+def domain_of(address: str) -> str:
+    """The domain of an email address, lower-cased ('' without one)."""
+    return address.rpartition("@")[2].strip().lower() if "@" in address else ""
+
+
+def in_domains(address: str, domains: list[str] | tuple[str, ...]) -> bool:
+    """Whether the address is at one of `domains`: "example.com" exactly, ".example.com" it and its subdomains."""
+    domain = domain_of(address)
+    for entry in domains:
+        entry = entry.lower()
+        if domain == entry.lstrip(".") or (entry.startswith(".") and domain.endswith(entry)):
+            return True
+    return False
 
 
 def _result(message: EmailMultiAlternatives) -> SendResult:
