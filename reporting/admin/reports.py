@@ -42,7 +42,7 @@ class ReportAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "period_kind", "data_source"]
     search_fields = ["name", "slug", "description"]
     prepopulated_fields = {"slug": ["name"]}
-    filter_horizontal = ["recipient_lists"]
+    filter_horizontal = ["recipient_lists", "destinations"]
     readonly_fields = ["schedule_in_words", "next_runs", "runs_link"]
     actions = ["run_now", "send_test"]
     fieldsets = [
@@ -77,6 +77,15 @@ class ReportAdmin(admin.ModelAdmin):
                     "recipient_addresses",
                     "recipient_lists",
                 ]
+            },
+        ),
+        (
+            "Slack, Teams and webhooks",
+            {
+                "fields": ["destinations"],
+                "description": "Besides the email, each run posts its headline figures and links to these "
+                "destinations (defined under Destinations), after the emails are sent; each is kept with the run "
+                "and can be resent from its page.",
             },
         ),
         (
