@@ -333,8 +333,8 @@ REPORTING = {
     # A destination's send is tried at most this many times when it answers 429 or 5xx (or cannot be
     # reached), waiting between tries with exponential backoff and jitter from the base delay, at least
     # its Retry-After and at most the longest delay; one that asks for longer fails in words. The worker
-    # waits in its task (its lease renewed), so keep the attempts times the longest delay well under
-    # CELERY_TASK_SOFT_TIME_LIMIT.
+    # waits in its task (its lease renewed), at most (attempts - 1) x the longest delay per delivery in
+    # all (Slack makes several requests): keep that well under CELERY_TASK_SOFT_TIME_LIMIT.
     "DESTINATION_MAX_ATTEMPTS": env_int("REPORTING_DESTINATION_MAX_ATTEMPTS", 4, minimum=1),
     "DESTINATION_RETRY_BASE_SECONDS": env_int("REPORTING_DESTINATION_RETRY_BASE_SECONDS", 2, minimum=1),
     "DESTINATION_RETRY_MAX_SECONDS": env_int("REPORTING_DESTINATION_RETRY_MAX_SECONDS", 30, minimum=1),

@@ -347,6 +347,26 @@ def test_a_service_that_keeps_failing_is_given_up_after_the_bounded_attempts(ser
     assert run.status == "partially_sent"
 
 
+def test_a_slack_delivery_waits_at_most_its_budget_in_all_across_its_requests(services, report, waits):
+    serve_slack(services)
+    slow_down = {"status": 429, "headers": {"Retry-After": "30"}}
+    for path in ["chat.postMessage", "chat.postMessage", "files.getUploadURLExternal", "files.completeUploadExternal"]:
+        services.expect_oneshot_request(f"/slack/api/{path}").respond_with_json(
+            {"ok": False, "error": "ratelimited"}, **slow_down
+        )
+    report.destinations.add(slack())
+
+    run = run_now(report)
+
+    assert waits == [30, 30, 30]  # 3 tries' worth of the longest wait (REPORTING_DESTINATION_MAX_ATTEMPTS 4)
+    delivery = run.deliveries.get(channel="slack")
+    assert delivery.status == "failed" and delivery.answer["ts"] == "1700000000.000100"
+    assert delivery.error == (
+        "The message was posted, but its files were not: Slack asked us to slow down (HTTP 429). "
+        "Given up: waiting again would take this delivery past 90 seconds of waiting in all."
+    )
+
+
 def test_a_retry_after_longer_than_the_longest_wait_fails_at_once_in_words(services, report, waits):
     services.expect_request("/hooks/ledger", method="POST").respond_with_data(
         "", status=429, headers={"Retry-After": "3600"}

@@ -219,6 +219,11 @@ class RetryPolicy:
             max_seconds=config.get("DESTINATION_RETRY_MAX_SECONDS", 30),
         )
 
+    @property
+    def budget_seconds(self) -> float:
+        """The most one delivery waits in all, however many requests it makes (Slack makes several)."""
+        return self.max_seconds * (self.attempts - 1)
+
     def wait_before_retry(self, retries: int, retry_after: float | None) -> float | None:
         """Exponential backoff with full jitter, at least the server's Retry-After; None when it asks for too long."""
         if retry_after is not None and retry_after > self.max_seconds:
@@ -256,6 +261,13 @@ class Attempts:
                     exc.message = (
                         f"{exc.message} It asked to be tried again in {exc.retry_after:g} seconds, longer than "
                         f"REPORTING_DESTINATION_RETRY_MAX_SECONDS ({self.policy.max_seconds:g}); given up."
+                    )
+                    exc.permanent = True
+                    raise
+                if sum(each["seconds"] for each in self.waited) + seconds > self.policy.budget_seconds:
+                    exc.message = (
+                        f"{exc.message} Given up: waiting again would take this delivery past "
+                        f"{self.policy.budget_seconds:g} seconds of waiting in all."
                     )
                     exc.permanent = True
                     raise
