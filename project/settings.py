@@ -107,7 +107,8 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "reporting.datasource",
     "reporting.recipient",
     {"model": "reporting.recipientlist", "m2m_fields": {"recipients"}},
-    {"model": "reporting.report", "m2m_fields": {"recipients", "recipient_lists"}},
+    {"model": "reporting.report", "m2m_fields": {"recipients", "recipient_lists", "destinations"}},
+    "reporting.destination",
     {"model": "auth.user", "exclude_fields": ["password", "last_login"], "m2m_fields": {"groups", "user_permissions"}},
     {"model": "auth.group", "m2m_fields": {"permissions"}},
     "django_celery_beat.periodictask",
@@ -326,6 +327,25 @@ REPORTING = {
     # subdomains), IP addresses and CIDR networks. Unset: loopback only with DEBUG on (the
     # embedded demo's API), nothing at all otherwise. See reporting.pipeline.fetch.HostAllowlist.
     "ALLOWED_SOURCE_HOSTS": env_list("REPORTING_ALLOWED_SOURCE_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else []),
+    # Destinations besides email (reporting/pipeline/outgoing.py). Slack's Web API, which tests point
+    # at a server on loopback; it is the operator's, so it is not checked against an allowlist.
+    "SLACK_API_URL": env_str("REPORTING_SLACK_API_URL", "https://slack.com/api/"),
+    # Hosts Teams and webhook destinations may post to, written as ALLOWED_SOURCE_HOSTS (host
+    # names, ".example.com", IP addresses, networks) and checked the same way, on the open socket
+    # too. Unset: loopback only with DEBUG on, nothing at all otherwise.
+    "ALLOWED_DESTINATION_HOSTS": env_list(
+        "REPORTING_ALLOWED_DESTINATION_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else []
+    ),
+    # A destination's send is tried at most this many times when it answers 429 or 5xx (or cannot be
+    # reached), waiting between tries with exponential backoff and jitter from the base delay, at least
+    # its Retry-After and at most the longest delay; one that asks for longer fails in words. The worker
+    # waits in its task (its lease renewed), at most (attempts - 1) x the longest delay per delivery in
+    # all (Slack makes several requests): keep that well under CELERY_TASK_SOFT_TIME_LIMIT.
+    "DESTINATION_MAX_ATTEMPTS": env_int("REPORTING_DESTINATION_MAX_ATTEMPTS", 4, minimum=1),
+    "DESTINATION_RETRY_BASE_SECONDS": env_int("REPORTING_DESTINATION_RETRY_BASE_SECONDS", 2, minimum=1),
+    "DESTINATION_RETRY_MAX_SECONDS": env_int("REPORTING_DESTINATION_RETRY_MAX_SECONDS", 30, minimum=1),
+    # Seconds to wait for a destination's connection and for its answer.
+    "DESTINATION_TIMEOUT_SECONDS": env_int("REPORTING_DESTINATION_TIMEOUT_SECONDS", 30, minimum=1),
     # Failure alerts: at most one email per address in this many minutes (a digest of every
     # run that failed, was held or was missed meanwhile).
     "ALERT_INTERVAL_MINUTES": env_int("REPORTING_ALERT_INTERVAL_MINUTES", 15, minimum=1),

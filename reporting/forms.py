@@ -105,6 +105,7 @@ class ReportForm(forms.ModelForm):
             "email_max_rows",
             "charts",
             "recipient_lists",
+            "destinations",
             "audience",
             "per_recipient_data",
             "split_field",
@@ -218,6 +219,7 @@ class ReportForm(forms.ModelForm):
     def clean(self) -> dict:
         cleaned = super().clean()
         self._check_max_age_pair(cleaned)
+        self._check_destinations(cleaned)
         if cleaned.get("enabled") and not _has_active_address(cleaned):
             self.add_error(
                 "recipient_addresses",
@@ -297,6 +299,16 @@ class ReportForm(forms.ModelForm):
             weekday=int(cleaned.get("schedule_weekday") or 1),
             day=cleaned.get("schedule_day") or 1,
         )
+
+    def _check_destinations(self, cleaned: dict) -> None:
+        """Slack, Teams and webhooks get one message per run: a report that sends each recipient their own
+        data has no one message to give them (it would be someone's data, or everyone's)."""
+        if cleaned.get("audience") == Report.Audience.EACH and cleaned.get("destinations"):
+            self.add_error(
+                "destinations",
+                "A report that sends each recipient their own report cannot also post to Slack, Teams or a "
+                "webhook: remove its destinations, or send the same email to every recipient.",
+            )
 
     def _check_max_age_pair(self, cleaned: dict) -> None:
         """The age check needs both its field and its limit."""

@@ -274,6 +274,14 @@ class Report(models.Model):
     )
     recipients = models.ManyToManyField(Recipient, blank=True, related_name="reports")
     recipient_lists = models.ManyToManyField(RecipientList, blank=True, related_name="reports")
+    destinations = models.ManyToManyField(
+        "Destination",
+        blank=True,
+        related_name="reports",
+        help_text="Besides the email: Slack channels, Teams channels and webhooks that get each run's headline "
+        "figures and links (Slack: its files too), after the emails are sent. Not for a report that sends each "
+        "recipient their own report, nor for test sends.",
+    )
     audience = models.CharField(
         max_length=10,
         choices=Audience,
@@ -830,8 +838,93 @@ class RunAttachment(models.Model):
         return self.filename
 
 
+def validate_destination_variable(name: str) -> None:
+    """The secret-variable rule of data sources, in a destination's words."""
+    problem = fetch.secret_variable_problem(name)
+    if problem:
+        raise ValidationError(problem.replace("a data source's secret", "a destination's secret"))
+
+
+class Destination(models.Model):
+    """Where a run goes besides email: a Slack channel, a Microsoft Teams channel or a signed webhook.
+
+    Its token or URL is a secret: only the name of the environment variable holding it is kept.
+    """
+
+    class Kind(models.TextChoices):
+        SLACK = "slack", "Slack channel (bot token)"
+        TEAMS = "teams", "Microsoft Teams (Workflows webhook)"
+        WEBHOOK = "webhook", "Webhook (signed JSON)"
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind)
+    enabled = models.BooleanField(default=True, help_text="A disabled destination gets nothing (its reports keep it).")
+    secret_env_var = models.CharField(
+        "token or URL environment variable",
+        max_length=100,
+        validators=[ENV_VAR_NAME, validate_destination_variable],
+        help_text="The NAME of the environment variable that holds, on the workers, the Slack bot token "
+        "(xoxb-…) or the Teams or webhook URL. It must start with REPORTING_SECRET_ (or be listed in "
+        "REPORTING_SECRET_ENV_VARS). The token or URL itself is never stored here.",
+    )
+    slack_channel = models.CharField(
+        "Slack channel ID",
+        max_length=30,
+        blank=True,
+        validators=[RegexValidator(r"^[CGD][A-Z0-9]{2,29}$", "A Slack channel ID, such as C0123ABCD.")],
+        help_text="Slack only: the channel's ID (in Slack: the channel's details, at the bottom), e.g. C0123ABCD. "
+        "Invite the app to the channel.",
+    )
+    attach_csv = models.BooleanField("CSV", default=True, help_text="Slack: upload the run's CSV; webhook: link to it.")
+    attach_xlsx = models.BooleanField(
+        "Excel", default=False, help_text="Slack: upload the run's Excel file; webhook: link to it."
+    )
+    signing_secret_env_var = models.CharField(
+        "signing secret environment variable",
+        max_length=100,
+        blank=True,
+        validators=[ENV_VAR_NAME, validate_destination_variable],
+        help_text="Webhook only: the NAME of the environment variable holding the secret that signs each "
+        "request (X-Report-Signature, HMAC-SHA256), by the same rule.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        errors = {}
+        if self.kind == self.Kind.SLACK and not self.slack_channel:
+            errors["slack_channel"] = "A Slack destination needs the ID of its channel."
+        if self.kind != self.Kind.SLACK and self.slack_channel:
+            errors["slack_channel"] = "Only a Slack destination has a channel: its URL says where it posts."
+        if self.kind == self.Kind.WEBHOOK and not self.signing_secret_env_var:
+            errors["signing_secret_env_var"] = "A webhook needs a signing secret, so its receiver can check it is us."
+        if self.kind != self.Kind.WEBHOOK and self.signing_secret_env_var:
+            errors["signing_secret_env_var"] = "Only a webhook signs its requests."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def described(self) -> str:
+        """The destination as a delivery keeps it: "Slack #C0123ABCD: Finance", "Webhook: Ledger"."""
+        where = f" #{self.slack_channel}" if self.kind == self.Kind.SLACK else ""
+        return f"{self.Kind(self.kind).label.split(' (')[0]}{where}: {self.name}"
+
+
 class Delivery(models.Model):
-    """One email of a run to one address: the original send or a resend."""
+    """One email of a run to one address, or one message to a destination: the original send or a resend."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        SLACK = "slack", "Slack"
+        TEAMS = "teams", "Microsoft Teams"
+        WEBHOOK = "webhook", "Webhook"
 
     class Kind(models.TextChoices):
         ORIGINAL = "original", "Original send"
@@ -852,6 +945,22 @@ class Delivery(models.Model):
         RunPart, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries", editable=False
     )
     address = models.EmailField()
+    channel = models.CharField(max_length=10, choices=Channel, default=Channel.EMAIL)
+    destination = models.ForeignKey(
+        Destination, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries", editable=False
+    )
+    target = models.CharField(
+        max_length=300, blank=True, help_text="A destination's delivery: the destination as it was when sent."
+    )
+    payload = models.JSONField(
+        default=dict, blank=True, help_text="A destination's delivery: what was sent (a resend sends it again)."
+    )
+    answer = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="A destination's delivery: what the service answered (status, Slack's message and file ids, "
+        "the tries that had to wait), without any secret.",
+    )
     kind = models.CharField(max_length=10, choices=Kind, default=Kind.ORIGINAL)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -868,14 +977,26 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         constraints = [
             models.UniqueConstraint(
-                fields=["run", "address"], condition=Q(kind="original"), name="one_original_delivery_per_address"
-            )
+                fields=["run", "address"],
+                condition=Q(kind="original", channel="email"),
+                name="one_original_delivery_per_address",
+            ),
+            models.UniqueConstraint(
+                fields=["run", "destination"],
+                condition=Q(kind="original", destination__isnull=False),
+                name="one_original_delivery_per_destination",
+            ),
         ]
         # The admin finds the runs sent to an address with address__iexact (UPPER(address)).
         indexes = [models.Index(Upper("address"), name="delivery_address_upper_idx")]
 
     def __str__(self) -> str:
-        return f"{self.address} ({self.get_status_display()})"
+        return f"{self.to} ({self.get_status_display()})"
+
+    @property
+    def to(self) -> str:
+        """Where it went, as staff read it: the address, or the destination."""
+        return self.address if self.channel == self.Channel.EMAIL else self.target
 
 
 class Heartbeat(models.Model):

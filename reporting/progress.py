@@ -19,10 +19,14 @@ def run_progress(*, run_id: int) -> dict[str, Any]:
     and its recipient reports counted by status)."""
     run = ReportRun.objects.only("status", "error", "per_recipient").get(pk=run_id)
     finished = run.status not in ReportRun.WORKING
-    latest = Delivery.objects.filter(run_id=run_id).only("address", "kind", "status", "error").order_by("-pk")
+    latest = (
+        Delivery.objects.filter(run_id=run_id)
+        .only("address", "channel", "target", "kind", "status", "error")
+        .order_by("-pk")
+    )
     deliveries = [
         {
-            "address": delivery.address,
+            "address": delivery.to,  # an email's address, or a destination (Slack, Teams, a webhook)
             "kind": delivery.kind,
             "status": delivery.status,
             "status_label": delivery.get_status_display(),

@@ -37,7 +37,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from reporting import attachments, parts, schedules
+from reporting import attachments, destinations, parts, schedules
 from reporting.addresses import check_addresses, check_some_address_is_valid
 from reporting.archive import fail_queued_deliveries, send_deliveries, snapshot_data
 from reporting.models import Delivery, Recipient, Report, ReportRun
@@ -283,7 +283,8 @@ def execute_run(*, run_id: int, final_attempt: bool | None = True) -> ReportRun:
             _retry_later(run, exc.message, exc.retry_after)
     except deliver.DeliveryError as exc:  # the mail server could not be reached at all
         if final_attempt:
-            fail_queued_deliveries(run.deliveries.filter(kind=Delivery.Kind.ORIGINAL), exc.message)
+            fail_queued_deliveries(run.deliveries.filter(kind=Delivery.Kind.ORIGINAL, channel="email"), exc.message)
+            destinations.deliver_to_destinations(run, keep_alive=lambda: _set(run))  # they need no mail server
             _finish(run)
         else:
             _retry_later(run, exc.message, None)
@@ -639,6 +640,8 @@ def _deliver_stage(run: ReportRun) -> None:
     # Still "sending" from an attempt whose worker died: the server may have taken it.
     originals.filter(status=Delivery.Status.SENDING).update(status=Delivery.Status.FAILED, error=INTERRUPTED)
     send_deliveries(run, list(originals.filter(status=Delivery.Status.QUEUED)), after_each=lambda: _renew_lease(run))
+    # Then Slack, Teams and webhooks, by the same rules (reporting.destinations).
+    destinations.deliver_to_destinations(run, keep_alive=lambda: _set(run))
     _finish(run)
 
 
@@ -652,18 +655,28 @@ def _finish(run: ReportRun) -> None:
     originals = list(run.deliveries.filter(kind=Delivery.Kind.ORIGINAL))
     accepted = [d for d in originals if d.status in Delivery.ACCEPTED]
     failed = [d for d in originals if d.status not in Delivery.ACCEPTED]
+    emails = [d for d in originals if d.channel == Delivery.Channel.EMAIL]
+    failed_emails = [d for d in failed if d.channel == Delivery.Channel.EMAIL]
+    failed_elsewhere = [d for d in failed if d.channel != Delivery.Channel.EMAIL]
     if not failed:
         status, error = Status.SENT, ""
     elif accepted:
-        status = Status.PARTIALLY_SENT
-        error = f"{len(failed)} of {len(originals)} addresses did not get the email: " + _first_errors(failed)
+        status, error = Status.PARTIALLY_SENT, ""
+        if failed_emails:
+            error = f"{len(failed_emails)} of {len(emails)} addresses did not get the email: " + _first_errors(
+                failed_emails
+            )
     else:
-        status, error = Status.FAILED, "No address got the email: " + _first_errors(failed)
+        status, error = Status.FAILED, ""
+        if emails:
+            error = "No address got the email: " + _first_errors(failed_emails)
+    if failed_elsewhere:  # Slack, Teams, webhooks
+        error = f"{error} {destinations.failures_in_words(failed_elsewhere)}".strip()
     _end(run, status=status, error=error)
 
 
 def _first_errors(deliveries: list[Delivery]) -> str:
-    shown = "; ".join(f"{d.address}: {d.error}" for d in deliveries[:3])
+    shown = "; ".join(f"{d.to}: {d.error}" for d in deliveries[:3])
     return shown + (f"; and {len(deliveries) - 3} more" if len(deliveries) > 3 else "")
 
 

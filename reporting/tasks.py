@@ -9,7 +9,7 @@ from datetime import datetime
 from celery import shared_task
 
 from reporting import alerts, retention
-from reporting.services import archive, catch_up, deadlines, runs
+from reporting.services import archive, catch_up, deadlines, destinations, runs
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -42,6 +42,12 @@ def work_on_parts(run_id: int, part_ids: list[int]) -> None:
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def send_resend(run_id: int, delivery_ids: list[int]) -> None:
     archive.send_resend(run_id=run_id, delivery_ids=delivery_ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def send_to_destinations(run_id: int, delivery_ids: list[int]) -> None:
+    """A resend to Slack, Teams or a webhook: each delivery sent once (one left "sending" is not sent again)."""
+    destinations.send_to_destinations(run_id=run_id, delivery_ids=delivery_ids)
 
 
 @shared_task

@@ -196,8 +196,11 @@ def permission_groups():
 
     migration = importlib.import_module("reporting.migrations.0006_permission_groups")
     if Group.objects.filter(name__in=migration.GROUPS).count() < len(migration.GROUPS):
-        state = MigrationExecutor(connection).loader.project_state(("reporting", "0006_permission_groups"))
-        migration.install_groups(state.apps, None)
+        loader = MigrationExecutor(connection).loader
+        migration.install_groups(loader.project_state(("reporting", "0006_permission_groups")).apps, None)
+        # And the permissions later migrations gave the groups.
+        destinations = importlib.import_module("reporting.migrations.0016_destinations")
+        destinations.grant_destination_permissions(loader.project_state(("reporting", "0016_destinations")).apps, None)
 
 
 STATEMENT_TEMPLATE = (

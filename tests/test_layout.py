@@ -105,6 +105,12 @@ def test_the_email_shows_the_labels_formats_sort_totals_and_headline_of_the_layo
     assert "€15,234.50" in text and "Instrument" in text
 
 
+def test_a_headline_total_is_written_in_its_figures_format():
+    laid = layout.lay_out(layout.parse(LAYOUT), DATA, ROWS, shown=0, locale="en-GB", zone=ZoneInfo("UTC"))
+
+    assert [figure["text"] for figure in laid["headline"]] == ["€28,154.60", "-€242.75", "3"]
+
+
 def test_the_same_layout_in_german_writes_numbers_amounts_and_dates_as_germans_do():
     html = plain(render(request(locale="de-DE")).html)
     assert "15.234,50 €" in html and "-310,25 €" in html and "31.10.2026" in html

@@ -23,7 +23,7 @@ from django_celery_beat.models import (
 )
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from reporting.models import Delivery, Recipient, Report, ReportRun, RunAttachment, RunPart
+from reporting.models import Delivery, Destination, Recipient, Report, ReportRun, RunAttachment, RunPart
 from tests import factories
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery", "permission_groups")]
@@ -142,8 +142,29 @@ def objects(report, archived_run, held_run, django_user_model):
         file=ContentFile(b"a,b\n1,2", name="rows.csv"),
     )
     found[("reporting", "runpart")] = part
+    destination = Destination.objects.create(
+        name="Ledger",
+        kind="webhook",
+        secret_env_var="REPORTING_SECRET_HOOK",
+        signing_secret_env_var="REPORTING_SECRET_SIG",
+    )
+    found[("reporting", "destination")] = destination
+    to_destination = Delivery.objects.create(
+        run=archived_run,
+        channel="webhook",
+        destination=destination,
+        target=destination.described,
+        payload={"run": {"id": archived_run.pk}},
+        status=Delivery.Status.SENT,
+    )
     attachment = archived_run.attachments.get(part__isnull=True)
-    return {**found, "held": held_run, "attachment": attachment, "part_attachment": part_file}
+    return {
+        **found,
+        "held": held_run,
+        "attachment": attachment,
+        "part_attachment": part_file,
+        "destination_delivery": to_destination,
+    }
 
 
 def admin_patterns(patterns=None, prefix: str = ""):
@@ -178,6 +199,7 @@ def url(name: str, objects) -> str:
             objects["part_attachment" if name.startswith("reporting_runpart") else "attachment"].pk
         ),
         "part_id": lambda: objects["reporting", "runpart"].pk,
+        "delivery_id": lambda: objects["destination_delivery"].pk,
         "pk": lambda: objects[model].pk,
         "id": lambda: objects[model].pk,
         "content_type_id": lambda: ContentType.objects.get_for_model(Report).pk,
@@ -244,6 +266,7 @@ MODEL_PAGES = {
         "export": [200, 200, 403, 403, 302, 302],  # a file of what the list shows: whoever may view it
     },
     ("reporting", "recipientlist"): VIEWED_EDITED,
+    ("reporting", "destination"): VIEWED_EDITED,
     ("django_celery_beat", "periodictask"): SCHEDULES,
     ("django_celery_beat", "crontabschedule"): SCHEDULES,
     ("django_celery_beat", "intervalschedule"): STAFF_ONLY_MODEL,
@@ -279,6 +302,7 @@ OTHER_PAGES = {
     "reporting_reportrun_attachment": [200, 403, 200, 403, 302, 302],
     "reporting_reportrun_email_html": [200, 403, 200, 403, 302, 302],
     "reporting_reportrun_resend": [403, 403, 200, 403, 302, 302],
+    "reporting_reportrun_resend_destination": [403, 403, 200, 403, 302, 302],  # its confirmation page
     "reporting_reportrun_release": [403, 403, 200, 403, 302, 302],
     "reporting_reportrun_rerun_held": [403, 403, 200, 403, 302, 302],
     "reporting_reportrun_progress": [200, 403, 200, 403, 302, 302],
@@ -452,6 +476,7 @@ def test_the_groups_hold_exactly_their_permissions():
         "reporting.view_datasource",
         "reporting.view_recipient",
         "reporting.view_recipientlist",
+        "reporting.view_destination",  # migration 0016
     }
     assert codenames("Report senders") == {
         "reporting.view_report",
@@ -464,6 +489,7 @@ def test_the_groups_hold_exactly_their_permissions():
     }
     editors = codenames("Report editors")
     assert {"reporting.add_report", "reporting.delete_datasource", "reporting.change_recipientlist"} <= editors
+    assert {"reporting.add_destination", "reporting.change_destination", "reporting.delete_destination"} <= editors
     assert {"django_celery_beat.change_periodictask", "django_celery_beat.change_crontabschedule"} <= editors
     assert not any(name.endswith("reportrun") for name in editors)
 

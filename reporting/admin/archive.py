@@ -25,7 +25,8 @@ from django.utils.html import format_html
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
-from reporting import archive, parts, progress
+from reporting import archive, destinations, parts, progress
+from reporting.admin import destinations as destinations_admin
 from reporting.admin.common import runs_of_report_url
 from reporting.forms import ResendForm
 from reporting.models import Delivery, Report, ReportRun, RunAttachment, RunPart
@@ -54,7 +55,8 @@ class DeliveryInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).select_related("requested_by")
+        # The emails; Slack, Teams and webhooks are listed apart, with their answers (change_form.html).
+        return super().get_queryset(request).filter(channel=Delivery.Channel.EMAIL).select_related("requested_by")
 
 
 class ReportFilter(admin.SimpleListFilter):
@@ -316,6 +318,11 @@ class ReportRunAdmin(admin.ModelAdmin):
             ),
             path("<int:run_id>/email.html", wrap(self.email_html_view), name="reporting_reportrun_email_html"),
             path("<int:run_id>/resend/", wrap(self.resend_view), name="reporting_reportrun_resend"),
+            path(
+                "<int:run_id>/destinations/<int:delivery_id>/resend/",
+                wrap(self.resend_destination_view),
+                name="reporting_reportrun_resend_destination",
+            ),
             path("<int:run_id>/send-anyway/", wrap(self.release_view), name="reporting_reportrun_release"),
             path("<int:run_id>/rerun-held/", wrap(self.rerun_held_view), name="reporting_reportrun_rerun_held"),
             path("<int:run_id>/progress.json", wrap(self.progress_view), name="reporting_reportrun_progress"),
@@ -392,6 +399,11 @@ class ReportRunAdmin(admin.ModelAdmin):
                 and obj.status in (ReportRun.Status.PARTIALLY_SENT, ReportRun.Status.FAILED),
                 "progress_url": reverse("admin:reporting_reportrun_progress", args=[obj.pk]),
                 "default_from_email": settings.DEFAULT_FROM_EMAIL,  # of a run made before it kept its sender
+                "destination_deliveries": [
+                    (delivery, destinations.answer_in_words(delivery.answer))
+                    for delivery in destinations.deliveries_of(obj)
+                ],
+                "can_resend_destinations": self.has_resend_permission(request) and obj.is_rendered,
                 "progress_steps": [
                     ("queued", "Queued"),
                     ("fetching", "Fetching"),
@@ -464,6 +476,9 @@ class ReportRunAdmin(admin.ModelAdmin):
 
     def resend_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
         return self._resend_page(request, ReportRun.objects.filter(pk=run_id))
+
+    def resend_destination_view(self, request: HttpRequest, run_id: int, delivery_id: int) -> HttpResponse:
+        return destinations_admin.resend_to_destination_page(self, request, run_id, delivery_id)
 
     @admin.action(description="Resend the archived email", permissions=["resend"])
     def resend(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:

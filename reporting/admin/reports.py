@@ -43,7 +43,7 @@ class ReportAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "period_kind", "data_source"]
     search_fields = ["name", "slug", "description"]
     prepopulated_fields = {"slug": ["name"]}
-    filter_horizontal = ["recipient_lists"]
+    filter_horizontal = ["recipient_lists", "destinations"]
     readonly_fields = ["schedule_in_words", "next_runs", "runs_link"]
     actions = ["run_now", "send_test"]
     fieldsets = [
@@ -89,6 +89,15 @@ class ReportAdmin(admin.ModelAdmin):
                     "reply_to",
                     "list_unsubscribe",
                 ]
+            },
+        ),
+        (
+            "Slack, Teams and webhooks",
+            {
+                "fields": ["destinations"],
+                "description": "Besides the email, each run posts its headline figures and links to these "
+                "destinations (defined under Destinations), after the emails are sent; each is kept with the run "
+                "and can be resent from its page.",
             },
         ),
         (

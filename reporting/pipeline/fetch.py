@@ -121,9 +121,11 @@ class HostAllowlist:
     names: frozenset[str] = frozenset()
     domains: tuple[str, ...] = ()
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # The setting the entries come from, named in refusals (destinations have their own).
+    setting: str = SETTING
 
     @classmethod
-    def from_entries(cls, entries: tuple[str, ...] | list[str]) -> HostAllowlist:
+    def from_entries(cls, entries: tuple[str, ...] | list[str], *, setting: str = SETTING) -> HostAllowlist:
         """Parse the setting's entries; a malformed one is a permanent FetchError naming it."""
         names, domains, networks = set(), [], []
         for raw in entries:
@@ -137,11 +139,11 @@ class HostAllowlist:
                 names.add(entry)
             elif entry:
                 raise FetchError(
-                    f"{SETTING} has an entry that is not a host name, a domain (.example.com), "
+                    f"{setting} has an entry that is not a host name, a domain (.example.com), "
                     f"an IP address or a network: {raw!r}.",
                     permanent=True,
                 )
-        return cls(names=frozenset(names), domains=tuple(domains), networks=tuple(networks))
+        return cls(names=frozenset(names), domains=tuple(domains), networks=tuple(networks), setting=setting)
 
     def check_url(self, url: str, *, redirected: bool = False) -> None:
         """Raise a permanent FetchError unless the URL is http(s), without user:password, to an allowed host."""
@@ -187,7 +189,7 @@ class HostAllowlist:
             return
         described = f"{kind} (cloud metadata)" if metadata else kind
         article = "an" if described[0] in "aeiou" else "a"
-        advice = "" if metadata else f" List the exact host name or the address in {SETTING} to allow it."
+        advice = "" if metadata else f" List the exact host name or the address in {self.setting} to allow it."
         raise FetchError(
             f"{host} resolved to {ip}, {article} {described} address, which is refused.{advice}", permanent=True
         )
@@ -377,7 +379,24 @@ def secret_forms(auth: Auth, secret: str) -> list[str]:
         encoded = part.encode()
         forms |= {part, escaped, escaped.replace("/", "\\/"), quote(part, safe=""), quote_plus(part)}
         forms |= {base64.b64encode(encoded).decode(), base64.urlsafe_b64encode(encoded).decode()}
+        forms |= _url_secret_parts(part)
     return sorted((form for form in forms if len(form) >= 4), key=len, reverse=True)
+
+
+def _url_secret_parts(secret: str) -> set[str]:
+    """A secret that is a URL (a webhook's): its path and query, which libraries log and quote without the host.
+
+    Parts under 8 characters ("/", "/hook") are left: they say nothing and occur everywhere.
+    """
+    try:
+        parts = urlsplit(secret)
+    except ValueError:
+        return set()
+    if parts.scheme.lower() not in SCHEMES or not parts.netloc:
+        return set()
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    values = [value for pair in parts.query.split("&") for value in pair.partition("=")[2:]]
+    return {part for part in (target, parts.path, *values) if len(part) >= 8}
 
 
 def redact(text: str, forms: list[str]) -> str:
@@ -395,7 +414,7 @@ class SecretLogFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        forms = _secret_forms_in_environment()
+        forms = secret_forms_in_environment()
         if not forms:
             return True
         message = record.getMessage()
@@ -407,7 +426,8 @@ class SecretLogFilter(logging.Filter):
         return True
 
 
-def _secret_forms_in_environment() -> list[str]:
+def secret_forms_in_environment() -> list[str]:
+    """Every form of the value of every environment variable a data source or destination may name, longest first."""
     forms: set[str] = set()
     for name, value in os.environ.items():
         if value.strip() and not secret_variable_problem(name):
@@ -457,6 +477,18 @@ def source_session(request: FetchRequest) -> requests.Session:
     connection's address is still checked when it is made.
     """
     return _session_for(request, allowed_source_hosts(request.allowed_hosts), None)
+
+
+def guarded_session(allowlist: HostAllowlist) -> requests.Session:
+    """A session whose every connection's address is checked against `allowlist` before a byte is sent.
+
+    It uses no proxy and no ~/.netrc, keeps no cookies and follows no redirect by itself.
+    """
+    http = _SourceSession()
+    http.mount("http://", _GuardedAdapter(allowlist))
+    http.mount("https://", _GuardedAdapter(allowlist))
+    http.allowlist = allowlist
+    return http
 
 
 def _session_for(request: FetchRequest, allowlist: HostAllowlist, session: requests.Session | None) -> requests.Session:
@@ -876,7 +908,7 @@ def _check_status(response: requests.Response, reader: _BoundedReader) -> None:
         raise FetchError(
             f"The data source is unavailable right now (HTTP {status} {response.reason}).",
             permanent=False,
-            retry_after=_retry_after(response.headers.get("Retry-After")),
+            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
         )
     words = {401: "refused our credentials", 403: "refused access", 404: "has no such resource"}
     raise FetchError(
@@ -912,7 +944,7 @@ def _too_large(size: int, max_bytes: int, *, at_least: bool = False) -> str:
     return f"The data source's answer is too large ({amount}; the limit is {filesizeformat(max_bytes)})."
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
     """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
     if not value:
         return None

@@ -114,7 +114,7 @@ def as_number(value: Any) -> Decimal | None:
     """
     if isinstance(value, bool):
         return None
-    if isinstance(value, Decimal):
+    if isinstance(value, Decimal):  # a total the layout added up (a headline figure's total_of)
         return value if value.is_finite() else None
     if isinstance(value, int):
         return Decimal(value)

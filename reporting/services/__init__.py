@@ -7,6 +7,7 @@ through `enqueue` after commit. Below it: the orchestrator (reporting.runs), the
 
     runs.py       run now, send test, re-run, send anyway, re-run held, scheduled run, work on a run
     archive.py    resend, legal hold
+    destinations.py  resend to a Slack, Teams or webhook destination
     reports.py    create or change a report (its schedule and recipients too), delete reports
     catch_up.py   the catch-up sweep: run late, or record as missed, the slots beat never started
     deadlines.py  the deadline sweep: publish again once, then fail, any run past its deadline

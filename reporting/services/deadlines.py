@@ -25,7 +25,7 @@ from django.db.models import Case, F, TextField, Value, When
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from reporting import audit, parts, runs
+from reporting import audit, destinations, parts, runs
 from reporting.models import AuditEvent, Delivery, ReportRun
 from reporting.services.enqueue import EXECUTE_RUN, enqueue
 from reporting.timing import local_time
@@ -161,9 +161,12 @@ def _close_deliveries(run: ReportRun) -> str:
     originals.filter(status=Delivery.Status.QUEUED).update(
         status=Delivery.Status.FAILED, error="Not sent: the run failed at its deadline."
     )
-    originals.filter(status=Delivery.Status.SENDING).update(status=Delivery.Status.FAILED, error=runs.INTERRUPTED)
-    total = originals.count()
-    accepted = originals.filter(status__in=Delivery.ACCEPTED).count()
+    sending = originals.filter(status=Delivery.Status.SENDING)
+    sending.filter(channel=Delivery.Channel.EMAIL).update(status=Delivery.Status.FAILED, error=runs.INTERRUPTED)
+    sending.update(status=Delivery.Status.FAILED, error=destinations.INTERRUPTED)  # Slack, Teams, webhooks
+    emails = originals.filter(channel=Delivery.Channel.EMAIL)
+    total = emails.count()
+    accepted = emails.filter(status__in=Delivery.ACCEPTED).count()
     if accepted:
         return f"{accepted} of {total} addresses got the email; resend it to the others from this run's page."
     if total:

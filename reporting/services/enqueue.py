@@ -11,6 +11,7 @@ log = logging.getLogger(__name__)
 
 EXECUTE_RUN = "reporting.tasks.execute_run"
 SEND_RESEND = "reporting.tasks.send_resend"
+SEND_TO_DESTINATIONS = "reporting.tasks.send_to_destinations"
 WORK_ON_PARTS = "reporting.tasks.work_on_parts"
 
 

@@ -14,7 +14,12 @@ from reporting.models import AuditEvent, Recipient, Report
 
 Action = AuditEvent.Action
 User = AbstractBaseUser | AnonymousUser | None
-_LABELS = {"schedule": "schedule", "recipients": "recipients", "recipient_lists": "recipient lists"}
+_LABELS = {
+    "schedule": "schedule",
+    "recipients": "recipients",
+    "recipient_lists": "recipient lists",
+    "destinations": "destinations",
+}
 
 
 def save_report(
@@ -93,6 +98,7 @@ def report_state(report_id: int) -> dict[str, object]:
     )
     state["recipients"] = sorted(report.recipients.values_list("email", flat=True))
     state["recipient_lists"] = sorted(report.recipient_lists.values_list("name", flat=True))
+    state["destinations"] = sorted(report.destinations.values_list("name", flat=True))
     return state
 
 

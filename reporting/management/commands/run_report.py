@@ -24,6 +24,6 @@ class Command(BaseCommand):
         run = runs.run_now_here(report_id=report.pk, period_day=period_start)
         self.stdout.write(f"Run #{run.pk} of {report.name} for {run.period_label}: {run.get_status_display()}.")
         for delivery in run.deliveries.all():
-            self.stdout.write(f"  {delivery.address}: {delivery.get_status_display()} {delivery.error}".rstrip())
+            self.stdout.write(f"  {delivery.to}: {delivery.get_status_display()} {delivery.error}".rstrip())
         if run.status == run.Status.FAILED:
             raise CommandError(run.error)
