@@ -90,6 +90,7 @@ def preview_view(admin: ModelAdmin, request: HttpRequest) -> JsonResponse:
             "recipient": shown.recipient,
             "recipient_note": shown.recipient_note,
             "checks_failed": shown.checks_failed,
+            "skipped": shown.skipped,
             "files": [
                 {"filename": file.filename, "size": filesizeformat(file.size), "inline": file.inline}
                 for file in shown.files

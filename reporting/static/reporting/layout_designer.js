@@ -444,7 +444,8 @@
       }
       this.previewStatus.dataset.state = "ok";
       const whom = answer.recipient ? ` as ${answer.recipient} would get it` : "";
-      const held = answer.checks_failed.length ? ` It would be held: ${answer.checks_failed.join(" ")}` : "";
+      let held = answer.checks_failed.length ? ` It would be held: ${answer.checks_failed.join(" ")}` : "";
+      if (answer.skipped) held += ` A scheduled run would be skipped: ${answer.skipped}`;
       this.previewStatus.textContent = `${answer.period}, ${answer.row_count} row${answer.row_count === 1 ? "" : "s"}${whom}.${held} ${answer.recipient_note || ""}`;
       this.root.querySelector("[data-preview-subject]").textContent = answer.subject;
       this.frame.srcdoc = answer.html; // sandbox="" and the frame's own policy: no script, no network
