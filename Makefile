@@ -7,7 +7,7 @@ export REPORTING_SITE_URL ?= http://127.0.0.1:$(PORT)
 # The demo's data source is the project's own API on 127.0.0.1 (see REPORTING_SITE_URL).
 export REPORTING_ALLOWED_SOURCE_HOSTS ?= 127.0.0.1,localhost
 
-.PHONY: run test test-sqlite test-postgres browser-deps bench chaos lint migrations-check format install install-dev clean
+.PHONY: run test test-sqlite test-postgres browser-deps pdf-deps bench chaos lint migrations-check format install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,22 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.installed
 
-install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+install: $(VENV)/.installed pdf-deps
+install-dev: $(VENV)/.installed-dev pdf-deps
+
+## The PDF attachment's system libraries: WeasyPrint loads pango (with harfbuzz and fontconfig).
+## Installed from Debian's packages when missing; where that cannot be done, it says what is missing
+## and goes on (reports without a PDF do not need them; one with a PDF fails its run in those words).
+PDF_LIBRARIES := pango-1.0 pangoft2-1.0 harfbuzz fontconfig
+PDF_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
+HAS_PDF_LIBRARIES = $(PYTHON) -c "import ctypes.util, sys; sys.exit(not all(map(ctypes.util.find_library, sys.argv[1:])))" $(PDF_LIBRARIES)
+pdf-deps:
+	@$(HAS_PDF_LIBRARIES) || { echo "installing pango for the PDF attachment (WeasyPrint): $(PDF_PACKAGES)"; \
+	  $(SUDO) apt-get install -y -q $(PDF_PACKAGES) >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q $(PDF_PACKAGES) >/dev/null 2>&1; }; }; \
+	$(HAS_PDF_LIBRARIES) || echo "MISSING for the PDF attachment: the system library pango (libpango-1.0.so.0, \
+	libpangoft2-1.0.so.0, with harfbuzz and fontconfig). Install it: apt-get install $(PDF_PACKAGES) \
+	(Debian, Ubuntu), or brew install pango (macOS)." >&2
 
 ## make run: install, migrate, load the demo, and start web + worker + beat together.
 run: install

@@ -97,7 +97,9 @@ def render_with_links(
         "linked_attachments": links,
         "attach_csv": any(each.mimetype == "text/csv" for each in still_attached),  # "the attached CSV has them all"
     }
-    email = render.render(replace(request, attach_csv=False, context_extra={**request.context_extra, **extra}))
+    # The files sent are those of the first rendering: its PDF, the slowest to make, is not made again.
+    again = replace(request, attach_csv=False, attach_pdf=False, context_extra={**request.context_extra, **extra})
+    email = render.render(again)
     # A report's own text template may not include the generic link block: the links are added at its end.
     missing = [link for link in links if link["url"] not in email.text]
     text = email.text.rstrip("\n") + "\n\n" + "".join(map(_link_in_text, missing)) if missing else email.text

@@ -15,7 +15,7 @@ from reporting import periods, schedule_kinds, schedules
 from reporting.addresses import clean_addresses
 from reporting.models import Recipient, Report, report_template_choices
 from reporting.periods import DAILY, period_containing
-from reporting.pipeline import charts, formats
+from reporting.pipeline import charts, formats, pdf
 from reporting.pipeline.checks import field_names
 from reporting.pipeline.render import RenderError, period_values, render_string, render_subject
 from reporting.widgets import ChartsWidget, LayoutWidget, QueryParamsWidget
@@ -74,6 +74,8 @@ class ReportForm(forms.ModelForm):
         help_text='0-6 with Sunday 0, or names: "mon-fri". Both day fields must match.',
     )
 
+    # Absent from a POST (a form from before the PDF), the paper stays the report's own.
+    pdf_paper = forms.ChoiceField(label="PDF paper", choices=pdf.PAPERS, required=False)
     recipient_addresses = forms.CharField(
         label="Recipients",
         required=False,
@@ -102,6 +104,8 @@ class ReportForm(forms.ModelForm):
             "layout",
             "attach_csv",
             "attach_xlsx",
+            "attach_pdf",
+            "pdf_paper",
             "email_max_rows",
             "charts",
             "recipient_lists",
@@ -173,6 +177,9 @@ class ReportForm(forms.ModelForm):
         except RenderError as exc:
             raise ValidationError(exc.message) from exc
         return subject
+
+    def clean_pdf_paper(self) -> str:
+        return self.cleaned_data["pdf_paper"] or self.instance.pdf_paper
 
     def clean_recipient_addresses(self) -> list[str]:
         """The typed addresses, each once whatever its case; ValidationError naming every bad one."""

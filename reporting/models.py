@@ -17,7 +17,7 @@ from django_celery_beat.models import PeriodicTask
 
 from reporting import addresses, periods
 from reporting.periods import Period
-from reporting.pipeline import conditions, fetch, formats, layout
+from reporting.pipeline import conditions, fetch, formats, layout, pdf
 
 ENV_VAR_NAME = RegexValidator(
     r"^[A-Z_][A-Z0-9_]*$",
@@ -319,6 +319,12 @@ class Report(models.Model):
     attach_xlsx = models.BooleanField(
         "attach Excel", default=False, help_text="An .xlsx workbook of all rows: numbers and dates as Excel types."
     )
+    attach_pdf = models.BooleanField(
+        "attach PDF",
+        default=False,
+        help_text="The email as a PDF: its table and charts on numbered pages, the report and period on each.",
+    )
+    pdf_paper = models.CharField("PDF paper", max_length=10, choices=pdf.PAPERS, default=pdf.A4)
     charts = models.JSONField(
         default=list,
         blank=True,

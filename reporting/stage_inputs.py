@@ -82,6 +82,8 @@ def render_request_for(
         timezone=report.timezone,
         attach_csv=report.attach_csv,
         attach_xlsx=report.attach_xlsx,
+        attach_pdf=report.attach_pdf,
+        pdf_paper=report.pdf_paper,
         charts=render.chart_specs(report.charts),
         max_rows=report.email_max_rows,
         context_extra=extra,

@@ -81,6 +81,7 @@ class ReportAdmin(admin.ModelAdmin):
                     "subject_template",
                     "attach_csv",
                     "attach_xlsx",
+                    ("attach_pdf", "pdf_paper"),
                     "email_max_rows",
                     "charts",
                     "recipient_addresses",

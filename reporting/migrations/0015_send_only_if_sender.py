@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('reporting', '0013_report_layout'),
+        ('reporting', '0014_report_pdf'),
     ]
 
     operations = [

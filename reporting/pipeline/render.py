@@ -24,7 +24,7 @@ from django.utils import timezone, translation
 
 from reporting.periods import Period
 from reporting.pipeline import charts as charts_module
-from reporting.pipeline import formats, sandbox, xlsx
+from reporting.pipeline import formats, pdf, sandbox, xlsx
 from reporting.pipeline import layout as layout_module
 
 GENERIC_TEXT_TEMPLATE = "reporting/email/report.txt"
@@ -63,6 +63,8 @@ class RenderRequest:
     timezone: str = "UTC"  # dates and times in the email are shown in the report's timezone
     attach_csv: bool = True
     attach_xlsx: bool = False
+    attach_pdf: bool = False  # the email as a paged PDF (reporting.pipeline.pdf)
+    pdf_paper: str = pdf.A4
     charts: tuple[charts_module.ChartSpec, ...] = ()
     max_rows: int | None = None  # rows shown in the email (the CSV has them all); None: every row
     context_extra: dict[str, Any] = field(default_factory=dict)
@@ -148,6 +150,9 @@ def _render(request: RenderRequest) -> RenderedEmail:
                 rows, request.layout, locale=request.locale, sheet_title=request.report["name"], zone=zone
             )
         attachments.append(Attachment(_filename(request, "xlsx"), workbook, xlsx.MIMETYPE))
+    if request.attach_pdf:
+        document = _pdf(request, html, [image for image, _title in images])
+        attachments.append(Attachment(_filename(request, "pdf"), document, pdf.MIMETYPE))
     attachments.extend(image for image, _title in images)
     return RenderedEmail(subject=subject, html=html, text=text, attachments=attachments)
 
@@ -173,6 +178,20 @@ def _draw_charts(request: RenderRequest) -> list[tuple[Attachment, str]]:
         name = f"chart-{number}.png"
         drawn.append((Attachment(name, chart.png, "image/png", content_id=name), chart.title))
     return drawn
+
+
+def _pdf(request: RenderRequest, html: str, images: list[Attachment]) -> bytes:
+    """The email's HTML and charts as a PDF; RenderError in words when it cannot be made here."""
+    try:
+        return pdf.html_to_pdf(
+            html,
+            title=request.report["name"],
+            period_label=request.period.label,
+            paper=request.pdf_paper,
+            images={image.content_id: (image.mimetype, image.content) for image in images},
+        )
+    except pdf.PdfError as exc:
+        raise RenderError(exc.message, detail=exc.detail) from exc
 
 
 def period_values(period: Period) -> dict[str, Any]:
