@@ -299,3 +299,17 @@ def test_every_field_staff_edit_is_in_the_export(definitions):
         names -= {"id", "created_at", "updated_at"}
         keys = set(exported[section][0])
         assert names - keys <= {"recipients"}, section  # a list's recipients are its "members"
+
+
+def test_yaml_aliases_and_values_yaml_reads_as_dates_are_refused_in_words(definitions, tmp_path):
+    before = counts()
+    laughs = "a: &a [x, x]\nb: &b [*a, *a]\nreports: [*b]\n"
+    with pytest.raises(CommandError, match=r"not valid YAML: aliases \(\*name\) are not allowed here"):
+        import_file(tmp_path, laughs)
+
+    document = yaml.safe_load(export())
+    document["reports"][0]["query_params"] = {"date": "2026-11-30"}
+    text = yaml.safe_dump(document).replace("'2026-11-30'", "2026-11-30")  # unquoted: YAML reads a date
+    with pytest.raises(CommandError, match="field query_params: holds a date, time or other value that is not text"):
+        import_file(tmp_path, text)
+    assert counts() == before

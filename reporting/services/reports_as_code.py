@@ -33,7 +33,7 @@ from django.db.models.functions import Lower
 from reporting import audit, schedule_kinds, schedules
 from reporting.addresses import clean_addresses
 from reporting.forms import CRON_FIELDS, ReportForm
-from reporting.models import AuditEvent, DataSource, Destination, Recipient, RecipientList, Report
+from reporting.models import ENV_VAR_NAME, AuditEvent, DataSource, Destination, Recipient, RecipientList, Report
 from reporting.pipeline import fetch
 from reporting.services.reports import recipients_for, save_report
 
@@ -115,7 +115,7 @@ def export_document(*, report_slugs: list[str] | None = None) -> dict[str, Any]:
 
     ValidationError in words when a slug names no report.
     """
-    reports = Report.objects.select_related("owner", "data_source", "periodic_task__crontab").order_by("slug")
+    reports = Report.objects.select_related("owner", "data_source", "periodic_task__crontab")
     if report_slugs is not None:
         missing = sorted(set(report_slugs) - set(reports.filter(slug__in=report_slugs).values_list("slug", flat=True)))
         if missing:
@@ -136,7 +136,7 @@ def export_document(*, report_slugs: list[str] | None = None) -> dict[str, Any]:
         "recipients": sorted((_plain(person, RECIPIENT_FIELDS) for person in recipients), key=_by("email")),
         "recipient_lists": sorted((_list_values(found) for found in lists), key=_by("name")),
         "destinations": sorted((_plain(found, DESTINATION_FIELDS) for found in destinations), key=_by("name")),
-        "reports": [_stored_report(report) for report in reports],
+        "reports": sorted((_stored_report(report) for report in reports), key=_by("slug")),
     }
 
 
@@ -145,16 +145,35 @@ def export_text(*, file_format: str, report_slugs: list[str] | None = None) -> s
     return dump(export_document(report_slugs=report_slugs), file_format=file_format)
 
 
+class _Dumper(yaml.SafeDumper):
+    """safe_dump's dumper, writing a value seen twice out again rather than as an alias (&1 … *1)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load's loader refusing aliases: a few lines of them can stand for billions of values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here", mark)
+        return super().compose_node(parent, index)
+
+
 def dump(document: dict[str, Any], *, file_format: str) -> str:
     if file_format == "json":
         return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    return yaml.safe_dump(document, sort_keys=True, allow_unicode=True, default_flow_style=False, width=100)
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=True, allow_unicode=True, default_flow_style=False, width=100)
 
 
 def load(text: str, *, file_format: str) -> Any:
     """The document in `text`; ImportRefused in words when it is not YAML or JSON."""
     try:
-        return json.loads(text) if file_format == "json" else yaml.safe_load(text)
+        return (
+            json.loads(text) if file_format == "json" else yaml.load(text, Loader=_Loader)
+        )  # safe_load, without aliases
     except (ValueError, yaml.YAMLError) as exc:
         raise ImportRefused([f"The file is not valid {file_format.upper()}: {exc}"]) from exc
 
@@ -181,12 +200,13 @@ def _by(key: str) -> Callable[[dict], tuple[str, str]]:
     return lambda item: (str(item[key]).lower(), str(item[key]))
 
 
-def _emails(emails: Any) -> list[str]:
-    return sorted(emails, key=lambda email: (email.lower(), email))
+def _sorted(names: Any) -> list[str]:
+    """Emails or names in the export's order: whatever their case, then by case."""
+    return sorted(names, key=lambda name: (name.lower(), name))
 
 
 def _list_values(recipient_list: RecipientList) -> dict[str, Any]:
-    return {"name": recipient_list.name, "members": _emails(recipient_list.recipients.values_list("email", flat=True))}
+    return {"name": recipient_list.name, "members": _sorted(recipient_list.recipients.values_list("email", flat=True))}
 
 
 def _stored_report(report: Report) -> dict[str, Any]:
@@ -206,9 +226,9 @@ def _report_values(
     values.update(
         owner=report.owner.get_username() if report.owner_id else None,
         data_source=report.data_source.name,
-        recipients=_emails(recipients),
-        recipient_lists=sorted(lists),
-        destinations=sorted(destinations),
+        recipients=_sorted(recipients),
+        recipient_lists=_sorted(lists),
+        destinations=_sorted(destinations),
         schedule={key: getattr(schedule, key) for key in SCHEDULE_KEYS} if schedule else None,
     )
     return values
@@ -256,6 +276,11 @@ class ImportResult:
 def import_text(*, text: str, file_format: str, dry_run: bool = False) -> ImportResult:
     """Import a YAML or JSON document (see `import_document`)."""
     return import_document(load(text, file_format=file_format), dry_run=dry_run)
+
+
+def plan_import(document: Any) -> ImportResult:
+    """What importing `document` would create and change, field by field, with nothing written."""
+    return import_document(document, dry_run=True)
 
 
 def import_document(document: Any, *, dry_run: bool = False) -> ImportResult:
@@ -330,7 +355,9 @@ def _item_problems(section: str, items: list[dict]) -> list[str]:
         for required in REQUIRED[section]:
             if item.get(required) in (None, ""):
                 problems.append(f"{who}: the field {required!r} is required.")
-        if isinstance(key, str) and key.lower() in seen:
+        if key is not None and not isinstance(key, str):
+            problems.append(f"{who}: the field {key_name!r} must be text.")
+        elif isinstance(key, str) and key.lower() in seen:
             problems.append(f"{who} is in the file twice.")
         seen.add(str(key).lower())
         problems += [f"{who}, field {name}: {problem}" for name, problem in _value_problems(item)]
@@ -353,7 +380,7 @@ def _value_problems(item: dict) -> list[tuple[str, str]]:
             problems.append((name, f"must be true or false, not {_shown(value)}."))
         elif not _json_like(value):
             problems.append((name, "holds a date, time or other value that is not text: put it in quotes."))
-        elif name in SECRET_FIELDS and value and not (isinstance(value, str) and fetch_name_like(value)):
+        elif name in SECRET_FIELDS and value and not (isinstance(value, str) and ENV_VAR_NAME.regex.fullmatch(value)):
             # Never echo it: it may be the secret itself.
             problems.append(
                 (
@@ -363,10 +390,6 @@ def _value_problems(item: dict) -> list[tuple[str, str]]:
                 )
             )
     return problems
-
-
-def fetch_name_like(value: str) -> bool:
-    return bool(value) and all(character.isupper() or character.isdigit() or character == "_" for character in value)
 
 
 def _json_like(value: Any) -> bool:
