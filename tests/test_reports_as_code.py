@@ -313,3 +313,27 @@ def test_yaml_aliases_and_values_yaml_reads_as_dates_are_refused_in_words(defini
     with pytest.raises(CommandError, match="field query_params: holds a date, time or other value that is not text"):
         import_file(tmp_path, text)
     assert counts() == before
+
+
+def test_a_hand_written_file_may_leave_out_what_keeps_its_default(definitions, tmp_path):
+    minimal = """
+data_sources:
+  - name: Minimal API
+    base_url: http://127.0.0.1:9000/
+reports:
+  - slug: minimal
+    name: Minimal
+    data_source: Minimal API
+    template: reports/table.html
+    owner: demo
+    recipients: [Zoe@Example.com]
+    schedule: {minute: 0, hour: 6, day_of_month: "*", month_of_year: "*", day_of_week: "mon-fri"}
+"""
+    output = import_file(tmp_path, minimal)
+
+    assert output.strip().endswith("2 created, 0 changed, 0 unchanged.")
+    report = Report.objects.get(slug="minimal")
+    assert (report.timezone, report.check_min_rows, report.attach_csv) == ("UTC", 1, True)
+    assert str(report.periodic_task.crontab.timezone) == "UTC" and report.periodic_task.crontab.hour == "6"
+    assert list(report.recipients.values_list("email", flat=True)) == ["Zoe@Example.com"]  # new, as on the form
+    assert import_file(tmp_path, minimal).strip().endswith("0 created, 0 changed, 2 unchanged.")
