@@ -82,6 +82,42 @@ def test_each_json_line_of_a_run_carries_its_run_and_report_ids_and_never_the_se
     assert TOKEN not in json.dumps(lines)
 
 
+def test_a_recipients_part_logs_its_part_id_beside_the_run_and_report(
+    httpserver, use_smtp, statement_template, json_log, monkeypatch
+):
+    from reporting import parts
+    from tests.test_per_recipient import ROWS, run_everything, split_report
+
+    monkeypatch.setenv(SECRET_VAR, TOKEN)
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    render_part = parts._render
+
+    def render_or_fail_for_bob(part, run, report):
+        if part.address == "bob@example.com":
+            raise RuntimeError(f"bob's template echoed {TOKEN}")
+        return render_part(part, run, report)
+
+    monkeypatch.setattr(parts, "_render", render_or_fail_for_bob)
+
+    run = run_everything(report)
+
+    assert run.status == ReportRun.Status.PARTIALLY_SENT
+    bob = run.parts.get(recipient_email="bob@example.com")
+    [line] = [line for line in json_log() if "failed unexpectedly" in line["message"]]
+    assert (line["run_id"], line["report_id"], line["part_id"]) == (run.pk, report.pk, bob.pk)
+    assert "RuntimeError: bob's template echoed [secret]" in line["exc_info"]
+    assert TOKEN not in json.dumps(json_log())
+
+
+def test_a_scheduled_report_that_cannot_start_logs_its_report_id(json_log):
+    services_runs.run_scheduled_batch(report_ids=[987654], fired_at=timezone.now())
+
+    [line] = json_log()
+    assert line["message"] == "report 987654: the scheduled run could not be started"
+    assert line["report_id"] == 987654 and "run_id" not in line
+
+
 def test_a_json_traceback_is_redacted_and_names_the_run_and_part(monkeypatch, json_log):
     monkeypatch.setenv(SECRET_VAR, TOKEN)
 
