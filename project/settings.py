@@ -397,5 +397,10 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["secrets", "run_ids"]}
     },
-    "loggers": {"reporting": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "reporting": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+        # WeasyPrint warns of every Outlook-only style in the email's HTML, and logs each URL it was
+        # refused (API data, by design never fetched): a PDF that cannot be made fails its run in words.
+        "weasyprint": {"level": "CRITICAL"},
+    },
 }
