@@ -1,6 +1,7 @@
 """The staff experience in the admin: preview with live data, a run's live progress, next runs in two timezones."""
 
 import base64
+import copy
 import json
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -35,7 +36,9 @@ def _on_21_november(request):
 
 @pytest.fixture
 def charted_report(httpserver):
-    payload = {"data": {**factories.POSITIONS["data"], "daily": DAILY}}
+    # A copy: factories.POSITIONS is shared by every test of the process (adding a field to its
+    # rows here changed what other tests' reports fetched).
+    payload = {"data": {**copy.deepcopy(factories.POSITIONS["data"]), "daily": DAILY}}
     for position in payload["data"]["positions"]:
         position.setdefault("asset_class", "Bond" if "%" in position["instrument"] else "Equity")
     httpserver.expect_request("/api/positions").respond_with_json(payload)
