@@ -96,7 +96,7 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf var/ $(VENV)
+	rm -rf var/ $(VENV) .mypy_cache/
 
 ## make bench: every benchmark under bench/; prints tables and writes bench/RESULTS.md.
 ## Needs the same services as make test (PostgreSQL, Redis). One: make bench BENCH=pipeline
