@@ -1,6 +1,7 @@
 """The demo's clients: their recipients and statement report, and the statement rendered for one client."""
 
 from datetime import UTC, date, datetime
+from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
@@ -282,6 +283,9 @@ def test_the_demo_sends_each_client_contact_their_own_clients_figures_only(live_
         others = {isin for other in data.CLIENTS if other is not client for isin in _isins_of(other)} - own
         assert own and all(isin in html for isin in own)
         assert not [isin for isin in others if isin in html], f"{email} got another client's position"
+        if slug == "client-positions":  # laid out by its designed layout: labels, totals, headline
+            assert ">Market value</th>" in html and "Portfolio value" in html and "Total (" in html
+            assert f"{escape(client.name)}, your positions at the close of" in html
 
 
 def _isins_of(client: data.Client) -> set[str]:

@@ -166,7 +166,31 @@ def _client_positions_report(*, source: DataSource, owner, clients: RecipientLis
         split_attribute="client_id",
         when_no_rows=Report.WhenNoRows.SKIP,
         charts=[{"kind": "bar", "x": "asset_class", "y": "market_value", "title": "Your allocation by asset class"}],
+        layout=CLIENT_POSITIONS_LAYOUT,
     )
+
+
+# Laid out with the report form's designer (no template written): labels, amounts in each
+# client's own currency, the largest first, totals, two headline figures and a greeting.
+CLIENT_POSITIONS_LAYOUT = {
+    "columns": [
+        {"field": "instrument", "label": "Instrument"},
+        {"field": "isin", "label": "ISIN"},
+        {"field": "asset_class", "label": "Asset class"},
+        {"field": "quantity", "label": "Quantity", "format": "number", "decimals": 0},
+        {"field": "price", "label": "Price", "format": "currency", "currency_field": "currency"},
+        {"field": "market_value", "label": "Market value", "format": "currency", "currency_field": "currency",
+         "total": True},
+        {"field": "weight_pct", "label": "Weight", "format": "percent", "decimals": 1, "percent_points": True,
+         "total": True},
+    ],
+    "sort": [{"field": "market_value", "descending": True}],
+    "headline": [
+        {"label": "Portfolio value", "total_of": "market_value", "format": "currency", "currency_field": "currency"},
+        {"label": "Positions", "row_count": True},
+    ],
+    "intro": "{{ recipient.client_name }}, your positions at the close of {{ period.label }}.",
+}  # fmt: skip
 
 
 def _staff_user(password: str):
