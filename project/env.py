@@ -89,3 +89,11 @@ def env_domains(name: str, default: list[str]) -> list[str]:
                 f"not {item!r}."
             )
     return domains
+
+
+def env_choice(name: str, default: str, choices: list[str]) -> str:
+    """Return the variable's value (lower-cased), which must be one of `choices`; `default` when unset or empty."""
+    value = env_str(name, default).strip().lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {choices}, not {value!r}.")
+    return value

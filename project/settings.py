@@ -15,7 +15,7 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_domains, env_int, env_list, env_names, env_secret_prefix, env_str
+from project.env import env_bool, env_choice, env_domains, env_int, env_list, env_names, env_secret_prefix, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("REPORTING_VAR_DIR", str(BASE_DIR / "var")))
@@ -371,13 +371,37 @@ if REPORTING["FILE_RETENTION_DAYS"] > REPORTING["RUN_RETENTION_DAYS"]:
 # ADMINS="Ops <ops@example.com>, cfo@example.com".
 ADMINS = [parseaddr(entry) for entry in env_list("ADMINS", [])]
 
+# --- observability (README "Observability") ----------------------------------------------
+# Log lines as JSON objects (python-json-logger) for a log pipeline, or plain text; either way each line
+# written while a run is worked on carries run_id and report_id (part_id for a recipient's part).
+LOG_FORMAT = env_choice("REPORTING_LOG_FORMAT", "plain", ["plain", "json"])
+# /metrics (Prometheus) answers a request with "Authorization: Bearer <this>", or a staff user with
+# "view report run"; with no token set it answers 404 to anyone else.
+METRICS_TOKEN = env_str("REPORTING_METRICS_TOKEN", "")
+# Errors and a cron check-in per scheduled run to Sentry, when set (reporting/observability.py).
+SENTRY_DSN = env_str("SENTRY_DSN", "")
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", "")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "reporting.logs.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
     # Every form of every data-source secret is redacted from what is logged (a library's
     # message or a traceback may quote a URL or a header).
-    "filters": {"secrets": {"()": "reporting.pipeline.fetch.SecretLogFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["secrets"]}},
-    "loggers": {"reporting": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")}},
+    "filters": {
+        "secrets": {"()": "reporting.pipeline.fetch.SecretLogFilter"},
+        "run_ids": {"()": "reporting.logs.RunContextFilter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["secrets", "run_ids"]}
+    },
+    "loggers": {
+        "reporting": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+        # WeasyPrint warns of every Outlook-only style in the email's HTML, and logs each URL it was
+        # refused (API data, by design never fetched): a PDF that cannot be made fails its run in words.
+        "weasyprint": {"level": "CRITICAL"},
+    },
 }

@@ -17,14 +17,18 @@ def record(
     report: Report | None = None,
     run: ReportRun | None = None,
     changes: dict[str, list] | None = None,
+    actor_name: str = "system",
 ) -> AuditEvent:
-    """Store one event; `report` defaults to the run's report, and names are kept for after deletion."""
+    """Store one event; `report` defaults to the run's report, and names are kept for after deletion.
+
+    `actor_name` names who acted when no user did (a sweep: "system"; a command: its name).
+    """
     if report is None and run is not None:
         report = run.report
     user = actor if actor is not None and actor.is_authenticated else None
     return AuditEvent.objects.create(  # type: ignore[misc]
         actor=user,
-        actor_name=user.get_username() if user else "system",
+        actor_name=user.get_username() if user else actor_name,
         action=action,
         report=report,
         report_name=report.name if report else "",

@@ -39,7 +39,7 @@ from django.db.models import F, Field, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from reporting import attachments, destinations, parts, schedules
+from reporting import attachments, destinations, logs, observability, parts, schedules
 from reporting.addresses import check_addresses, check_some_address_is_valid
 from reporting.archive import fail_queued_deliveries, send_deliveries, snapshot_data
 from reporting.models import Delivery, Recipient, Report, ReportRun
@@ -262,10 +262,17 @@ def execute_run(*, run_id: int, final_attempt: bool | None = True) -> ReportRun:
     Raises RunNotClaimed when another worker holds the run, and RunRetryLater on a
     transient failure unless this is the final attempt. `final_attempt=None`: final once
     the run has been attempted more than FETCH_MAX_RETRIES times (what the workers use).
+    Every line logged meanwhile carries the run's and the report's ids.
     """
+    with logs.log_context(run_id=run_id):
+        return _execute_run(run_id=run_id, final_attempt=final_attempt)
+
+
+def _execute_run(*, run_id: int, final_attempt: bool | None) -> ReportRun:
     if not _claim(run_id):
         return ReportRun.objects.get(pk=run_id)
     run = ReportRun.objects.select_related("report__data_source").get(pk=run_id)
+    observability.run_started(run)
     if final_attempt is None:
         final_attempt = run.attempts > settings.REPORTING["FETCH_MAX_RETRIES"]
     try:
@@ -541,7 +548,13 @@ def execute_parts(*, run_id: int, part_ids: list[int]) -> list[tuple[int, float]
 
     Returns (part id, seconds) for each part that must wait: to retry, or for the lease of another worker.
     """
+    with logs.log_context(run_id=run_id):
+        return _execute_parts(run_id=run_id, part_ids=part_ids)
+
+
+def _execute_parts(*, run_id: int, part_ids: list[int]) -> list[tuple[int, float]]:
     run = ReportRun.objects.select_related("report__data_source").get(pk=run_id)
+    logs.bind(report_id=run.report_id)
     if run.status not in ReportRun.WORKING:
         return []  # ended (e.g. failed at its deadline): its open parts were closed with it
     retries = []
@@ -554,7 +567,8 @@ def execute_parts(*, run_id: int, part_ids: list[int]) -> list[tuple[int, float]
             if part is None:
                 continue
             if parts.take(part):
-                delay = parts.work_on(part, run=run, report=run.report, connections=connections)
+                with logs.log_context(part_id=part_id):
+                    delay = parts.work_on(part, run=run, report=run.report, connections=connections)
             else:
                 # Held by another worker, or by one that died (its message came back before the lease ran
                 # out): look again then, since no other message carries this part.
@@ -592,17 +606,18 @@ def finish_if_done(run: ReportRun) -> bool:
     late = lateness_note(run, now)
     if late:
         notes = noted(notes, late)
-    return bool(
-        ReportRun.objects.filter(pk=run.pk, status__in=ReportRun.WORKING).update(
-            status=summary.status,
-            error=summary.error,
-            notes=notes,
-            finished_at=now,
-            deadline_at=None,
-            lease_expires_at=None,
-            heartbeat_at=now,
-        )
+    ended = ReportRun.objects.filter(pk=run.pk, status__in=ReportRun.WORKING).update(
+        status=summary.status,
+        error=summary.error,
+        notes=notes,
+        finished_at=now,
+        deadline_at=None,
+        lease_expires_at=None,
+        heartbeat_at=now,
     )
+    if ended:
+        observability.run_ended(run, summary.status)
+    return bool(ended)
 
 
 def _hold(run: ReportRun, failures: list[str]) -> None:
@@ -702,6 +717,7 @@ def _end(run: ReportRun, **fields) -> None:
     if late:
         fields["notes"] = noted(fields.get("notes", run.notes), late)
     _set(run, finished_at=now, deadline_at=None, release=True, **fields)
+    observability.run_ended(run, fields["status"])
 
 
 def lateness_note(run: ReportRun, now: datetime) -> str:

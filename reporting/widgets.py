@@ -33,7 +33,31 @@ SUGGESTION_KEYS = 100  # of each object, the keys looked at for other lists of r
 SUGGESTION_DEPTH = 3  # how deep other lists of rows are looked for (e.g. "summary.daily")
 
 
-class ChartsWidget(forms.Widget):
+class RowsWidget(forms.Widget):
+    """A field edited as rows of inputs named `<name>-<n>-<key>`, with `<name>-count` saying how many were sent.
+
+    The project's templates render it (not only the form renderer's own directories); rows are
+    added and removed by reporting/static/reporting/chart_fields.js.
+    """
+
+    def render(self, name, value, attrs=None, renderer=None):
+        return super().render(name, value, attrs, renderer=TemplatesSetting())
+
+    def rows_sent(self, data, name: str) -> int | None:
+        """How many rows to read back from a POST (at most MAX_ROWS); None when it sent no rows."""
+        count = data.get(f"{name}-count")
+        if count is None:
+            return None
+        try:
+            return min(int(count), MAX_ROWS)
+        except ValueError:
+            return MAX_ROWS
+
+    def value_omitted_from_data(self, data, files, name: str) -> bool:
+        return name not in data and f"{name}-count" not in data
+
+
+class ChartsWidget(RowsWidget):
     """The `charts` JSON as rows of fields, with an "Add a chart" and a "Remove" button (JS)."""
 
     template_name = "reporting/widgets/charts.html"
@@ -48,10 +72,6 @@ class ChartsWidget(forms.Widget):
     def __init__(self, *, report: Report | None = None, attrs: dict | None = None):
         super().__init__(attrs)
         self.report = report
-
-    def render(self, name, value, attrs=None, renderer=None):
-        # The project's templates (templates/), not only the form renderer's own directories.
-        return super().render(name, value, attrs, renderer=TemplatesSetting())
 
     def get_context(self, name: str, value: Any, attrs: dict | None) -> dict:
         context = super().get_context(name, value, attrs)
@@ -75,22 +95,15 @@ class ChartsWidget(forms.Widget):
 
     def value_from_datadict(self, data, files, name: str) -> str | None:
         """The rows as the JSON text the field expects; or, without rows, `charts` as sent (JSON text)."""
-        count = data.get(f"{name}-count")
-        if count is None:
+        total = self.rows_sent(data, name)
+        if total is None:
             return data.get(name)
-        try:
-            total = min(int(count), MAX_ROWS)
-        except ValueError:
-            total = MAX_ROWS
         built = []
         for index in range(total):
             row = {key: str(data.get(f"{name}-{index}-{key}") or "").strip() for key in KEYS}
             if any(row[key] for key in TEXT_KEYS):
                 built.append({key: value for key, value in row.items() if value or key != "rows"})
         return json.dumps(built, ensure_ascii=False)
-
-    def value_omitted_from_data(self, data, files, name: str) -> bool:
-        return name not in data and f"{name}-count" not in data
 
 
 def _charts_in(value: Any) -> tuple[list[dict], str]:
@@ -206,7 +219,7 @@ class LayoutWidget(forms.Textarea):
         return context
 
 
-class QueryParamsWidget(forms.Widget):
+class QueryParamsWidget(RowsWidget):
     """The query parameters as rows of name and value (a value may use the period, the recipient), not JSON.
 
     Sent as `query_params-<n>-name` / `-value` and turned back into the JSON object the model
@@ -222,9 +235,6 @@ class QueryParamsWidget(forms.Widget):
 
     class Media:
         js = ["reporting/chart_fields.js"]
-
-    def render(self, name, value, attrs=None, renderer=None):
-        return super().render(name, value, attrs, renderer=TemplatesSetting())
 
     def get_context(self, name: str, value: Any, attrs: dict | None) -> dict:
         context = super().get_context(name, value, attrs)
@@ -251,22 +261,15 @@ class QueryParamsWidget(forms.Widget):
 
     def value_from_datadict(self, data, files, name: str) -> str | None:
         """The rows as the JSON object the field expects; or, without rows, `query_params` as sent."""
-        count = data.get(f"{name}-count")
-        if count is None:
+        total = self.rows_sent(data, name)
+        if total is None:
             return data.get(name)
-        try:
-            total = min(int(count), MAX_ROWS)
-        except ValueError:
-            total = MAX_ROWS
         built: dict[str, str] = {}
         for index in range(total):
             key = str(data.get(f"{name}-{index}-name") or "").strip()
             if key:
                 built[key] = str(data.get(f"{name}-{index}-value") or "")
         return json.dumps(built, ensure_ascii=False)
-
-    def value_omitted_from_data(self, data, files, name: str) -> bool:
-        return name not in data and f"{name}-count" not in data
 
 
 def _params_in(value: Any) -> tuple[list[tuple[str, str]], str]:

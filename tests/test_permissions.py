@@ -346,6 +346,8 @@ def test_each_admin_page_answers_each_role_as_its_permissions_say(as_role, objec
 PROJECT_PAGES = {
     "healthz": [503] * 6,  # no login needed; 503 here since no beat has ticked in the test database
     "reporting_verify_2fa": [302] * 6,  # with two-factor off nobody is asked for a code; anonymous: to log in
+    # No REPORTING_METRICS_TOKEN here: staff who may view runs, or nobody (404; with a token: 401 without it).
+    "metrics": [200, 403, 200, 403, 404, 404],
 }
 PROJECT_CASES = [
     (name, role, status) for name, row in PROJECT_PAGES.items() for role, status in zip(ROLES, row, strict=True)

@@ -7,6 +7,7 @@ fetch live data as the Preview page does: nothing is sent, archived or written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 
 from django.contrib.admin import ModelAdmin
@@ -50,22 +51,13 @@ def sample_view(admin: ModelAdmin, request: HttpRequest) -> JsonResponse:
     if problems:
         return _refused(problems)
     records_path = request.POST.get("records_path", "").strip()
-    try:
-        found = preview.sample(
-            report, period_day=_day(request), whose=_whose(request, report, form), records_path=records_path
-        )
-    except preview.PreviewError as exc:
-        return _refused([exc.message], request_url=exc.request_url)
-    except (PeriodOutOfRange, ValueError) as exc:
-        return _refused([str(exc)])
-    return JsonResponse(
-        {
-            "period": found.period.label,
-            "request_url": found.request_url,
-            "rows": found.rows,
-            **found.described,
-        }
-    )
+
+    def described() -> dict:
+        whose = _whose(request, report, form)
+        found = preview.sample(report, period_day=_day(request), whose=whose, records_path=records_path)
+        return {"period": found.period.label, "request_url": found.request_url, "rows": found.rows, **found.described}
+
+    return _answer(described)
 
 
 @only_posted
@@ -74,14 +66,10 @@ def preview_view(admin: ModelAdmin, request: HttpRequest) -> JsonResponse:
     report, form, problems = _draft(admin, request, FETCH_FIELDS + RENDER_FIELDS)
     if problems:
         return _refused(problems)
-    try:
+
+    def previewed() -> dict:
         shown = preview.preview_draft(report, period_day=_day(request), whose=_whose(request, report, form))
-    except preview.PreviewError as exc:
-        return _refused([exc.message], request_url=exc.request_url)
-    except (PeriodOutOfRange, ValueError) as exc:
-        return _refused([str(exc)])
-    return JsonResponse(
-        {
+        return {
             "period": shown.period.label,
             "request_url": shown.request_url,
             "row_count": shown.row_count,
@@ -96,7 +84,18 @@ def preview_view(admin: ModelAdmin, request: HttpRequest) -> JsonResponse:
                 for file in shown.files
             ],
         }
-    )
+
+    return _answer(previewed)
+
+
+def _answer(make: Callable[[], dict]) -> JsonResponse:
+    """What `make` returns as JSON; what stopped it, in words, as a 400."""
+    try:
+        return JsonResponse(make())
+    except preview.PreviewError as exc:
+        return _refused([exc.message], request_url=exc.request_url)
+    except (PeriodOutOfRange, ValueError) as exc:  # a day past the last period, or not a day at all
+        return _refused([str(exc)])
 
 
 def _draft(admin: ModelAdmin, request: HttpRequest, needed: tuple[str, ...]) -> tuple[Report, object, list[str]]:

@@ -29,13 +29,14 @@ def save_report(
     schedule: schedules.CronSpec | None,
     actor: User,
     addresses: list[str] | None = None,
+    actor_name: str = "system",
 ) -> None:
     """Create or change `report` (with the form's values), its recipients and its schedule, in one transaction.
 
     `save_related` saves what needs the report's id (the form's many-to-many fields);
     `addresses`, when given, are its own recipients, each a Recipient reused (whatever the
     case of its address) or created. The audit event lists each changed field before and
-    after; an unchanged save records none.
+    after; an unchanged save records none. `actor_name` names who acted when no user did.
     """
     created = report.pk is None
     with transaction.atomic():
@@ -53,11 +54,23 @@ def save_report(
         changes = audit.changes_between(before, report_state(report.pk))
         if created:
             audit.record(
-                actor=actor, action=Action.CREATED, summary="Created the report.", report=report, changes=changes
+                actor=actor,
+                actor_name=actor_name,
+                action=Action.CREATED,
+                summary="Created the report.",
+                report=report,
+                changes=changes,
             )
         elif changes:
             summary = f"Changed {', '.join(_label(name) for name in changes)}."
-            audit.record(actor=actor, action=Action.CHANGED, summary=summary, report=report, changes=changes)
+            audit.record(
+                actor=actor,
+                actor_name=actor_name,
+                action=Action.CHANGED,
+                summary=summary,
+                report=report,
+                changes=changes,
+            )
 
 
 def recipients_for(addresses: list[str]) -> list[Recipient]:

@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from reporting import audit, parts, runs
+from reporting import audit, logs, parts, runs
 from reporting.addresses import clean_addresses
 from reporting.models import AuditEvent, Recipient, Report, ReportRun
 from reporting.services.enqueue import EXECUTE_RUN, WORK_ON_PARTS, enqueue
@@ -247,7 +247,7 @@ def send_part_anyway(*, part_id: int, actor: User) -> bool:
 
 def run_scheduled(*, report_id: int, fired_at: datetime | None) -> None:
     """The run of the slot beat fired at `fired_at` (default: now): created once per period, then worked on."""
-    with transaction.atomic():
+    with logs.log_context(report_id=report_id), transaction.atomic():
         run, created = runs.open_scheduled_run(report_id=report_id, started_at=fired_at)
         if created and run is not None:
             summary = f"Beat started scheduled run #{run.pk} ({run.period_label})."
@@ -259,10 +259,11 @@ def run_scheduled(*, report_id: int, fired_at: datetime | None) -> None:
 def run_scheduled_batch(*, report_ids: list[int], fired_at: datetime) -> None:
     """Several reports fired by beat at the same moment; one report's unexpected error does not stop the rest."""
     for report_id in report_ids:
-        try:
-            run_scheduled(report_id=report_id, fired_at=fired_at)
-        except Exception:
-            log.exception("report %s: the scheduled run could not be started", report_id)
+        with logs.log_context(report_id=report_id):
+            try:
+                run_scheduled(report_id=report_id, fired_at=fired_at)
+            except Exception:
+                log.exception("report %s: the scheduled run could not be started", report_id)
 
 
 def work_on_run(*, run_id: int) -> None:
