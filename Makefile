@@ -7,7 +7,7 @@ export REPORTING_SITE_URL ?= http://127.0.0.1:$(PORT)
 # The demo's data source is the project's own API on 127.0.0.1 (see REPORTING_SITE_URL).
 export REPORTING_ALLOWED_SOURCE_HOSTS ?= 127.0.0.1,localhost
 
-.PHONY: run test test-sqlite test-postgres browser-deps pdf-deps bench chaos lint migrations-check format install install-dev clean
+.PHONY: run test services typecheck test-sqlite test-postgres browser-deps pdf-deps bench chaos lint migrations-check format install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,9 +46,15 @@ run: install
 
 ## make test: the whole suite on SQLite (the embedded default), then again on PostgreSQL
 ## with the end-to-end tests of the production stack (real gunicorn, workers, beat,
-## Redis and RabbitMQ). Needs PostgreSQL, Redis and RabbitMQ on 127.0.0.1 (.ci/services).
+## Redis and RabbitMQ). Needs PostgreSQL, Redis and RabbitMQ on 127.0.0.1: `services` checks
+## them first, starts any that is installed but stopped, and stops with what to install when
+## one is missing, before any test runs.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/reporting
-test: test-sqlite test-postgres
+test: services
+	$(MAKE) test-sqlite test-postgres
+
+services:
+	@bash .ci/services
 
 ## Two test processes (pytest-xdist), each with its own test database. The end-to-end
 ## tests run after the rest (they start real processes and wait for real cron minutes),
@@ -77,6 +83,11 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## mypy with django-stubs over reporting/ and project/ (configured in pyproject.toml). Without a cache:
+## the plugin's cache can keep a setting's old type after project/settings.py changes, and a whole run is ~10 s.
+typecheck: install-dev
+	$(BIN)/mypy --cache-dir=/dev/null
+
 ## Fails when a model change has no migration.
 migrations-check: install-dev
 	$(BIN)/python manage.py makemigrations --check --dry-run
@@ -86,7 +97,7 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf var/ $(VENV)
+	rm -rf var/ $(VENV) .mypy_cache/
 
 ## make bench: every benchmark under bench/; prints tables and writes bench/RESULTS.md.
 ## Needs the same services as make test (PostgreSQL, Redis). One: make bench BENCH=pipeline

@@ -14,7 +14,7 @@ app.autodiscover_tasks()
 class WorkerHeartbeat(bootsteps.StartStopStep):
     """Each worker writes "worker:<hostname>" on its own timer (reporting.health), for /healthz."""
 
-    requires = {"celery.worker.components:Timer"}
+    requires = ("celery.worker.components:Timer",)
 
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)

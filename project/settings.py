@@ -10,6 +10,7 @@ import os
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -172,7 +173,7 @@ if not DEBUG:
 # --- database -------------------------------------------------------------------------
 SQLITE_PATH = VAR_DIR / "reporting.sqlite3"
 VAR_DIR.mkdir(parents=True, exist_ok=True)
-DATABASES = {
+DATABASES: dict[str, Any] = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": SQLITE_PATH,
@@ -244,7 +245,7 @@ if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = VAR_DIR / "broker"
     for _folder in ("queue", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)  # the transport needs them to exist
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "control_folder": str(_broker_dir / "control"),
@@ -288,7 +289,7 @@ CELERY_BEAT_SCHEDULER = "reporting.beat:ReportScheduler"
 CELERY_BEAT_CRON_STARTING_DEADLINE = env_int("CELERY_BEAT_CRON_STARTING_DEADLINE", 3600, minimum=1)
 
 # --- reporting ------------------------------------------------------------------------
-REPORTING = {
+REPORTING: dict[str, Any] = {
     # Largest data-source response read, in bytes; a larger one fails the run clearly.
     "MAX_RESPONSE_BYTES": env_int("REPORTING_MAX_RESPONSE_BYTES", 50 * 1024 * 1024, minimum=1024),
     # How many times a transient fetch error is retried, and the first delay (seconds).

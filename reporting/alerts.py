@@ -106,7 +106,7 @@ def _verb(run: ReportRun) -> str:
         Status.PARTIALLY_SENT: "was sent only in part",
         Status.HELD: "was held back",
         Status.MISSED: "was missed",
-    }[run.status]
+    }[run.status]  # type: ignore[index]
 
 
 def _email(addresses: list[str], subject: str, runs: list[ReportRun]) -> EmailMultiAlternatives:

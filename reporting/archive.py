@@ -142,11 +142,11 @@ def resend_targets(item: ReportRun | RunPart, addresses: list[str] | None) -> li
 
 def _why_not_rendered(item: ReportRun | RunPart) -> str:
     if isinstance(item, RunPart):
-        return {
+        return {  # type: ignore[call-overload]
             RunPart.Status.SKIPPED: "it was skipped, with no rows",
             RunPart.Status.HELD: "it was held, with no rows",
         }.get(item.status, "it failed before rendering; re-run the run instead")
-    return {
+    return {  # type: ignore[call-overload]
         Status.HELD: "it was held by a data check: send it anyway or re-run it from its page",
         Status.MISSED: "it was missed: use Run now for its period",
         Status.SKIPPED: "it was skipped, as the report's 'Send only if' says: re-run it to send it",

@@ -26,7 +26,7 @@ def record(
     if report is None and run is not None:
         report = run.report
     user = actor if actor is not None and actor.is_authenticated else None
-    return AuditEvent.objects.create(
+    return AuditEvent.objects.create(  # type: ignore[misc]
         actor=user,
         actor_name=user.get_username() if user else actor_name,
         action=action,

@@ -33,6 +33,7 @@ import math
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from celery import signals
 from celery.beat import Service, event_t
@@ -119,6 +120,8 @@ class SlotCrontab(TzAwareCrontab):
 class ReportEntry(ModelEntry):
     """A ModelEntry whose next instance shares the parsed schedule instead of parsing it again."""
 
+    schedule: Any
+
     def __init__(self, model: PeriodicTask, app=None):
         super().__init__(model, app=app)
         if _is_report_entry(self) and type(self.schedule) is TzAwareCrontab:
@@ -143,6 +146,9 @@ class ReportScheduler(DatabaseScheduler):
     """
 
     Entry = ReportEntry
+    _initial_read: bool
+    _dirty: set[int]
+    _heap: list | None
 
     def __init__(self, *args, leadership: Leadership | None = None, **kwargs):
         self.leadership = leadership
@@ -205,7 +211,7 @@ class ReportScheduler(DatabaseScheduler):
     def reserve(self, entry: ModelEntry) -> ModelEntry:
         following = next(entry)
         if self._schedule.get(entry.name) is entry:
-            self._schedule[entry.name] = following
+            self._schedule[entry.name] = following  # type: ignore[union-attr]
         self._dirty.add(entry.model.pk)
         return following
 

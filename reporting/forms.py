@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import date, time
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -223,8 +224,9 @@ class ReportForm(forms.ModelForm):
         names = dict.fromkeys(field_names(self.cleaned_data["check_required_fields"]))
         return ", ".join(names)
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         self._check_max_age_pair(cleaned)
         self._check_destinations(cleaned)
         if cleaned.get("enabled") and not _has_active_address(cleaned):
@@ -241,7 +243,7 @@ class ReportForm(forms.ModelForm):
         self._derive_cron_fields(cleaned)
         if cleaned.get("schedule_enabled") and all(field in cleaned for field in CRON_FIELDS):
             try:
-                schedules.validate(self.schedule_spec())
+                schedules.validate(self.schedule_spec())  # type: ignore[arg-type]
             except ValidationError as exc:
                 if hasattr(exc, "error_dict"):
                     for field, errors in exc.error_dict.items():
@@ -263,8 +265,8 @@ class ReportForm(forms.ModelForm):
             if kind == schedule_kinds.MONTHLY_LAST_BUSINESS_DAY and all(field in cleaned for field in CRON_FIELDS):
                 # As schedule_picker.js does: typed cron that still says "every weekday 26-31" keeps the rule.
                 typed = schedule_kinds.CronFields(**{field: cleaned[field] for field in CRON_FIELDS})
-                picked = schedule_kinds.kind_of(replace(typed, rule=schedules.LAST_BUSINESS_DAY))
-                cleaned["schedule_rule"] = schedules.LAST_BUSINESS_DAY if picked.kind == kind else ""
+                as_rule = schedule_kinds.kind_of(replace(typed, rule=schedules.LAST_BUSINESS_DAY))
+                cleaned["schedule_rule"] = schedules.LAST_BUSINESS_DAY if as_rule.kind == kind else ""
             return
         picked = self._picked(cleaned, kind)
         if picked is None:
@@ -449,8 +451,9 @@ class ResendForm(forms.Form):
         help_text='Only with "Only the addresses typed below": one address per line, or separated by commas.',
     )
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         raw = cleaned.get("addresses", "").replace(",", "\n").splitlines()
         typed = [address for address in (line.strip() for line in raw) if address]
         if cleaned.get("target") == self.TYPED:

@@ -57,7 +57,7 @@ def health(*, now: datetime | None = None) -> tuple[bool, dict[str, Any]]:
     """(healthy, the report): the database, the broker, beat's heartbeat and the workers'."""
     now = now or timezone.now()
     database = _database()
-    checks = {"database": database, "broker": _broker()}
+    checks: dict[str, Any] = {"database": database, "broker": _broker()}
     heartbeats = _heartbeats() if database["ok"] else {}
     checks["beat"] = _beat(heartbeats.pop(BEAT, None), now)
     checks["workers"] = [_worker(name, seen, now) for name, seen in sorted(heartbeats.items())]
@@ -89,7 +89,11 @@ def _overdue_runs(now: datetime) -> dict[str, Any]:
     overdue = ReportRun.objects.filter(status__in=ReportRun.WORKING, deadline_at__lt=now)
     oldest = overdue.order_by("deadline_at").values_list("deadline_at", flat=True).first()
     late_by = _age(oldest, now) if oldest else 0.0
-    answer = {"ok": late_by <= DEADLINE_SWEEP_SLACK_SECONDS, "count": overdue.count(), "oldest_seconds": late_by}
+    answer: dict[str, Any] = {
+        "ok": late_by <= DEADLINE_SWEEP_SLACK_SECONDS,
+        "count": overdue.count(),
+        "oldest_seconds": late_by,
+    }
     if not answer["ok"]:
         answer["error"] = (
             f"{answer['count']} runs are past their deadline, one by {late_by:.0f} seconds: "

@@ -139,7 +139,7 @@ class AdvisoryLock:
             return True
         try:
             connection = self._connection or self._connect()
-            [self._held] = connection.execute("SELECT pg_try_advisory_lock(%s)", [self.key]).fetchone()
+            [self._held] = connection.execute("SELECT pg_try_advisory_lock(%s)", [self.key]).fetchone()  # type: ignore[misc]
         except psycopg.Error as exc:
             log.warning("beat: could not ask PostgreSQL for the beat lock, trying again later: %s", exc)
             self._disconnect()

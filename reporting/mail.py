@@ -1,6 +1,7 @@
 """An email backend for the embedded default: each message becomes one `.eml` file."""
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from django.conf import settings
@@ -20,7 +21,7 @@ class EmlFileBackend(BaseEmailBackend):
         super().__init__(**kwargs)
         self.folder = Path(file_path or settings.EMAIL_FILE_PATH)
 
-    def send_messages(self, email_messages: list[EmailMessage]) -> int:
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)
         for message in email_messages:
             mime = message.message()
@@ -32,7 +33,7 @@ class EmlFileBackend(BaseEmailBackend):
                 ]
             )
             path = self.folder / f"{name}.eml"
-            path.write_bytes(mime.as_bytes(linesep="\r\n"))
+            path.write_bytes(mime.as_bytes(linesep="\r\n"))  # type: ignore[call-arg]
         return len(email_messages)
 
 

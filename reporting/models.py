@@ -274,7 +274,7 @@ class Report(models.Model):
     )
     recipients = models.ManyToManyField(Recipient, blank=True, related_name="reports")
     recipient_lists = models.ManyToManyField(RecipientList, blank=True, related_name="reports")
-    destinations = models.ManyToManyField(
+    destinations = models.ManyToManyField(  # type: ignore[var-annotated]
         "Destination",
         blank=True,
         related_name="reports",
@@ -712,7 +712,7 @@ class ReportRun(models.Model):
     def _fill_in_from_report(self) -> None:
         """Record what the run is about as the report says now, where the creator did not."""
         for name in ("period_start", "period_end"):  # a date may be given as text, as Django allows
-            setattr(self, name, self._meta.get_field(name).to_python(getattr(self, name)))
+            setattr(self, name, self._meta.get_field(name).to_python(getattr(self, name)))  # type: ignore[union-attr]
         report = self.report
         self.report_name = self.report_name or report.name
         self.period_kind = self.period_kind or report.period_kind
@@ -744,6 +744,8 @@ class RunPart(models.Model):
     Made once per (run, address), by a unique constraint, when the run is planned; worked on
     by one worker at a time (a conditional UPDATE and a lease, as a run is).
     """
+
+    _fetched_now: bool  # set by reporting.parts: this attempt fetched data not written yet
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting"

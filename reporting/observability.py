@@ -11,6 +11,7 @@ from typing import Any
 
 import sentry_sdk
 from sentry_sdk.crons import capture_checkin
+from sentry_sdk.types import Event, Hint, MonitorConfig
 
 from reporting import schedules
 from reporting.logs import bind
@@ -44,7 +45,7 @@ def init_sentry(dsn: str, *, environment: str | None = None, transport: Any = No
     )
 
 
-def redact_event(event: dict, hint: dict | None = None) -> dict:
+def redact_event(event: Event, hint: Hint | None = None) -> Event:
     """The event with every form of every secret the workers may hold replaced by [secret], wherever it is."""
     forms = secret_forms_in_environment()
     return _redacted(event, forms) if forms else event
@@ -91,7 +92,7 @@ def _check_in(run: ReportRun, status: str) -> None:
     )
 
 
-def monitor_config(report: Any) -> dict | None:
+def monitor_config(report: Any) -> MonitorConfig | None:
     """The report's crontab and timezone, so that Sentry knows when to expect a check-in."""
     spec = schedules.spec_for(report)
     if spec is None:

@@ -76,13 +76,13 @@ def report_health(reports: list[Report], *, now: datetime | None = None) -> list
             ReportHealth(
                 report=report,
                 next_run=_next_run(spec, now) if spec else None,
-                last_success_at=report.last_success_at,
-                last_success_id=report.last_success_id,
-                consecutive_failures=report.failures_since_success or 0,
-                missed=report.missed_since_success or 0,
-                held=report.held_runs or 0,
-                overdue=report.overdue_runs or 0,
-                late=bool(spec) and _is_late(report, spec, now - grace),
+                last_success_at=report.last_success_at,  # type: ignore[attr-defined]
+                last_success_id=report.last_success_id,  # type: ignore[attr-defined]
+                consecutive_failures=report.failures_since_success or 0,  # type: ignore[attr-defined]
+                missed=report.missed_since_success or 0,  # type: ignore[attr-defined]
+                held=report.held_runs or 0,  # type: ignore[attr-defined]
+                overdue=report.overdue_runs or 0,  # type: ignore[attr-defined]
+                late=spec is not None and _is_late(report, spec, now - grace),
             )
         )
     return rows
@@ -92,7 +92,7 @@ def _is_late(report: Report, spec: schedules.CronSpec, moment: datetime) -> bool
     slot = _latest_slot(spec, moment)
     if slot is None or slot < report.created_at:
         return False
-    return _period_key(report.period_kind, slot, report.timezone) != report.latest_scheduled_key
+    return _period_key(report.period_kind, slot, report.timezone) != report.latest_scheduled_key  # type: ignore[attr-defined]
 
 
 @functools.lru_cache(maxsize=4096)

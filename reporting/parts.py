@@ -353,7 +353,9 @@ def _deliver(part: RunPart, run: ReportRun, backend: Callable[[], BaseEmailBacke
     queued = list(originals.filter(status=Delivery.Status.QUEUED))
     if queued:
         send_deliveries(part, queued, backend=backend())
-    _ended_by(part, originals.first())
+    original = originals.first()
+    assert original is not None, "made above when missing"
+    _ended_by(part, original)
 
 
 def _ended_by(part: RunPart, delivery: Delivery) -> None:

@@ -196,7 +196,7 @@ def _no_rows_note(report: Report, rows: list) -> str:
         Report.WhenNoRows.SKIP: "They have no rows for this period: they would be skipped (nothing sent to them).",
         Report.WhenNoRows.HOLD: "They have no rows for this period: their report would be held for staff.",
         Report.WhenNoRows.SEND_EMPTY: "They have no rows for this period: they would get this report, empty.",
-    }[report.when_no_rows]
+    }[report.when_no_rows]  # type: ignore[index]
 
 
 def _images_inline(email: render.RenderedEmail) -> str:

@@ -11,7 +11,7 @@ from reporting.models import Delivery, ReportRun, RunPart
 Status = ReportRun.Status
 STEPS = ["queued", "fetching", "rendering", "sending", "done"]
 DELIVERIES_SHOWN = 100  # the latest; a per-recipient run may have thousands, counted instead
-_STEP = {Status.RETRYING: "queued"}  # waiting to retry: back before the fetch
+_STEP: dict[str, str] = {Status.RETRYING: "queued"}  # waiting to retry: back before the fetch
 
 
 def run_progress(*, run_id: int) -> dict[str, Any]:

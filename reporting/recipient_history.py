@@ -75,7 +75,7 @@ def _from_delivery(delivery: Delivery) -> Received:
         address=delivery.address,
         at=delivery.sent_at or delivery.created_at,
         run_url=delivery.run.get_absolute_url(),
-        part_url=_part_url(delivery.part) if delivery.part_id else "",
+        part_url=_part_url(delivery.part) if delivery.part is not None else "",
     )
 
 

@@ -21,7 +21,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from import_export.formats import base_formats
 from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell import Cell, WriteOnlyCell
 
 from reporting.models import ATTRIBUTE_NAME, MAX_ATTRIBUTES, attributes_problems
 
@@ -115,7 +115,7 @@ def read_table(content: bytes, *, filename: str) -> Table:
     columns = _columns(headers, table.problems)
     if table.problems:
         return table
-    table.attribute_columns = [name for name in columns if name not in OWN_COLUMNS]
+    table.attribute_columns = [name for name in columns.values() if name not in OWN_COLUMNS]
     first_row: dict[str, int] = {}
     for number, values in enumerate(cells[1:], start=2):
         if len(values) > len(headers) and any(_text(value) for value in values[len(headers) :]):
@@ -216,7 +216,7 @@ def _row(number: int, cell: dict[str, str], problems: list[str]) -> RecipientRow
         row=number,
         email=email,
         name=name,
-        active=None if active == "" else active,
+        active=active if isinstance(active, bool) else None,  # "?" was refused above
         lists=None if lists is None else sorted({part.strip() for part in lists.split(LIST_SEPARATOR) if part.strip()}),
         attributes=attributes,
     )
@@ -297,7 +297,7 @@ def to_xlsx(header: list[str], rows: list[list[str]], *, title: str = "Recipient
     return buffer.getvalue()
 
 
-def _text_cell(sheet, value: str) -> WriteOnlyCell:
+def _text_cell(sheet, value: str) -> Cell:
     cell = WriteOnlyCell(sheet, value=value)
     cell.data_type = "s"  # openpyxl would make "=…" a live formula
     return cell

@@ -22,8 +22,10 @@ from __future__ import annotations
 import logging
 import tempfile
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -33,7 +35,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import File
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Field, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -194,7 +196,7 @@ def _create_per_recipient_run(request: RunRequest, report: Report) -> ReportRun:
     if request.for_recipient_ids is not None:
         people = list(Recipient.objects.filter(pk__in=request.for_recipient_ids).order_by("email"))
     if request.trigger == Trigger.TEST:
-        address = (request.recipients or [None])[0]
+        address = request.recipients[0] if request.recipients else None
     addresses = [address] if address else [person.email for person in people]
     split_field = report.split_field.strip() if report.per_recipient_data == Report.PerRecipientData.SPLIT else ""
     with transaction.atomic():
@@ -365,7 +367,7 @@ _DOING = {
 }
 
 
-def _resumed_note(before: dict, now: datetime) -> str:
+def _resumed_note(before: Mapping[str, Any], now: datetime) -> str:
     """Why a worker takes over a run another worker had started, in words; "" for a fresh start."""
     lease = before["lease_expires_at"]
     if before["status"] not in _DOING or lease is None or lease >= now:
@@ -396,15 +398,21 @@ def _check_fits(field: str, value: str, what: str, fix: str) -> None:
     Checked before writing: PostgreSQL refuses a longer value with a DataError, which would
     reach staff as "Unexpected error" (and SQLite would keep it whole, unbounded).
     """
-    limit = ReportRun._meta.get_field(field).max_length
+    limit = _max_length(field)
     if len(value) > limit:
         raise render.RenderError(f"The {what} is {len(value):,} characters long; at most {limit:,} are allowed. {fix}")
 
 
 def _cut(value: str, field: str) -> str:
     """`value` cut to what the run's `field` holds, ending in "…" when it was cut."""
-    limit = ReportRun._meta.get_field(field).max_length
+    limit = _max_length(field)
     return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _max_length(field: str) -> int:
+    model_field = ReportRun._meta.get_field(field)
+    assert isinstance(model_field, Field) and model_field.max_length is not None, field
+    return model_field.max_length
 
 
 def _renew_lease(run: ReportRun) -> None:
@@ -483,11 +491,13 @@ def _fit_to_send(run: ReportRun, data: object) -> bool:
 
 def last_sent_run(report_id: int, *, besides: int | None = None) -> conditions.LastSent | None:
     """The report's latest sent run (not a test, nor `besides`): what "only if the data changed" compares with."""
+    sent_runs = ReportRun.objects.filter(report_id=report_id, status__in=ReportRun.SENT_STATUSES).exclude(
+        trigger=Trigger.TEST
+    )
+    if besides is not None:
+        sent_runs = sent_runs.exclude(pk=besides)
     sent = (
-        ReportRun.objects.filter(report_id=report_id, status__in=ReportRun.SENT_STATUSES)
-        .exclude(trigger=Trigger.TEST)
-        .exclude(pk=besides)
-        .order_by("-created_at", "-pk")
+        sent_runs.order_by("-created_at", "-pk")
         .values("pk", "rows_hash", "finished_at", "created_at", "period_timezone")
         .first()
     )

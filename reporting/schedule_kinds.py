@@ -100,10 +100,10 @@ def kind_of(fields: CronFields) -> Picked:
         )
     except (ValueError, TypeError, ParseException):
         return Picked()
-    if len(cron.minute) != 1 or len(cron.hour) != 1:
+    if len(cron.minute) != 1 or len(cron.hour) != 1:  # type: ignore[attr-defined]
         return Picked()
-    at = time(next(iter(cron.hour)), next(iter(cron.minute)))
-    days_of_month, months, weekdays = set(cron.day_of_month), set(cron.month_of_year), set(cron.day_of_week)
+    at = time(next(iter(cron.hour)), next(iter(cron.minute)))  # type: ignore[attr-defined]
+    days_of_month, months, weekdays = set(cron.day_of_month), set(cron.month_of_year), set(cron.day_of_week)  # type: ignore[attr-defined]
     one_weekday = next(iter(weekdays)) if len(weekdays) == 1 else None
     one_day = next(iter(days_of_month)) if len(days_of_month) == 1 else None
     if fields.rule == LAST_BUSINESS_DAY:

@@ -209,15 +209,15 @@ def slots(cron: crontab, tz: ZoneInfo, first_day: date, *, step: int) -> Iterato
 
     A time skipped by a DST change fires at the change; a repeated time, once (its first).
     """
-    times = sorted(time(hour, minute) for hour in cron.hour for minute in cron.minute)
+    times = sorted(time(hour, minute) for hour in cron.hour for minute in cron.minute)  # type: ignore[attr-defined]
     if step < 0:
         times.reverse()
     day = first_day
     for _ in range(_SEARCH_DAYS):
         if (
-            day.month in cron.month_of_year
-            and day.day in cron.day_of_month
-            and day.isoweekday() % 7 in cron.day_of_week
+            day.month in cron.month_of_year  # type: ignore[attr-defined]
+            and day.day in cron.day_of_month  # type: ignore[attr-defined]
+            and day.isoweekday() % 7 in cron.day_of_week  # type: ignore[attr-defined]
         ):
             seen = set()
             for local_time in times:

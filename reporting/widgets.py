@@ -121,7 +121,7 @@ def _charts_in(value: Any) -> tuple[list[dict], str]:
 
 
 def _row(chart: dict) -> dict:
-    row = {key: "" if chart.get(key) is None else str(chart.get(key)) for key in KEYS}
+    row: dict[str, Any] = {key: "" if chart.get(key) is None else str(chart.get(key)) for key in KEYS}
     row["kind"] = row["kind"] or next(iter(charts.KINDS))
     kinds = dict(charts.KINDS)
     kinds.setdefault(row["kind"], row["kind"])  # an unknown kind sent back with its error stays as sent
@@ -138,7 +138,7 @@ def _named(row: dict, *, name: str, prefix: str, index: int | str) -> dict:
 
 def _suggestions(report: Report | None) -> dict[str, list[str]]:
     """Field names (and other lists of rows) from the report's latest archived data; none when there is none."""
-    empty = {"columns": [], "lists": []}
+    empty: dict[str, list[str]] = {"columns": [], "lists": []}
     if report is None or report.pk is None:
         return empty
     run = ReportRun.objects.filter(report=report, data_snapshot__gt="").order_by("-created_at").first()

@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from reporting.models import AuditEvent, Recipient, RecipientList
+from reporting.recipients_io import read_table
 from reporting.services import recipients as service
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("permission_groups")]
@@ -170,6 +171,14 @@ def test_a_name_column_is_the_recipients_name_never_an_attribute():
     run_import(csv_file([["email", "NAME", "nickname"], ["ann@example.com", "Ann", "Annie"]]))
 
     assert state() == [("ann@example.com", "Ann", True, {"nickname": "Annie"}, [])]
+
+
+def test_the_table_names_its_attribute_columns_by_name_not_by_position():
+    table = read_table(
+        csv_file([["email", "Name", "region", "desk"], ["ann@example.com", "Ann", "EU", "FX"]]), filename="a.csv"
+    )
+
+    assert table.attribute_columns == ["region", "desk"]
 
 
 def test_a_formula_is_kept_as_plain_text_and_exported_so_that_no_spreadsheet_runs_it():

@@ -11,8 +11,10 @@ from operator import and_
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.templatetags.admin_list import date_hierarchy
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Case, Count, Exists, IntegerField, Max, Min, OuterRef, Q, QuerySet, When
@@ -48,8 +50,17 @@ class DeliveryInline(admin.TabularInline):
     model = Delivery
     extra = 0
     can_delete = False
-    fields = ["address", "kind", "status", "message_id", "esp_status", "sent_at", "requested_by", "error"]
-    readonly_fields = fields
+    readonly_fields = (
+        "address",
+        "kind",
+        "status",
+        "message_id",
+        "esp_status",
+        "sent_at",
+        "requested_by",
+        "error",
+    )
+    fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
@@ -89,7 +100,7 @@ class ReportFilter(admin.SimpleListFilter):
 class RunChangeList(ChangeList):
     """The run list, whose date hierarchy does not read every run to draw its links."""
 
-    def date_hierarchy_links(self) -> dict:
+    def date_hierarchy_links(self) -> dict | None:
         """Django's date hierarchy, with the links spanning the first to the last run in the list.
 
         Django lists the years (or a year's months) that have runs with a DISTINCT over every
@@ -277,7 +288,7 @@ class ReportRunAdmin(admin.ModelAdmin):
         return [] if obj is not None and obj.per_recipient else self.inlines
 
     def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
-        return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
+        return flatten_fieldsets(self.fieldsets)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -302,7 +313,7 @@ class ReportRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="emails")
     def delivery_summary(self, run: ReportRun) -> str:
-        return f"{run.accepted_count} of {run.delivery_count} sent" if run.delivery_count else "—"
+        return f"{run.accepted_count} of {run.delivery_count} sent" if run.delivery_count else "—"  # type: ignore[attr-defined]
 
     @admin.display(description="error")
     def error_in_words(self, run: ReportRun) -> str:
@@ -512,7 +523,7 @@ class ReportRunAdmin(admin.ModelAdmin):
             "form": form,
             "plan": plan,
             "address_count": sum(len(each.addresses) for each in plan or []),
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/reporting/reportrun/resend.html", context)
 

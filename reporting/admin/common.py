@@ -31,7 +31,7 @@ def _run_list_url(script_prefix: str) -> str:
     return reverse("admin:reporting_reportrun_changelist")  # under the current script prefix, the key
 
 
-def run_mark(status: str) -> str:
+def run_mark(status: ReportRun.Status) -> str:
     css_class, mark = RUN_MARKS.get(status, RUN_MARK_WORKING)
     return format_html('<span class="run-mark run-{}" title="{}">{}</span>', css_class, status.label, mark)
 

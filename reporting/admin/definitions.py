@@ -235,4 +235,4 @@ class RecipientListAdmin(admin.ModelAdmin):
 
     @admin.display(ordering="size")
     def size(self, recipient_list: RecipientList) -> int:
-        return recipient_list.size
+        return recipient_list.size  # type: ignore[attr-defined]

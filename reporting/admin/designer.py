@@ -102,7 +102,7 @@ def _draft(admin: ModelAdmin, request: HttpRequest, needed: tuple[str, ...]) -> 
     """The report as the posted form has it (never saved), and what stops it being fetched or rendered, in words."""
     report_id = request.POST.get(REPORT_FIELD, "")
     existing = get_object_or_404(Report, pk=report_id) if report_id.isdigit() else None
-    if not admin.has_preview_permission(request) or not (
+    if not admin.has_preview_permission(request) or not (  # type: ignore[attr-defined]
         admin.has_change_permission(request, existing) if existing else admin.has_add_permission(request)
     ):
         raise PermissionDenied

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import django_otp
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, PermissionsMixin
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -48,11 +48,13 @@ class VerifyForm(OTPTokenForm):
     }
 
 
-def needs_two_factor(user: AbstractBaseUser) -> bool:
+def needs_two_factor(user: AbstractBaseUser | AnonymousUser) -> bool:
     """Whether this user must pass a second factor before using the admin."""
     if not settings.REPORTING_REQUIRE_2FA or not user.is_authenticated:
         return False
-    return user.is_superuser or user.groups.filter(name__in=settings.REPORTING_2FA_GROUPS).exists()
+    return isinstance(user, PermissionsMixin) and (
+        user.is_superuser or user.groups.filter(name__in=settings.REPORTING_2FA_GROUPS).exists()
+    )
 
 
 class RequireTwoFactorMiddleware:
@@ -69,7 +71,7 @@ class RequireTwoFactorMiddleware:
 
     @staticmethod
     def _must_verify(request: HttpRequest) -> bool:
-        if not settings.REPORTING_REQUIRE_2FA or request.user.is_verified():
+        if not settings.REPORTING_REQUIRE_2FA or request.user.is_verified():  # type: ignore[union-attr]
             return False
         # /healthz, the demo API and ESP webhooks have no admin session; logging out is always allowed.
         exempt = (reverse(VERIFY_URL_NAME), reverse("admin:logout"))
@@ -81,11 +83,11 @@ class RequireTwoFactorMiddleware:
 def verify_view(request: HttpRequest) -> HttpResponse:
     """Ask for a code from the user's authenticator; a right one marks the session verified."""
     target = _safe_next(request)
-    if not needs_two_factor(request.user) or request.user.is_verified():
+    if not needs_two_factor(request.user) or request.user.is_verified():  # type: ignore[union-attr]
         return redirect(target)
     form = VerifyForm(request.user, request, data=request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        django_otp.login(request, request.user.otp_device)
+        django_otp.login(request, request.user.otp_device)  # type: ignore[union-attr]
         return redirect(target)
     context = {
         "title": "Two-factor verification",

@@ -30,8 +30,16 @@ class PartDeliveryInline(admin.TabularInline):
     fk_name = "part"
     extra = 0
     can_delete = False
-    fields = ["address", "kind", "status", "message_id", "sent_at", "requested_by", "error"]
-    readonly_fields = fields
+    readonly_fields = (
+        "address",
+        "kind",
+        "status",
+        "message_id",
+        "sent_at",
+        "requested_by",
+        "error",
+    )
+    fields = readonly_fields
     verbose_name_plural = "emails"
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -78,7 +86,7 @@ class RunPartAdmin(admin.ModelAdmin):
     inlines = [PartDeliveryInline]
     change_form_template = "admin/reporting/runpart/change_form.html"
     view_on_site = False
-    fields = [
+    readonly_fields = (
         "run_link",
         "report",
         "period",
@@ -93,8 +101,8 @@ class RunPartAdmin(admin.ModelAdmin):
         "rendered_at",
         "finished_at",
         "attempts",
-    ]
-    readonly_fields = fields
+    )
+    fields = readonly_fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("run", "recipient")
@@ -237,7 +245,7 @@ class RunPartAdmin(admin.ModelAdmin):
         part = get_object_or_404(RunPart.objects.select_related("run"), pk=part_id)
         step = request.POST.get("step")
         form = ResendForm(request.POST if step in ("review", "send", "edit") else None)
-        form.fields["target"].choices = [
+        form.fields["target"].choices = [  # type: ignore[attr-defined]
             (ResendForm.ORIGINAL, f"{part.address}, where it went"),
             (ResendForm.TYPED, "Only the addresses typed below"),
         ]

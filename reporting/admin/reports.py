@@ -6,6 +6,7 @@ import functools
 from datetime import datetime
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, QuerySet, Subquery
@@ -354,9 +355,9 @@ class ReportAdmin(admin.ModelAdmin):
     def last_run(self, report: Report):
         if getattr(report, "last_run_id", None) is None:
             return "—"
-        url = reverse("admin:reporting_reportrun_change", args=[report.last_run_id])
-        status = ReportRun.Status(report.recent_statuses[0]).label
-        return format_html('<a href="{}">{} · {}</a>', url, status, f"{report.last_run_at:%d %b %H:%M}")
+        url = reverse("admin:reporting_reportrun_change", args=[report.last_run_id])  # type: ignore[attr-defined]
+        status = ReportRun.Status(report.recent_statuses[0]).label  # type: ignore[attr-defined]
+        return format_html('<a href="{}">{} · {}</a>', url, status, f"{report.last_run_at:%d %b %H:%M}")  # type: ignore[attr-defined]
 
     @admin.display(description=f"last {RUN_HISTORY_LENGTH} runs")
     def run_history(self, report: Report):
@@ -384,7 +385,7 @@ class ReportAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send a test to my own address", permissions=["run"])
     def send_test(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
-        if not request.user.email:
+        if not request.user.email:  # type: ignore[union-attr]
             self.message_user(request, "Your user has no email address: add one to your profile first.", messages.ERROR)
             return None
         return self._period_page(request, queryset, action="send_test", title="Send a test")
@@ -407,8 +408,8 @@ class ReportAdmin(admin.ModelAdmin):
             "reports": queryset,
             "form": form,
             "action": action,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-            "user_email": request.user.email,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "user_email": request.user.email,  # type: ignore[union-attr]
         }
         return TemplateResponse(request, "admin/reporting/report/run_now.html", context)
 
@@ -419,13 +420,16 @@ class ReportAdmin(admin.ModelAdmin):
         whose = cleaned.get("recipient")
         whose_id = whose.pk if whose else None
         return services_runs.send_test(
-            report_ids=report_ids, period_day=period_day, actor=request.user, for_recipient_id=whose_id
+            report_ids=report_ids,
+            period_day=period_day,
+            actor=request.user,  # type: ignore[arg-type]
+            for_recipient_id=whose_id,
         )
 
     def _announce(self, request: HttpRequest, created: list[ReportRun], action: str) -> None:
         for run in created:
             url = reverse("admin:reporting_reportrun_change", args=[run.pk])
-            what = f"A test of {run.report_name} to {request.user.email}" if action == "send_test" else run.report_name
+            what = f"A test of {run.report_name} to {request.user.email}" if action == "send_test" else run.report_name  # type: ignore[union-attr]
             self.message_user(
                 request,
                 format_html(

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any, BinaryIO
+from typing import IO, Any
 from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
 import requests
@@ -317,7 +317,7 @@ class Downloaded:
     notes: tuple[str, ...] = ()  # what was taken out of the answer, in words
 
 
-def download(request: FetchRequest, body: BinaryIO, *, session: requests.Session | None = None) -> tuple[str, Any]:
+def download(request: FetchRequest, body: IO[bytes], *, session: requests.Session | None = None) -> tuple[str, Any]:
     """`fetch`, writing the answer to `body` as it arrives: returns the URL and the parsed data.
 
     With `body` a file, a large answer's bytes are not held in memory beside its parsed data.
@@ -327,7 +327,7 @@ def download(request: FetchRequest, body: BinaryIO, *, session: requests.Session
 
 
 def download_for_archive(
-    request: FetchRequest, body: BinaryIO, *, session: requests.Session | None = None
+    request: FetchRequest, body: IO[bytes], *, session: requests.Session | None = None
 ) -> Downloaded:
     """`download`, saying what was taken out of the answer before it is archived.
 
@@ -437,7 +437,7 @@ def secret_forms_in_environment() -> list[str]:
 
 
 def _download(
-    request: FetchRequest, headers: dict[str, str], session: requests.Session | None, body: BinaryIO
+    request: FetchRequest, headers: dict[str, str], session: requests.Session | None, body: IO[bytes]
 ) -> tuple[str, Any]:
     deadline = time.monotonic() + settings.REPORTING.get("FETCH_TOTAL_SECONDS", 300)
     allowlist = allowed_source_hosts(request.allowed_hosts)
@@ -614,7 +614,7 @@ def _nesting_depth(bare: str, limit: int) -> int:
     return depth
 
 
-def parse_json_file(body: BinaryIO) -> Any:
+def parse_json_file(body: IO[bytes]) -> Any:
     """`parse_json` of a whole binary file, holding its bytes only until they are decoded to text."""
     body.seek(0)
     content = body.read()
@@ -806,9 +806,9 @@ class _GuardedConnectionMixin:
         self.allowlist = allowlist
 
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
+        sock = super()._new_conn()  # type: ignore[misc]
         try:
-            self.allowlist.check_peer(host=self.host, address=sock.getpeername()[0])
+            self.allowlist.check_peer(host=self.host, address=sock.getpeername()[0])  # type: ignore[attr-defined]
         except FetchError:
             sock.close()
             raise
@@ -928,7 +928,7 @@ def _check_content_type(response: requests.Response) -> None:
         )
 
 
-def _read_capped(response: requests.Response, reader: _BoundedReader, max_bytes: int, body: BinaryIO) -> None:
+def _read_capped(response: requests.Response, reader: _BoundedReader, max_bytes: int, body: IO[bytes]) -> None:
     """Write the response's body to `body`, up to `max_bytes`."""
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:

@@ -346,5 +346,5 @@ _DATE_TOKEN = re.compile(r"'[^']*'|([A-Za-z])\1*|[^A-Za-z']+")
 
 
 def _date_tokens(locale: str, style: str = "short") -> list[str]:
-    pattern = get_date_format(style if style in DATE_STYLES else "medium", locale=_locale(locale)).pattern
+    pattern = get_date_format(style if style in DATE_STYLES else "medium", locale=_locale(locale)).pattern  # type: ignore[arg-type]
     return [match.group(0) for match in _DATE_TOKEN.finditer(pattern)]

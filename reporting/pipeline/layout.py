@@ -171,7 +171,7 @@ def _in_words(error: jsonschema.ValidationError) -> str:
     path = list(error.absolute_path)
     for index, step in enumerate(path):
         if isinstance(step, int):
-            where.append(f"{_SINGULAR.get(path[index - 1], 'item')} {step + 1}")
+            where.append(f"{_SINGULAR.get(str(path[index - 1]), 'item')} {step + 1}")
         elif step not in _SINGULAR or index == len(path) - 1:
             where.append(f"'{step}'")
     place = ", ".join(where) or "the layout"
@@ -180,7 +180,7 @@ def _in_words(error: jsonschema.ValidationError) -> str:
     if error.validator == "maxItems":
         return f"Layout, {place}: at most {error.validator_value} are allowed."
     if error.validator == "enum":
-        allowed = ", ".join(repr(value) for value in error.validator_value if value)
+        allowed = ", ".join(repr(value) for value in error.validator_value if value)  # type: ignore[union-attr]
         return f"Layout, {place}: {error.instance!r} is not one of {allowed}."
     if error.validator in ("pattern", "anyOf") and "currency" in [str(step) for step in path]:
         return f"Layout, {place}: {error.instance!r} is not a currency code (three capital letters, e.g. EUR)."
@@ -275,9 +275,9 @@ def order(rows: list[Any], layout: Layout) -> list[Any]:
     group by the sort keys. Missing values last; numbers by value, text by text."""
     ordered = list(rows)
     for field_name, descending in reversed(layout.sort):
-        ordered.sort(key=lambda row, name=field_name: _sort_key(value_in(row, name)), reverse=descending)
+        ordered.sort(key=lambda row, name=field_name: _sort_key(value_in(row, name)), reverse=descending)  # type: ignore[misc]
         if descending:  # missing values stay last either way
-            ordered.sort(key=lambda row, name=field_name: value_in(row, name) is None)
+            ordered.sort(key=lambda row, name=field_name: value_in(row, name) is None)  # type: ignore[misc]
     if layout.subtotal_by:
         ordered.sort(key=lambda row: _sort_key(value_in(row, layout.subtotal_by)))
     return ordered
@@ -503,9 +503,13 @@ def _fields(rows: list[Any], sample: int = 200) -> list[dict[str, Any]]:
     described = []
     for name, values in seen.items():
         guessed = _guess(name, values)
-        entry = {"field": name, "format": guessed, "examples": [str(value)[:40] for value in values[:3]]}
+        entry: dict[str, Any] = {
+            "field": name,
+            "format": guessed,
+            "examples": [str(value)[:40] for value in values[:3]],
+        }
         if guessed == "percent":  # 0.125 is a fraction; 12.5 can only be points
-            entry["percent_points"] = any(abs(formats.as_number(value) or 0) > 1 for value in values)
+            entry["percent_points"] = any(abs(formats.as_number(value) or 0) > 1 for value in values)  # type: ignore[operator]
         if guessed == "number":  # with a currency in the row, numbers with cents are amounts
             numbers = [formats.as_number(value) for value in values if value is not None]
             entry["fractional"] = any(number != number.to_integral_value() for number in numbers if number is not None)

@@ -507,7 +507,7 @@ SLACK_TRANSIENT = {"ratelimited", "internal_error", "fatal_error", "service_unav
 def _send_to_slack(
     target: Target,
     payload: dict[str, Any],
-    files: list[tuple[str, bytes]],
+    files: Sequence[tuple[str, bytes]],
     attempts: Attempts,
     answer: dict[str, Any],
     on_progress: Callable[[dict[str, Any]], None] | None,
@@ -543,12 +543,12 @@ def _send_to_slack(
 def _upload_files(
     client: WebClient,
     target: Target,
-    files: list[tuple[str, bytes]],
+    files: Sequence[tuple[str, bytes]],
     channel: str,
     thread_ts: str,
     attempts: Attempts,
     timeout: float,
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     """Slack's file upload v2, as slack_sdk's files_upload_v2 makes it, each request retried on its own:
     files.getUploadURLExternal for each file, its bytes POSTed to the URL given, then one
     files.completeUploadExternal sharing them all in the message's thread."""
@@ -556,14 +556,14 @@ def _upload_files(
     for filename, content in files:
         granted = attempts.run(
             "files.getUploadURLExternal",
-            lambda filename=filename, content=content: _slack(
+            lambda filename=filename, content=content: _slack(  # type: ignore[misc]
                 target, lambda: client.files_getUploadURLExternal(filename=filename, length=len(content))
             ),
         )
         upload_url, file_id = granted.get("upload_url"), granted.get("file_id")
         attempts.run(
             "file upload",
-            lambda upload_url=upload_url, content=content: _upload(upload_url, content, timeout, client.proxy),
+            lambda upload_url=upload_url, content=content: _upload(upload_url, content, timeout, client.proxy),  # type: ignore[misc]
         )
         uploaded.append({"id": file_id, "title": filename})
     attempts.run(

@@ -108,7 +108,7 @@ def _repeat_header_rows(root: ElementTree.Element) -> None:
             continue
         first = body.find("tr")
         cells = [cell for cell in first if isinstance(cell.tag, str)] if first is not None else []
-        if cells and all(cell.tag == "th" for cell in cells):
+        if first is not None and cells and all(cell.tag == "th" for cell in cells):
             body.remove(first)
             head = ElementTree.Element("thead")
             head.append(first)

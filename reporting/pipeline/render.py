@@ -126,7 +126,7 @@ def _render(request: RenderRequest) -> RenderedEmail:
         "designed": designed,
         **request.context_extra,
     }
-    if designed is not None and request.layout.intro:
+    if designed is not None and request.layout is not None and request.layout.intro:
         designed["intro"] = render_string(request.layout.intro, context, what="layout's intro text")
     subject = request.subject_prefix + render_subject(request.subject_template, context)
     html = _render_file([request.template_name], context, "body", html=True)

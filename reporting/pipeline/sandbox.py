@@ -24,17 +24,16 @@ from typing import Any
 from django.conf import settings
 from django.template import Context, Engine, Origin, Template, TemplateDoesNotExist
 from django.template.base import (
-    BaseContext,
     FilterExpression,
     Lexer,
     Node,
     Parser,
-    TemplateSyntaxError,
     TextNode,
     Variable,
     VariableDoesNotExist,
     VariableNode,
 )
+from django.template.context import BaseContext
 from django.template.defaulttags import (
     CycleNode,
     FirstOfNode,
@@ -44,6 +43,7 @@ from django.template.defaulttags import (
     VerbatimNode,
     WidthRatioNode,
 )
+from django.template.exceptions import TemplateSyntaxError
 from django.template.loader_tags import BlockNode
 from django.template.loaders import cached, filesystem
 from django.template.loaders.base import Loader
@@ -133,7 +133,7 @@ def render_string(source: str, context: Mapping[str, Any], *, what: str, limits:
 
 def find_layout(names: list[str], *, html: bool) -> SandboxTemplate:
     """The first of the shipped layouts `names` that exists, compiled; `html` escapes every value."""
-    return _engine(autoescape=html).select_template(names)
+    return _engine(autoescape=html).select_template(names)  # type: ignore[return-value]
 
 
 def render_layout(
@@ -193,7 +193,7 @@ def _engine(*, autoescape: bool) -> _SandboxEngine:
     # The folders of the project's "reports" engine, so a test's settings.TEMPLATES applies here too.
     configured = {engine.get("NAME"): engine for engine in settings.TEMPLATES}
     reports = configured.get("reports") or settings.TEMPLATES[0]
-    dirs = tuple(str(folder) for folder in reports.get("DIRS") or [Path(settings.BASE_DIR) / "templates"])
+    dirs = tuple(str(folder) for folder in reports.get("DIRS") or [Path(settings.BASE_DIR) / "templates"])  # type: ignore[attr-defined]
     # Cached compiled layouts, except while developing, when an edited layout must show at once.
     return _engine_for(dirs, autoescape, not settings.DEBUG)
 
@@ -232,11 +232,11 @@ def _sandboxed_template(loader: Loader, template_name: str, skip: list[Origin] |
             tried.append((origin, "Skipped to avoid recursion"))
             continue
         try:
-            contents = loader.get_contents(origin)
+            contents = loader.get_contents(origin)  # type: ignore[attr-defined]
         except TemplateDoesNotExist:
             tried.append((origin, "Source does not exist"))
             continue
-        return SandboxTemplate(contents, origin, origin.template_name, loader.engine)
+        return SandboxTemplate(contents, origin, origin.template_name, loader.engine)  # type: ignore[arg-type]
     raise TemplateDoesNotExist(template_name, tried=tried)
 
 
@@ -296,10 +296,10 @@ def _budgeted(node: Node) -> None:
         budget.tick()
         output = render(context)
         if writes_text:
-            budget.charge(len(output))
+            budget.charge(len(output))  # type: ignore[arg-type]
         return output
 
-    node.render_annotated = render_on_budget
+    node.render_annotated = render_on_budget  # type: ignore[method-assign]
 
 
 _DATE_PARTS = frozenset({"year", "month", "day", "hour", "minute", "second", "microsecond"})
@@ -311,7 +311,7 @@ class PlainDataVariable(Variable):
 
     def _resolve_lookup(self, context):
         current = context
-        for bit in self.lookups:
+        for bit in self.lookups:  # type: ignore[union-attr]
             current = _step(current, bit)
         return current
 

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from django.template import Library, defaultfilters, defaulttags, loader_tags
-from django.template.base import Parser, TemplateSyntaxError, Token
+from django.template.base import Parser, Token
 from django.template.defaulttags import LoremNode
+from django.template.exceptions import TemplateSyntaxError
 
 from reporting.pipeline.sandbox import TemplateLimitError, check_length, check_size, current_budget
 

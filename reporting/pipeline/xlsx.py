@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell import Cell, WriteOnlyCell
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
@@ -92,7 +92,7 @@ def _designed_cell(sheet, row: Any, column: layout_module.Column, locale: str, z
     return cell
 
 
-def _header(sheet, columns: list[str]) -> list[WriteOnlyCell]:
+def _header(sheet, columns: list[str]) -> list[Cell]:
     cells = []
     for column in columns:
         cell = WriteOnlyCell(sheet, value=_clean(column))
@@ -114,7 +114,7 @@ def _typed(sheet, value: Any, zone: ZoneInfo) -> Any:
     moment = _as_moment(text, zone)
     if moment is None:
         return _text_cell(sheet, text)
-    cell = WriteOnlyCell(sheet, value=moment)
+    cell = WriteOnlyCell(sheet, value=moment)  # type: ignore[arg-type]
     cell.number_format = DATETIME_FORMAT if isinstance(moment, datetime) else DATE_FORMAT
     return cell
 

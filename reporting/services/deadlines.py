@@ -90,7 +90,7 @@ def why_overdue(run: ReportRun) -> str:
             "its recipients' reports stopped moving before all were sent (their messages were lost, or the "
             f"workers stopped; last sign of life {_last_seen(run)})"
         )
-    doing = {Status.FETCHING: "fetching the data", Status.RENDERING: "rendering the email"}.get(
+    doing = {Status.FETCHING: "fetching the data", Status.RENDERING: "rendering the email"}.get(  # type: ignore[call-overload]
         run.status, "sending the email"
     )
     return f"the worker stopped responding while {doing} (last sign of life {_last_seen(run)})"

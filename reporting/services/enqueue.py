@@ -26,6 +26,6 @@ def enqueue(task_name: str, *, countdown: float | None = None, **kwargs: object)
 
 def _publish(task_name: str, kwargs: dict[str, object], countdown: float | None) -> None:
     try:
-        current_app.tasks[task_name].apply_async(kwargs=kwargs, countdown=countdown)
+        current_app.tasks[task_name].apply_async(kwargs=kwargs, countdown=countdown)  # type: ignore[arg-type]
     except Exception:  # the caller's work is committed; the deadline sweep will publish it again
         log.exception("could not publish %s %s; the deadline sweep will publish it again", task_name, kwargs)

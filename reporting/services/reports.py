@@ -120,4 +120,4 @@ def _text(value: object) -> str:
 
 
 def _label(name: str) -> str:
-    return _LABELS.get(name) or str(Report._meta.get_field(name).verbose_name)
+    return _LABELS.get(name) or str(getattr(Report._meta.get_field(name), "verbose_name", name))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -224,7 +225,7 @@ def _report_values(
 ) -> dict[str, Any]:
     values = _plain(report, REPORT_FIELDS)
     values.update(
-        owner=report.owner.get_username() if report.owner_id else None,
+        owner=report.owner.get_username() if report.owner is not None else None,
         data_source=report.data_source.name,
         recipients=_sorted(recipients),
         recipient_lists=_sorted(lists),
@@ -380,7 +381,9 @@ def _value_problems(item: dict) -> list[tuple[str, str]]:
             problems.append((name, f"must be true or false, not {_shown(value)}."))
         elif not _json_like(value):
             problems.append((name, "holds a date, time or other value that is not text: put it in quotes."))
-        elif name in SECRET_FIELDS and value and not (isinstance(value, str) and ENV_VAR_NAME.regex.fullmatch(value)):
+        elif (
+            name in SECRET_FIELDS and value and not (isinstance(value, str) and re.fullmatch(ENV_VAR_NAME.regex, value))
+        ):
             # Never echo it: it may be the secret itself.
             problems.append(
                 (
@@ -533,7 +536,7 @@ def _set_fields(instance: models.Model, item: dict, names: tuple[str, ...]) -> N
     """The file's values on the instance; a field the file leaves out takes the model's default."""
     for name in names:
         model_field = instance._meta.get_field(name)
-        value = item[name] if name in item else model_field.get_default()
+        value = item[name] if name in item else model_field.get_default()  # type: ignore[union-attr]
         if value is None and not model_field.null and isinstance(model_field, models.CharField | models.TextField):
             value = ""
         setattr(instance, name, value)
@@ -566,7 +569,7 @@ def _known_or_new(addresses: list[str]) -> list[Recipient]:
 
 def _form_data(item: dict, report: Report | None) -> dict[str, Any]:
     """What the report's admin page would post for the file's values (relations by id, found by natural key)."""
-    defaults = {name: Report._meta.get_field(name).get_default() for name in REPORT_FIELDS}
+    defaults = {name: Report._meta.get_field(name).get_default() for name in REPORT_FIELDS}  # type: ignore[union-attr]
     data: dict[str, Any] = {}
     for name in REPORT_FIELDS:
         value = item[name] if name in item else defaults[name]
@@ -594,7 +597,7 @@ def _form_data(item: dict, report: Report | None) -> dict[str, Any]:
 def _pk_of(model: type[models.Model], key: str, value: Any, name: str, noun: str) -> int | str:
     if value in (None, ""):
         return ""
-    found = model.objects.filter(**{key: value}).values_list("pk", flat=True).first()
+    found = model.objects.filter(**{key: value}).values_list("pk", flat=True).first()  # type: ignore[attr-defined]
     if found is None:
         where = "here (users are not imported: create the user first)" if noun == "user" else "in the file or here"
         raise ValidationError({name: f"There is no {noun} {value!r} {where}."})

@@ -156,7 +156,7 @@ def rerun_held(*, run_id: int, actor: User) -> bool:
         checks_released_by_id=None,
         alerted_at=None,  # held again, the owner hears about it again
     )
-    if left and held["data_snapshot"] and not held["legal_hold"]:
+    if left and held is not None and held["data_snapshot"] and not held["legal_hold"]:
         # The rejected data is replaced by the fresh fetch; its reasons stay in the notes.
         storage = ReportRun._meta.get_field("data_snapshot").storage
         transaction.on_commit(lambda: storage.delete(held["data_snapshot"]))
@@ -205,7 +205,10 @@ def send_to_the_rest(*, run_id: int, actor: User) -> ReportRun:
         ids = [
             part.recipient_id
             for part in surely
-            if part.recipient_id and part.recipient.active and part.recipient_id not in already
+            if part.recipient_id
+            and part.recipient is not None
+            and part.recipient.active
+            and part.recipient_id not in already
         ]
         if not ids:
             raise ValidationError(
@@ -246,7 +249,7 @@ def run_scheduled(*, report_id: int, fired_at: datetime | None) -> None:
     """The run of the slot beat fired at `fired_at` (default: now): created once per period, then worked on."""
     with logs.log_context(report_id=report_id), transaction.atomic():
         run, created = runs.open_scheduled_run(report_id=report_id, started_at=fired_at)
-        if created:
+        if created and run is not None:
             summary = f"Beat started scheduled run #{run.pk} ({run.period_label})."
             audit.record(actor=None, action=Action.SCHEDULED, summary=summary, run=run)
     if run is not None:
