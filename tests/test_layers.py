@@ -18,6 +18,7 @@ ENTRY_POINTS = (
     "reporting.tasks",
     "reporting.management",
     "reporting.views",
+    "reporting.urls",
     "reporting.apps",
     "reporting.signals",
     "reporting.beat",
