@@ -114,9 +114,11 @@ def template_dirs() -> list[Path]:
     then each installed app's templates/ folder when it has APP_DIRS (this app's layouts among them).
     A test's settings.TEMPLATES applies here too.
     """
-    engines = [engine for engine in settings.TEMPLATES if engine["BACKEND"].endswith("DjangoTemplates")]
+    engines: list[dict[str, Any]] = [
+        engine for engine in settings.TEMPLATES if str(engine["BACKEND"]).endswith("DjangoTemplates")
+    ]
     named = {engine.get("NAME"): engine for engine in engines}
-    engine = named.get("reports") or (engines[0] if engines else {})
+    engine: dict[str, Any] = named.get("reports") or (engines[0] if engines else {})
     folders = [Path(folder) for folder in engine.get("DIRS") or []]
     if engine.get("APP_DIRS"):
         folders += [Path(folder) for folder in get_app_template_dirs("templates")]
