@@ -20,6 +20,7 @@ from django.db.models import Max
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from reporting import conf
 from reporting.models import Alert, ReportRun
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def _runs_by_audience(now: datetime) -> dict[tuple[str, ...], list[int]]:
 
 
 def _recently_alerted(addresses: set[str], now: datetime) -> set[str]:
-    since = now - timedelta(minutes=settings.REPORTING["ALERT_INTERVAL_MINUTES"])
+    since = now - timedelta(minutes=conf.REPORTING["ALERT_INTERVAL_MINUTES"])
     latest = Alert.objects.filter(address__in=addresses).values("address").annotate(last=Max("sent_at"))
     return {row["address"] for row in latest if row["last"] > since}
 
@@ -110,14 +111,14 @@ def _verb(run: ReportRun) -> str:
 
 
 def _email(addresses: list[str], subject: str, runs: list[ReportRun]) -> EmailMultiAlternatives:
-    site = settings.REPORTING["SITE_URL"].rstrip("/")
+    site = conf.REPORTING["SITE_URL"].rstrip("/")
     context = {
         "runs": [{"run": run, "verb": _verb(run), "url": site + run.get_absolute_url()} for run in runs],
         "site_url": site,
     }
     message = EmailMultiAlternatives(
         subject=f"[Scheduled Reports] {subject}",
-        body=render_to_string("reporting/email/alert.txt", context, using="text"),
+        body=render_to_string("reporting/email/alert.txt", context),
         from_email=settings.SERVER_EMAIL,
         to=addresses,
     )

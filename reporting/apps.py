@@ -6,12 +6,14 @@ class ReportingConfig(AppConfig):
     verbose_name = "Scheduled reports"
 
     def ready(self) -> None:
-        from django.conf import settings
+        from reporting import conf
 
-        if settings.SENTRY_DSN:  # errors and scheduled runs' check-ins to Sentry (README "Observability")
+        if conf.setting("SENTRY_DSN"):  # errors and scheduled runs' check-ins to Sentry (README "Observability")
             from reporting import observability
 
-            observability.init_sentry(settings.SENTRY_DSN, environment=settings.SENTRY_ENVIRONMENT or None)
+            observability.init_sentry(
+                conf.setting("SENTRY_DSN"), environment=conf.setting("SENTRY_ENVIRONMENT") or None
+            )
         from reporting import (
             signals,  # noqa: F401  (connects the receivers)
             tasks,  # noqa: F401  (registers the tasks that services.enqueue publishes by name)

@@ -6,11 +6,11 @@ import math
 from contextlib import nullcontext
 from dataclasses import replace
 
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.urls import reverse
 
+from reporting import conf
 from reporting.models import ReportRun, RunAttachment, RunPart
 from reporting.pipeline import render
 
@@ -20,7 +20,7 @@ def too_large_to_attach(attachments: list[render.Attachment]) -> dict[int, str]:
 
     Sizes are counted as encoded in the message (base64: 4 bytes for every 3), all attachments together.
     """
-    limit = settings.REPORTING["MAX_ATTACHMENT_BYTES"]
+    limit = conf.REPORTING["MAX_ATTACHMENT_BYTES"]
     sizes = {  # the files; a chart shown inside the email stays in it
         index: 4 * math.ceil(len(attachment.content) / 3)
         for index, attachment in enumerate(attachments)
@@ -83,7 +83,7 @@ def link_to(attachment: RunAttachment) -> dict[str, str]:
     return {
         "filename": attachment.filename,
         "size": size_in_words(attachment.size),
-        "url": settings.REPORTING["SITE_URL"].rstrip("/") + path,
+        "url": conf.REPORTING["SITE_URL"].rstrip("/") + path,
     }
 
 

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
+from reporting import conf
 from reporting.archive import own_attachments, snapshot_data
 from reporting.models import Delivery, Destination, ReportRun, RunAttachment
 from reporting.pipeline import fetch, layout, outgoing, render
@@ -105,7 +105,7 @@ def payload_for(destination: Destination, message: outgoing.Message) -> dict:
 
 def message_for(run: ReportRun) -> outgoing.Message:
     """What every destination is told of `run`: the report, period, headline figures, rows and links."""
-    site = settings.REPORTING["SITE_URL"].rstrip("/")
+    site = conf.REPORTING["SITE_URL"].rstrip("/")
     files = [
         outgoing.File(
             filename=attachment.filename,

@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from celery import current_app
-from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
+from reporting import conf
 from reporting.models import Heartbeat, ReportRun
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _heartbeats() -> dict[str, datetime]:
 
 
 def _beat(seen: datetime | None, now: datetime) -> dict[str, Any]:
-    limit = settings.REPORTING["BEAT_MAX_SILENCE_SECONDS"]
+    limit = conf.REPORTING["BEAT_MAX_SILENCE_SECONDS"]
     if seen is None:
         return {"ok": False, "last_tick": None, "error": "Beat has never recorded a heartbeat: is it running?"}
     age = _age(seen, now)

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
+
+from reporting import conf
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def for_database(using: str = DEFAULT_DB_ALIAS) -> Leadership:
         return AdvisoryLock(postgresql_params(connection.get_connection_params()))
     if connection.vendor != "sqlite":
         log.warning("beat: no lock across machines on %s; a lock file keeps one beat per machine", connection.vendor)
-    return FileLock(Path(settings.VAR_DIR) / LOCK_FILE_NAME)
+    return FileLock(conf.var_dir() / LOCK_FILE_NAME)
 
 
 def postgresql_params(django_params: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """Data sources, report definitions, recipients, and the archive of runs and deliveries."""
 
 import re
-from pathlib import Path
 from zoneinfo import ZoneInfo, available_timezones
 
 from django.conf import settings
@@ -15,7 +14,7 @@ from django.utils import timezone
 from django.utils.deconstruct import deconstructible
 from django_celery_beat.models import PeriodicTask
 
-from reporting import addresses, periods
+from reporting import addresses, conf, periods
 from reporting.periods import Period
 from reporting.pipeline import conditions, fetch, formats, layout, pdf
 
@@ -180,7 +179,7 @@ def validate_layout(value: object) -> None:
 
 def validate_sender_address(address: str) -> None:
     """A report's From address must be at a domain of REPORTING_SENDER_DOMAINS (read when checked)."""
-    problem = addresses.sender_problem(address, settings.REPORTING["SENDER_DOMAINS"])
+    problem = addresses.sender_problem(address, conf.REPORTING["SENDER_DOMAINS"])
     if problem:
         raise ValidationError(problem)
 
@@ -198,9 +197,9 @@ def validate_list_unsubscribe(url: str) -> None:
 
 
 def report_template_choices() -> list[tuple[str, str]]:
-    """The report body templates under templates/reports/, by file name."""
-    folder = Path(settings.BASE_DIR) / "templates" / "reports"
-    names = sorted(path.name for path in folder.glob("*.html") if not path.name.startswith("_"))
+    """The report body templates under reports/ in the template folders (the app's and the project's), by name."""
+    folders = [folder / "reports" for folder in conf.template_dirs()]
+    names = sorted({path.name for folder in folders for path in folder.glob("*.html") if not path.name.startswith("_")})
     return [(f"reports/{name}", name.removesuffix(".html").replace("_", " ").capitalize()) for name in names]
 
 

@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.db.models import F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from reporting import schedules
+from reporting import conf, schedules
 from reporting.models import Report, ReportRun
 from reporting.periods import period_for_slot
 
@@ -68,7 +67,7 @@ def enabled_reports() -> QuerySet:
 def report_health(reports: list[Report], *, now: datetime | None = None) -> list[ReportHealth]:
     """The overview's rows for reports from `enabled_reports()` (e.g. one page of them)."""
     now = (now or timezone.now()).replace(second=0, microsecond=0)
-    grace = timedelta(seconds=settings.REPORTING["CATCH_UP_GRACE_SECONDS"])
+    grace = timedelta(seconds=conf.REPORTING["CATCH_UP_GRACE_SECONDS"])
     rows = []
     for report in reports:
         spec = schedules.spec_for(report)

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from reporting import attachments
+from reporting import attachments, conf
 from reporting.archive import send_deliveries, send_one, sender_of
 from reporting.models import Delivery, Recipient, Report, ReportRun, RunPart
 from reporting.pipeline import deliver, fetch, render, split
@@ -131,11 +130,11 @@ def open_part_ids(run_id: int) -> list[int]:
 
 
 def _lease() -> timedelta:
-    return timedelta(seconds=settings.REPORTING["RUN_LEASE_SECONDS"])
+    return timedelta(seconds=conf.REPORTING["RUN_LEASE_SECONDS"])
 
 
 def _fetching() -> timedelta:
-    return timedelta(seconds=settings.REPORTING["FETCH_TOTAL_SECONDS"]) + _lease()
+    return timedelta(seconds=conf.REPORTING["FETCH_TOTAL_SECONDS"]) + _lease()
 
 
 def load(run_id: int, part_ids: list[int]) -> dict[int, RunPart]:
@@ -368,7 +367,7 @@ def _ended_by(part: RunPart, delivery: Delivery) -> None:
 def _failed_or_retry(
     part: RunPart, message: str, detail: str, *, permanent: bool, retry_after: float | None, **fields: object
 ) -> float | None:
-    if permanent or part.attempts > settings.REPORTING["FETCH_MAX_RETRIES"]:
+    if permanent or part.attempts > conf.REPORTING["FETCH_MAX_RETRIES"]:
         _end(part, Status.FAILED, error=message, error_detail=detail, **fields)
         return None
     delay = retry_delay(part.attempts - 1, retry_after)
@@ -476,7 +475,7 @@ def release_held(part_id: int, *, released_by_id: int | None) -> RunPart | None:
         status=ReportRun.Status.SENDING,
         finished_at=None,
         lease_expires_at=None,
-        deadline_at=timezone.now() + timedelta(seconds=settings.REPORTING["RUN_QUEUE_DEADLINE_SECONDS"]),
+        deadline_at=timezone.now() + timedelta(seconds=conf.REPORTING["RUN_QUEUE_DEADLINE_SECONDS"]),
     )
     return part
 

@@ -14,12 +14,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from reporting import conf
 from reporting.models import ReportRun, RunAttachment, RunPart
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,8 @@ class PruneResult:
 def prune_archive(*, now: datetime | None = None) -> PruneResult:
     """Apply the retention settings once; safe to run again at any time."""
     now = now or timezone.now()
-    run_cutoff = now - timedelta(days=settings.REPORTING["RUN_RETENTION_DAYS"])
-    file_cutoff = now - timedelta(days=settings.REPORTING["FILE_RETENTION_DAYS"])
+    run_cutoff = now - timedelta(days=conf.REPORTING["RUN_RETENTION_DAYS"])
+    file_cutoff = now - timedelta(days=conf.REPORTING["FILE_RETENTION_DAYS"])
     deleted, deleted_files = _in_batches(_delete_runs, _prunable(run_cutoff))
     with_files = _prunable(file_cutoff).filter(
         # something left to remove: the snapshot, files, or the data kept with each recipient's report
@@ -75,7 +75,7 @@ def _delete_runs(ids: list[int]) -> tuple[int, list[str]]:
 
 
 def _strip_runs(ids: list[int], now: datetime) -> tuple[int, list[str]]:
-    days = settings.REPORTING["FILE_RETENTION_DAYS"]
+    days = conf.REPORTING["FILE_RETENTION_DAYS"]
     note = f"Data snapshot and attachments removed on {now:%d %b %Y} by the {days}-day retention."
     with transaction.atomic():
         batch = ReportRun.objects.filter(pk__in=ids, legal_hold=False)

@@ -30,7 +30,6 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import File
 from django.core.validators import validate_email
@@ -39,7 +38,7 @@ from django.db.models import F, Field, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from reporting import attachments, destinations, logs, observability, parts, schedules
+from reporting import attachments, conf, destinations, logs, observability, parts, schedules
 from reporting.addresses import check_addresses, check_some_address_is_valid
 from reporting.archive import fail_queued_deliveries, send_deliveries, snapshot_data
 from reporting.models import Delivery, Recipient, Report, ReportRun
@@ -94,11 +93,11 @@ class RunRequest:
 
 def queue_deadline(*, after: float = 0) -> datetime:
     """When a run queued now (to start `after` seconds from now) must have been taken by a worker."""
-    return timezone.now() + timedelta(seconds=after + settings.REPORTING["RUN_QUEUE_DEADLINE_SECONDS"])
+    return timezone.now() + timedelta(seconds=after + conf.REPORTING["RUN_QUEUE_DEADLINE_SECONDS"])
 
 
 def _lease() -> timedelta:
-    return timedelta(seconds=settings.REPORTING["RUN_LEASE_SECONDS"])
+    return timedelta(seconds=conf.REPORTING["RUN_LEASE_SECONDS"])
 
 
 # --- creating runs ----------------------------------------------------------------------
@@ -274,7 +273,7 @@ def _execute_run(*, run_id: int, final_attempt: bool | None) -> ReportRun:
     run = ReportRun.objects.select_related("report__data_source").get(pk=run_id)
     observability.run_started(run)
     if final_attempt is None:
-        final_attempt = run.attempts > settings.REPORTING["FETCH_MAX_RETRIES"]
+        final_attempt = run.attempts > conf.REPORTING["FETCH_MAX_RETRIES"]
     try:
         if not run.recipients:
             raise render.RenderError("The report has no active recipients: add a recipient or a recipient list.")
@@ -300,7 +299,7 @@ def _execute_run(*, run_id: int, final_attempt: bool | None) -> ReportRun:
     except render.RenderError as exc:
         _fail(run, exc.message, exc.detail)
     except SoftTimeLimitExceeded:
-        limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
+        limit = conf.setting("CELERY_TASK_SOFT_TIME_LIMIT")
         _fail(
             run, f"The run took longer than its time limit ({limit} seconds) and was stopped.", traceback.format_exc()
         )

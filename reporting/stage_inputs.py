@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import date
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.utils import timezone
 
+from reporting import conf
 from reporting.models import DataSource, Report
 from reporting.periods import Period, last_complete_period, period_containing
 from reporting.pipeline import checks, fetch, layout, render, split
@@ -46,7 +46,7 @@ def fetch_request_for(report: Report, period: Period, *, recipient: dict[str, st
         connect_timeout=source.connect_timeout,
         read_timeout=source.read_timeout,
         verify_tls=source.verify_tls,
-        max_bytes=settings.REPORTING["MAX_RESPONSE_BYTES"],
+        max_bytes=conf.REPORTING["MAX_RESPONSE_BYTES"],
         # Fields staff removed from the archive are removed for Preview too.
         drop_fields=tuple(fetch.drop_field_entries(source.drop_fields)),
     )

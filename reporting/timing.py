@@ -6,8 +6,9 @@ import random
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.utils.dateformat import format as format_date
+
+from reporting import conf
 
 
 def duration_in_words(duration: timedelta) -> str:
@@ -29,7 +30,7 @@ def local_time(moment: datetime, timezone_name: str | None) -> str:
 
 def retry_delay(retries: int, retry_after: float | None) -> float:
     """Exponential backoff with full jitter, at least the server's Retry-After, capped."""
-    base = settings.REPORTING["FETCH_RETRY_BASE_SECONDS"]
-    cap = settings.REPORTING["FETCH_RETRY_MAX_SECONDS"]
+    base = conf.REPORTING["FETCH_RETRY_BASE_SECONDS"]
+    cap = conf.REPORTING["FETCH_RETRY_MAX_SECONDS"]
     backoff = random.uniform(base, min(cap, base * 2**retries))
     return min(cap, max(backoff, retry_after or 0))

@@ -2,12 +2,11 @@
 
 import hmac
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from reporting import health, metrics
+from reporting import conf, health, metrics
 
 METRICS_PERMISSION = "reporting.view_reportrun"
 
@@ -33,7 +32,7 @@ def prometheus_metrics(request: HttpRequest) -> HttpResponse:
 
 def _metrics_refusal(request: HttpRequest) -> HttpResponse | None:
     """None when the request may read the metrics; otherwise 401, 403 or (no token configured) 404."""
-    token = settings.METRICS_TOKEN
+    token = conf.setting("METRICS_TOKEN")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
         return None

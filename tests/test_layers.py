@@ -18,6 +18,7 @@ ENTRY_POINTS = (
     "reporting.tasks",
     "reporting.management",
     "reporting.views",
+    "reporting.urls",
     "reporting.apps",
     "reporting.signals",
     "reporting.beat",
@@ -150,8 +151,8 @@ def test_only_entry_points_and_services_import_services():
     assert wrong == set()
 
 
-def test_the_pipeline_imports_only_itself_and_the_period_arithmetic():
-    allowed = ("reporting.pipeline", "reporting.periods")
+def test_the_pipeline_imports_only_itself_the_period_arithmetic_and_the_settings():
+    allowed = ("reporting.pipeline", "reporting.periods", "reporting.conf")
     wrong = {
         (name, target)
         for name, targets in import_graph().items()
@@ -160,6 +161,10 @@ def test_the_pipeline_imports_only_itself_and_the_period_arithmetic():
         if not in_layer(target, allowed)
     }
     assert wrong == set()
+
+
+def test_the_settings_module_imports_nothing_of_the_app():
+    assert {target for target in import_graph()["reporting.conf"] if in_layer(target, ("reporting",))} == set()
 
 
 def test_enqueueing_and_auditing_happen_only_in_the_services():

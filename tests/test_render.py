@@ -4,8 +4,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
 
+import reporting
 from reporting.periods import DAILY, MONTHLY, NONE, Period
 from reporting.pipeline.charts import ChartSpec
 from reporting.pipeline.render import RenderError, RenderRequest, columns_of, render, rows_to_csv
@@ -138,7 +138,7 @@ def test_it_shows_times_in_the_reports_timezone(templates):
 
 def test_it_renders_the_projects_own_generic_report_templates():
     names = ["reports/table.html", "reporting/email/report.txt"]
-    folder = Path(django_settings.BASE_DIR) / "templates"
+    folder = Path(reporting.__file__).parent / "templates"
     if not all((folder / name).exists() for name in names):
         pytest.skip("the project's report templates are not there yet")
 

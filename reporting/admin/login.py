@@ -10,7 +10,6 @@ With it off, nothing changes.
 from collections.abc import Callable
 
 import django_otp
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, PermissionsMixin
 from django.http import HttpRequest, HttpResponse
@@ -19,6 +18,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django_otp.forms import OTPTokenForm
+
+from reporting import conf
 
 VERIFY_URL_NAME = "reporting_verify_2fa"
 
@@ -31,8 +32,8 @@ def lockout_response(
     context = {
         "title": "Logging in is blocked for a while",
         "username": username,
-        "failure_limit": settings.AXES_FAILURE_LIMIT,
-        "cooloff_minutes": settings.AXES_COOLOFF_MINUTES,
+        "failure_limit": conf.setting("AXES_FAILURE_LIMIT"),
+        "cooloff_minutes": conf.setting("AXES_COOLOFF_MINUTES"),
         "site_header": "Scheduled Reports",
     }
     return TemplateResponse(request, "admin/locked_out.html", context, status=429).render()
@@ -50,10 +51,10 @@ class VerifyForm(OTPTokenForm):
 
 def needs_two_factor(user: AbstractBaseUser | AnonymousUser) -> bool:
     """Whether this user must pass a second factor before using the admin."""
-    if not settings.REPORTING_REQUIRE_2FA or not user.is_authenticated:
+    if not conf.setting("REPORTING_REQUIRE_2FA") or not user.is_authenticated:
         return False
     return isinstance(user, PermissionsMixin) and (
-        user.is_superuser or user.groups.filter(name__in=settings.REPORTING_2FA_GROUPS).exists()
+        user.is_superuser or user.groups.filter(name__in=conf.setting("REPORTING_2FA_GROUPS")).exists()
     )
 
 
@@ -71,7 +72,7 @@ class RequireTwoFactorMiddleware:
 
     @staticmethod
     def _must_verify(request: HttpRequest) -> bool:
-        if not settings.REPORTING_REQUIRE_2FA or request.user.is_verified():  # type: ignore[union-attr]
+        if not conf.setting("REPORTING_REQUIRE_2FA") or request.user.is_verified():  # type: ignore[union-attr]
             return False
         # /healthz, the demo API and ESP webhooks have no admin session; logging out is always allowed.
         exempt = (reverse(VERIFY_URL_NAME), reverse("admin:logout"))

@@ -17,7 +17,7 @@ OLD_SWEEP, NEW_SWEEP = "reporting.tasks.recover_stuck_runs", "reporting.tasks.en
 def record_what_each_run_is_about(apps, schema_editor):
     """Each archived run keeps its report's name, period kind, timezone and label as they are now."""
     ReportRun = apps.get_model("reporting", "ReportRun")
-    deadline = timezone.now() + timedelta(seconds=settings.REPORTING["RUN_QUEUE_DEADLINE_SECONDS"])
+    deadline = timezone.now() + timedelta(seconds=getattr(settings, "REPORTING", {}).get("RUN_QUEUE_DEADLINE_SECONDS", 600))
     runs = ReportRun.objects.select_related("report").filter(period_label="")
     for run in runs.iterator(chunk_size=1000):
         report = run.report

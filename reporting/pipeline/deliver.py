@@ -19,6 +19,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import make_msgid
 
+from reporting import conf
 from reporting.pipeline.render import Attachment
 
 _FAILED_ESP_STATUSES = {"rejected", "failed", "invalid"}
@@ -110,7 +111,7 @@ def build_message(
 
 def unsubscribe_headers(link: str, address: str) -> dict[str, str]:
     """List-Unsubscribe for a recipient outside the company; with an https: link, one-click too (RFC 8058)."""
-    if not link or in_domains(address, settings.REPORTING["INTERNAL_DOMAINS"]):
+    if not link or in_domains(address, conf.REPORTING["INTERNAL_DOMAINS"]):
         return {}
     headers = {"List-Unsubscribe": f"<{link}>"}
     if link.lower().startswith("https:"):

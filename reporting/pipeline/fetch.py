@@ -28,7 +28,6 @@ from typing import IO, Any
 from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
 import requests
-from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from requests.adapters import HTTPAdapter
@@ -37,6 +36,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
+
+from reporting import conf
 
 USER_AGENT = "ScheduledReports/1.0"
 _CHUNK = 64 * 1024
@@ -239,8 +240,8 @@ def secret_variable_problem(name: str) -> str:
     Only variables meant for data sources: otherwise an editor could make the worker send
     SECRET_KEY or a database password to a server of their choosing.
     """
-    prefix = settings.REPORTING.get("SECRET_ENV_PREFIX", "REPORTING_SECRET_")
-    listed = settings.REPORTING.get("SECRET_ENV_VARS", ())
+    prefix = conf.REPORTING.get("SECRET_ENV_PREFIX", "REPORTING_SECRET_")
+    listed = conf.REPORTING.get("SECRET_ENV_VARS", ())
     if not name or name in listed or (name.startswith(prefix) and len(name) > len(prefix)):
         return ""
     also = f", or be listed in REPORTING_SECRET_ENV_VARS ({', '.join(listed)})" if listed else ""
@@ -253,7 +254,7 @@ def secret_variable_problem(name: str) -> str:
 def allowed_source_hosts(entries: tuple[str, ...] | list[str] | None = None) -> HostAllowlist:
     """The allowlist of `entries`, or of the REPORTING_ALLOWED_SOURCE_HOSTS setting."""
     if entries is None:
-        entries = settings.REPORTING.get("ALLOWED_SOURCE_HOSTS", ())
+        entries = conf.REPORTING.get("ALLOWED_SOURCE_HOSTS", ())
     return HostAllowlist.from_entries(tuple(entries))
 
 
@@ -439,7 +440,7 @@ def secret_forms_in_environment() -> list[str]:
 def _download(
     request: FetchRequest, headers: dict[str, str], session: requests.Session | None, body: IO[bytes]
 ) -> tuple[str, Any]:
-    deadline = time.monotonic() + settings.REPORTING.get("FETCH_TOTAL_SECONDS", 300)
+    deadline = time.monotonic() + conf.REPORTING.get("FETCH_TOTAL_SECONDS", 300)
     allowlist = allowed_source_hosts(request.allowed_hosts)
     allowlist.check_url(request.url)
     prepared = requests.Request("GET", request.url, params=request.params, headers=headers)
@@ -504,7 +505,7 @@ def _session_for(request: FetchRequest, allowlist: HostAllowlist, session: reque
 
 
 def _past_deadline(size: int | None = None) -> FetchError:
-    total = settings.REPORTING.get("FETCH_TOTAL_SECONDS", 300)
+    total = conf.REPORTING.get("FETCH_TOTAL_SECONDS", 300)
     sent = f"; it had sent {filesizeformat(size)} by then" if size else ""
     return FetchError(
         f"The data source did not send its whole answer within {total:g} seconds "
@@ -579,8 +580,8 @@ def check_json_limits(text: str) -> None:
     (45 MB of `[[],[],…]` took 1.3 GB) and recurses once per level. This needs a copy or two
     of the text, never more.
     """
-    max_depth = settings.REPORTING.get("MAX_JSON_DEPTH", 64)
-    max_values = settings.REPORTING.get("MAX_JSON_VALUES", 5_000_000)
+    max_depth = conf.REPORTING.get("MAX_JSON_DEPTH", 64)
+    max_values = conf.REPORTING.get("MAX_JSON_VALUES", 5_000_000)
     bare = _JSON_STRING.sub('""', text)  # a bracket or comma inside a string is not structure
     # Each value after the first in an array or object follows a comma, the first an opening bracket.
     values = bare.count(",") + bare.count("[") + bare.count("{") + 1

@@ -30,10 +30,10 @@ from urllib.error import URLError
 from urllib.parse import urlsplit
 
 import requests
-from django.conf import settings
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from reporting import conf
 from reporting.pipeline import fetch
 
 SLACK, TEAMS, WEBHOOK = "slack", "teams", "webhook"
@@ -212,7 +212,7 @@ class RetryPolicy:
 
     @classmethod
     def from_settings(cls) -> RetryPolicy:
-        config = settings.REPORTING
+        config = conf.REPORTING
         return cls(
             attempts=config.get("DESTINATION_MAX_ATTEMPTS", 4),
             base_seconds=config.get("DESTINATION_RETRY_BASE_SECONDS", 2),
@@ -368,7 +368,7 @@ def _post_json(target: Target, payload: dict[str, Any], delivery_id: int, attemp
     if not allowlist.allows_host(host):
         raise _not_allowed(host, allowlist)
     body = webhook_body(payload)
-    timeout = settings.REPORTING.get("DESTINATION_TIMEOUT_SECONDS", 30)
+    timeout = conf.REPORTING.get("DESTINATION_TIMEOUT_SECONDS", 30)
     with fetch.guarded_session(allowlist) as http:
 
         def post() -> dict[str, Any]:
@@ -403,7 +403,7 @@ def _check_url(url: str, target: Target) -> str:
 def _allowed_entries(target: Target) -> tuple[str, ...]:
     if target.allowed_hosts is not None:
         return target.allowed_hosts
-    return tuple(settings.REPORTING.get("ALLOWED_DESTINATION_HOSTS", ()))
+    return tuple(conf.REPORTING.get("ALLOWED_DESTINATION_HOSTS", ()))
 
 
 def _not_allowed(host: str, allowlist: fetch.HostAllowlist) -> OutgoingError:
@@ -512,8 +512,8 @@ def _send_to_slack(
     answer: dict[str, Any],
     on_progress: Callable[[dict[str, Any]], None] | None,
 ) -> None:
-    base_url = settings.REPORTING.get("SLACK_API_URL", "https://slack.com/api/").rstrip("/") + "/"
-    timeout = settings.REPORTING.get("DESTINATION_TIMEOUT_SECONDS", 30)
+    base_url = conf.REPORTING.get("SLACK_API_URL", "https://slack.com/api/").rstrip("/") + "/"
+    timeout = conf.REPORTING.get("DESTINATION_TIMEOUT_SECONDS", 30)
     # No retry handlers of the SDK's own: the retries here wait by the policy, renewing the lease.
     client = WebClient(token=target.secret, base_url=base_url, timeout=timeout, retry_handlers=[])
     channel = payload["channel"]

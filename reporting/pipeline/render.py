@@ -30,7 +30,7 @@ from reporting.pipeline import layout as layout_module
 GENERIC_TEXT_TEMPLATE = "reporting/email/report.txt"
 # What a file name keeps of a recipient's key: anything else becomes "-".
 _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9_.-]")
-# What the sandbox prints for a variable it cannot find (settings.MISSING_VARIABLE_MARK).
+# What the sandbox prints for a variable it cannot find (the MISSING_VARIABLE_MARK setting, reporting.conf).
 _MISSING = re.compile("\u2063missing:(.*?)\u2063")
 
 

@@ -5,7 +5,8 @@ strings, numbers, dates): a variable is looked up by key or index, never by attr
 method call, so nothing reachable from the context can reach a model, a user, a setting or
 the environment, or change the data it was given. The tags and filters are a fixed set
 (reporting.pipeline.sandbox_tags); `{% include %}` and `{% extends %}` reach only the shipped
-layouts under templates/reporting/email/ and templates/reports/. Each render has an output
+layouts under reporting/email/ and reports/ (the app's own, in reporting/templates/, and any
+the project adds in its template folders). Each render has an output
 size and a time limit, and says in words which one it went over.
 """
 
@@ -18,7 +19,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as time_of_day
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -47,6 +47,8 @@ from django.template.exceptions import TemplateSyntaxError
 from django.template.loader_tags import BlockNode
 from django.template.loaders import cached, filesystem
 from django.template.loaders.base import Loader
+
+from reporting import conf
 
 # Layouts a template may include or extend: the shipped email layouts and report bodies.
 LAYOUT_FOLDERS = ("reporting/email/", "reports/")
@@ -185,15 +187,13 @@ def _engine_for(dirs: tuple[str, ...], autoescape: bool, cache: bool) -> _Sandbo
         loaders=loaders,
         libraries={},
         autoescape=autoescape,
-        string_if_invalid=settings.MISSING_VARIABLE_MARK,
+        string_if_invalid=conf.setting("MISSING_VARIABLE_MARK"),
     )
 
 
 def _engine(*, autoescape: bool) -> _SandboxEngine:
-    # The folders of the project's "reports" engine, so a test's settings.TEMPLATES applies here too.
-    configured = {engine.get("NAME"): engine for engine in settings.TEMPLATES}
-    reports = configured.get("reports") or settings.TEMPLATES[0]
-    dirs = tuple(str(folder) for folder in reports.get("DIRS") or [Path(settings.BASE_DIR) / "templates"])  # type: ignore[attr-defined]
+    # The project's template folders, then the apps' (this app's layouts among them): reporting.conf.
+    dirs = tuple(str(folder) for folder in conf.template_dirs())
     # Cached compiled layouts, except while developing, when an edited layout must show at once.
     return _engine_for(dirs, autoescape, not settings.DEBUG)
 

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateformat import format as format_date
 
-from reporting import audit, runs, schedules
+from reporting import audit, conf, runs, schedules
 from reporting.models import AuditEvent, Report, ReportRun
 from reporting.periods import Period, period_for_slot
 from reporting.services.enqueue import EXECUTE_RUN, enqueue
@@ -74,7 +73,7 @@ def catch_up_missed_runs(*, now: datetime | None = None) -> CatchUpResult:
     `now` (beat itself fires on time; the sweep must not race it).
     """
     now = now or timezone.now()
-    newest = now - timedelta(seconds=settings.REPORTING["CATCH_UP_GRACE_SECONDS"])
+    newest = now - timedelta(seconds=conf.REPORTING["CATCH_UP_GRACE_SECONDS"])
     slots = _SlotCache(newest=newest, oldest=now - LOOK_BACK)
     result = CatchUpResult()
     for chunk in _chunks(_scheduled_reports(), REPORTS_PER_QUERY):

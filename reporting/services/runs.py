@@ -6,13 +6,12 @@ import logging
 import time
 from datetime import date, datetime
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from reporting import audit, logs, parts, runs
+from reporting import audit, conf, logs, parts, runs
 from reporting.addresses import clean_addresses
 from reporting.models import AuditEvent, Recipient, Report, ReportRun
 from reporting.services.enqueue import EXECUTE_RUN, WORK_ON_PARTS, enqueue
@@ -289,7 +288,7 @@ def work_on_parts(*, run_id: int, part_ids: list[int]) -> None:
 
 
 def _publish_parts(run_id: int, part_ids: list[int]) -> None:
-    size = settings.REPORTING["PARTS_PER_TASK"]
+    size = conf.REPORTING["PARTS_PER_TASK"]
     for start in range(0, len(part_ids), size):
         enqueue(WORK_ON_PARTS, run_id=run_id, part_ids=part_ids[start : start + size])
 

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from reporting import conf
 from reporting.demo.setup import install_demo
 
 
@@ -20,12 +21,12 @@ class Command(BaseCommand):
     help = "Create the demo data source, scheduled demo reports (two per client) and a staff user; print the login."
 
     def add_arguments(self, parser):
-        parser.add_argument("--base-url", default=settings.REPORTING["SITE_URL"].rstrip("/") + "/demo-api/")
+        parser.add_argument("--base-url", default=conf.REPORTING["SITE_URL"].rstrip("/") + "/demo-api/")
         parser.add_argument("--password", help="Password for the demo user (default: a new random one).")
 
     def handle(self, *args, base_url: str, password: str | None, **options):
         demo = install_demo(base_url=base_url, password=password)
-        site = settings.REPORTING["SITE_URL"].rstrip("/")
+        site = conf.REPORTING["SITE_URL"].rstrip("/")
         banner = [
             "",
             "=" * 64,
