@@ -8,7 +8,7 @@ import pytest
 import time_machine
 from django.core import mail
 
-from reporting import alerts, health, overview, runs
+from reporting import alerts, archive, health, overview, runs
 from reporting.models import AuditEvent, Delivery, ReportRun
 from reporting.services import deadlines
 from reporting.services.enqueue import enqueue
@@ -292,3 +292,27 @@ def test_a_run_taken_over_from_a_dead_worker_says_it_was_resumed(report, use_smt
         "Resumed at 21 November 2026, 07:05:00 GMT (attempt 2): the worker that was fetching the data stopped, and "
         "its message was delivered again. Nothing already sent is sent again."
     )
+
+
+def test_a_resend_whose_message_was_lost_is_failed_in_words_and_never_sent_late(
+    report, settings, use_smtp, django_capture_on_commit_callbacks
+):
+    from reporting.services import archive as services_archive
+
+    settings.REPORTING = {**settings.REPORTING, "RUN_QUEUE_DEADLINE_SECONDS": 600}
+    run = runs.execute_run(run_id=manual_run(report).pk)
+    assert run.status == Status.SENT
+    with time_machine.travel(at(2026, 11, 21, 7, 0), tick=False), django_capture_on_commit_callbacks(execute=False):
+        services_archive.resend(run_ids=[run.pk], addresses=["carol@example.com"], actor=None)  # its message: lost
+    [resend] = run.deliveries.filter(kind=Delivery.Kind.RESEND)
+
+    result, _ = sweep(at(2026, 11, 21, 7, 9), django_capture_on_commit_callbacks)  # before the queue deadline
+    assert result.lost_resends == 0 and Delivery.objects.get(pk=resend.pk).status == Delivery.Status.QUEUED
+
+    result, _ = sweep(at(2026, 11, 21, 7, 11), django_capture_on_commit_callbacks)
+    resend.refresh_from_db()
+    assert result.lost_resends == 1 and resend.status == Delivery.Status.FAILED
+    assert "did not reach a worker within 600 seconds" in resend.error and "Resend it again" in resend.error
+
+    archive.send_resend(run_id=run.pk, delivery_ids=[resend.pk])  # the message turns up late after all
+    assert not use_smtp.messages_to("carol@example.com")

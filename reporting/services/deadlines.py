@@ -12,20 +12,24 @@ This sweep (a periodic task, every minute) takes each such run, whatever its sta
 
 It cannot send an address twice: the claim in `runs.execute_run` and the per-address
 delivery claim still decide, and a delivery left "sending" is never sent again.
+
+A resend (to addresses, or to a Slack, Teams or webhook destination) is a delivery queued with
+its own message: one still queued past the queue deadline lost that message, and is failed in
+words for staff to resend, never sent late (its send claims it only while it is queued).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Case, F, TextField, Value, When
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from reporting import audit, destinations, parts, runs
+from reporting import audit, conf, destinations, parts, runs
 from reporting.models import AuditEvent, Delivery, ReportRun
 from reporting.services.enqueue import EXECUTE_RUN, enqueue
 from reporting.timing import local_time
@@ -51,6 +55,7 @@ RUNS_PER_SWEEP = 1000  # runs taken in one sweep; the next sweep takes the rest
 class DeadlineResult:
     published_again: list[int] = field(default_factory=list)  # ids of the runs published once more
     failed: list[int] = field(default_factory=list)  # ids of the runs failed at their second deadline
+    lost_resends: int = 0  # resend deliveries failed because their message never reached a worker
 
 
 def enforce_run_deadlines(*, now: datetime | None = None) -> DeadlineResult:
@@ -68,9 +73,28 @@ def enforce_run_deadlines(*, now: datetime | None = None) -> DeadlineResult:
             result.published_again.append(run.pk)
         elif run.recoveries > 0 and _give_up(run, now=now):
             result.failed.append(run.pk)
-    if result.published_again or result.failed:
-        log.warning("deadlines: %d runs published again, %d failed", len(result.published_again), len(result.failed))
+    result.lost_resends = _fail_lost_resends(now)
+    if result.published_again or result.failed or result.lost_resends:
+        log.warning(
+            "deadlines: %d runs published again, %d failed, %d lost resends failed",
+            len(result.published_again),
+            len(result.failed),
+            result.lost_resends,
+        )
     return result
+
+
+def _fail_lost_resends(now: datetime) -> int:
+    """Fail, in words, each resend still queued past the queue deadline: its message was lost."""
+    waited = conf.REPORTING["RUN_QUEUE_DEADLINE_SECONDS"]
+    lost = Delivery.objects.filter(
+        kind=Delivery.Kind.RESEND, status=Delivery.Status.QUEUED, created_at__lt=now - timedelta(seconds=waited)
+    )
+    return lost.update(
+        status=Delivery.Status.FAILED,
+        error=f"Not sent: its message did not reach a worker within {waited:,} seconds (lost by the broker, "
+        "or no worker was running). Resend it again from the run's page.",
+    )
 
 
 def count_overdue(*, now: datetime | None = None) -> int:
