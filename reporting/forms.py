@@ -14,9 +14,9 @@ from django.urls import reverse
 
 from reporting import periods, schedule_kinds, schedules
 from reporting.addresses import clean_addresses
-from reporting.models import Recipient, Report, report_template_choices
+from reporting.models import DataSource, Destination, Recipient, Report, report_template_choices
 from reporting.periods import DAILY, period_containing
-from reporting.pipeline import charts, formats, pdf
+from reporting.pipeline import charts, fetch, formats, pdf
 from reporting.pipeline.checks import field_names
 from reporting.pipeline.render import RenderError, period_values, render_string, render_subject
 from reporting.widgets import ChartsWidget, LayoutWidget, QueryParamsWidget
@@ -473,3 +473,44 @@ class ResendForm(forms.Form):
                 )
             cleaned["address_list"] = None
         return cleaned
+
+
+class DataSourceForm(forms.ModelForm):
+    class Meta:
+        model = DataSource
+        fields = [
+            "name",
+            "base_url",
+            "auth_scheme",
+            "auth_header_name",
+            "secret_env_var",
+            "connect_timeout",
+            "read_timeout",
+            "verify_tls",
+            "drop_fields",
+        ]
+
+    def clean_base_url(self) -> str:
+        """Only http(s), no user:password, a host in REPORTING_ALLOWED_SOURCE_HOSTS (by name here, by address
+        when fetching)."""
+        url = self.cleaned_data["base_url"]
+        try:
+            fetch.check_source_url(url)
+        except fetch.FetchError as exc:
+            raise ValidationError(exc.message) from exc
+        return url
+
+
+class DestinationForm(forms.ModelForm):
+    class Meta:
+        model = Destination
+        fields = [
+            "name",
+            "kind",
+            "enabled",
+            "secret_env_var",
+            "slack_channel",
+            "attach_csv",
+            "attach_xlsx",
+            "signing_secret_env_var",
+        ]

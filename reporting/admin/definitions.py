@@ -15,12 +15,12 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from reporting import recipient_history, recipients_io
+from reporting.forms import DataSourceForm
 from reporting.models import (
     DataSource,
     Recipient,
     RecipientList,
 )
-from reporting.pipeline import fetch
 from reporting.services import recipients as services_recipients
 
 MAX_IMPORT_BYTES = 20_000_000
@@ -28,32 +28,6 @@ EXPORT_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
-
-
-class DataSourceForm(forms.ModelForm):
-    class Meta:
-        model = DataSource
-        fields = [
-            "name",
-            "base_url",
-            "auth_scheme",
-            "auth_header_name",
-            "secret_env_var",
-            "connect_timeout",
-            "read_timeout",
-            "verify_tls",
-            "drop_fields",
-        ]
-
-    def clean_base_url(self) -> str:
-        """Only http(s), no user:password, a host in REPORTING_ALLOWED_SOURCE_HOSTS (by name here, by address
-        when fetching)."""
-        url = self.cleaned_data["base_url"]
-        try:
-            fetch.check_source_url(url)
-        except fetch.FetchError as exc:
-            raise ValidationError(exc.message) from exc
-        return url
 
 
 @admin.register(DataSource)

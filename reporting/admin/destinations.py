@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import os
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from reporting.forms import DestinationForm
 from reporting.models import Destination
 from reporting.services import destinations as services_destinations
-
-
-class DestinationForm(forms.ModelForm):
-    class Meta:
-        model = Destination
-        fields = [
-            "name",
-            "kind",
-            "enabled",
-            "secret_env_var",
-            "slack_channel",
-            "attach_csv",
-            "attach_xlsx",
-            "signing_secret_env_var",
-        ]
 
 
 @admin.register(Destination)

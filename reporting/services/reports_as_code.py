@@ -33,7 +33,7 @@ from django.db.models.functions import Lower
 
 from reporting import audit, schedule_kinds, schedules
 from reporting.addresses import clean_addresses
-from reporting.forms import CRON_FIELDS, ReportForm
+from reporting.forms import CRON_FIELDS, DataSourceForm, DestinationForm, ReportForm
 from reporting.models import ENV_VAR_NAME, AuditEvent, DataSource, Destination, Recipient, RecipientList, Report
 from reporting.pipeline import fetch
 from reporting.services.reports import recipients_for, save_report
@@ -43,28 +43,10 @@ ACTOR_NAME = "import_reports"
 FORMATS = ("yaml", "json")
 SECTIONS = ("data_sources", "recipients", "recipient_lists", "destinations", "reports")
 
-DATA_SOURCE_FIELDS = (
-    "name",
-    "base_url",
-    "auth_scheme",
-    "auth_header_name",
-    "secret_env_var",
-    "connect_timeout",
-    "read_timeout",
-    "verify_tls",
-    "drop_fields",
-)
+# What staff edit on each: the admin's own forms' fields (relations excepted), so the file follows the form.
+DATA_SOURCE_FIELDS = tuple(DataSourceForm.Meta.fields)
 RECIPIENT_FIELDS = ("email", "name", "active", "attributes")
-DESTINATION_FIELDS = (
-    "name",
-    "kind",
-    "enabled",
-    "secret_env_var",
-    "slack_channel",
-    "attach_csv",
-    "attach_xlsx",
-    "signing_secret_env_var",
-)
+DESTINATION_FIELDS = tuple(DestinationForm.Meta.fields)
 # The report form's own fields, the relations written by natural key instead of id.
 REPORT_RELATIONS = ("owner", "data_source", "recipient_lists", "destinations")
 REPORT_FIELDS = tuple(name for name in ReportForm.Meta.fields if name not in REPORT_RELATIONS)
