@@ -306,3 +306,20 @@ def test_a_sample_whose_records_path_is_wrong_has_no_fields_but_still_lists_what
     described = layout.describe_sample({"data": {"items": [{"a": 1}]}}, "items")
     assert described["row_count"] is None and described["fields"] == []
     assert described["lists"] == [{"path": "data.items", "rows": 1}]
+
+
+def test_numbers_past_any_real_amount_are_shown_as_sent_and_do_not_break_the_email_or_its_totals():
+    rows = [
+        {"name": "huge text", "value": "1e1000000"},  # would be a million digits written out
+        {"name": "huge float", "value": 1e308},
+        {"name": "tiny", "value": "1e-1000000"},
+        {"name": "large", "value": "123456789012345678901234567.5"},
+        {"name": "plain", "value": 2},
+    ]
+    shape = {"columns": [{"field": "name"}, {"field": "value", "format": "number", "total": True}]}
+    email = render(request(rows=rows, data={"rows": rows}, shape=shape))
+    assert ">1e1000000<" in email.html and ">1e+308<" in email.html  # as the text they are
+    assert ">0.00<" in email.html and "123,456,789,012,345,678,901,234,567.50" in email.html
+    assert "123,456,789,012,345,678,901,234,569.50" in email.html  # the total of what is a number, exactly
+    _delimiter, table = csv_of(email)
+    assert [row[1] for row in table[1:]] == ["1e1000000", "1e+308", "0.00", "123456789012345678901234567.50", "2.00"]

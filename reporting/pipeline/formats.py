@@ -14,7 +14,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -112,6 +112,16 @@ def as_number(value: Any) -> Decimal | None:
 
     Not booleans, not NaN or infinity, not "1,234" (whose meaning depends on the locale it came from).
     """
+    number = _exact(value)
+    # Past 10^30 no amount is real, and the text of one can ask for millions of digits ("1e1000000"):
+    # such a value is shown as the text it is.
+    return number if number is None or number.adjusted() <= MAX_EXPONENT else None
+
+
+MAX_EXPONENT = 30
+
+
+def _exact(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, Decimal):  # a total the layout added up (a headline figure's total_of)
@@ -181,6 +191,13 @@ def display(value: Any, fmt: Format, locale: str, *, currency: str = "", zone: Z
 
 
 def display_number(number: Decimal, fmt: Format, locale: str, *, currency: str = "") -> str:
+    # Enough digits for any total of amounts below 10^MAX_EXPONENT, at MAX_DECIMALS places.
+    with localcontext() as context:
+        context.prec = 100
+        return _display_number(number, fmt, locale, currency=currency)
+
+
+def _display_number(number: Decimal, fmt: Format, locale: str, *, currency: str = "") -> str:
     where = _locale(locale)
     decimals = _decimals(fmt)
     if fmt.kind == "percent":
@@ -243,7 +260,9 @@ def csv_value(value: Any, fmt: Format, locale: str, *, zone: ZoneInfo | None = N
             if fmt.kind == "percent" and not fmt.percent_points:
                 number *= 100
             pattern = _decimal_pattern(_decimals(fmt), grouped=False)
-            return format_decimal(number, format=pattern, locale=_locale(locale))
+            with localcontext() as context:
+                context.prec = 100
+                return format_decimal(number, format=pattern, locale=_locale(locale))
     elif fmt.kind == "date":
         moment = as_moment(value, zone or ZoneInfo("UTC"))
         if moment is not None:
