@@ -19,7 +19,9 @@ import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import reduce
+from operator import or_
 from typing import TYPE_CHECKING, Any
 
 from django.core.mail.backends.base import BaseEmailBackend
@@ -148,6 +150,23 @@ def claim(part_id: int, run_id: int) -> RunPart | None:
     return part if part is not None and take(part) else None
 
 
+def _claimable(now: datetime) -> Q:
+    """Waiting and due (or nearly: see _CLOCK_SLACK), or held by a worker whose lease ran out."""
+    due = Q(not_before__isnull=True) | Q(not_before__lte=now + _CLOCK_SLACK)
+    return Q(status=Status.PENDING) & due | Q(status=Status.WORKING, lease_expires_at__lt=now)
+
+
+def _as_read(parts: list[RunPart]) -> Q:
+    """Only as they were read: a part another worker touched since (its attempts moved on) is left alone."""
+    return reduce(or_, (Q(pk=part.pk, attempts=part.attempts) for part in parts))
+
+
+def _taken(part: RunPart, lease: datetime) -> None:
+    """Bring the part read earlier up to date in memory, as the UPDATE that took it left it."""
+    part.status, part.lease_expires_at, part.not_before = Status.WORKING, lease, None
+    part.attempts += 1
+
+
 def take(part: RunPart) -> bool:
     """Take a part read by `load` for this worker: a conditional UPDATE, whose row count says who won.
 
@@ -155,23 +174,64 @@ def take(part: RunPart) -> bool:
     earlier is brought up to date in memory rather than read again.
     """
     now = timezone.now()
-    claimable = Q(status=Status.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lte=now + _CLOCK_SLACK)) | Q(
-        status=Status.WORKING, lease_expires_at__lt=now
-    )
     # A part whose data is still to be fetched is held for as long as the fetch may last (its own
     # bound) and then some, so that no other worker takes it meanwhile.
     lease = now + (_fetching() if part.data is None and part.rendered_at is None else _lease())
-    # Only as it was read: a part another worker touched since (its attempts moved on) is read again first.
-    taken = RunPart.objects.filter(claimable, pk=part.pk, attempts=part.attempts).update(
+    taken = RunPart.objects.filter(_claimable(now), _as_read([part])).update(
         status=Status.WORKING, lease_expires_at=lease, not_before=None, attempts=F("attempts") + 1
     )
     if not taken:
         attempts = part.attempts
         part.refresh_from_db()
         return part.attempts != attempts and part.status in RunPart.OPEN and take(part)
-    part.status, part.lease_expires_at, part.not_before = Status.WORKING, lease, None
-    part.attempts += 1
+    _taken(part, lease)
     return True
+
+
+def take_ready(batch: list[RunPart]) -> set[int]:
+    """Take at once, in one UPDATE, the parts of a batch whose data is here (to render and send only); their ids.
+
+    Those it could not take (held by another worker, touched since they were read) are left
+    to `take`, one by one, as are those still to be fetched: a fetch may last long enough for
+    the lease of a part waiting its turn to run out. Before each part is worked on, `keep`
+    makes sure it is still this worker's.
+    """
+    ready = [part for part in batch if part.data is not None or part.rendered_at is not None]
+    if not ready:
+        return set()
+    now = timezone.now()
+    lease = now + _lease()
+    count = RunPart.objects.filter(_claimable(now), _as_read(ready)).update(
+        status=Status.WORKING, lease_expires_at=lease, not_before=None, attempts=F("attempts") + 1
+    )
+    if count == len(ready):
+        won = ready
+    elif count:  # which: those now carrying this very lease, one attempt on from how they were read
+        ours = RunPart.objects.filter(
+            reduce(or_, (Q(pk=part.pk, attempts=part.attempts + 1) for part in ready)), lease_expires_at=lease
+        )
+        mine = set(ours.values_list("pk", flat=True))
+        won = [part for part in ready if part.pk in mine]
+    else:
+        won = []
+    for part in won:
+        _taken(part, lease)
+    return {part.pk for part in won}
+
+
+def keep(part: RunPart) -> bool:
+    """Whether a part taken earlier (`take_ready`) is still this worker's, its lease renewed when half of it
+    has gone by; False when its lease ran out and another worker took it meanwhile."""
+    now = timezone.now()
+    if part.lease_expires_at is not None and part.lease_expires_at - now > _lease() / 2:
+        return True
+    lease = now + _lease()
+    kept = RunPart.objects.filter(pk=part.pk, attempts=part.attempts, status=Status.WORKING).update(
+        lease_expires_at=lease
+    )
+    if kept:
+        part.lease_expires_at = lease
+    return bool(kept)
 
 
 def seconds_held(part_id: int) -> float | None:

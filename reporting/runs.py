@@ -560,12 +560,13 @@ def _execute_parts(*, run_id: int, part_ids: list[int]) -> list[tuple[int, float
     connections = parts.Connections()
     renewed = _keep_waiting(run, None)
     loaded = parts.load(run_id, part_ids)  # those already at an end are not there: nothing to do for them
+    taken = parts.take_ready(list(loaded.values()))  # one UPDATE for those only to render and send
     try:
         for part_id in part_ids:
             part = loaded.get(part_id)
             if part is None:
                 continue
-            if parts.take(part):
+            if parts.keep(part) if part_id in taken else parts.take(part):
                 with logs.log_context(part_id=part_id):
                     delay = parts.work_on(part, run=run, report=run.report, connections=connections)
             else:

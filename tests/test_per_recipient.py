@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db.models import F
 from django.utils import timezone
 
 from reporting import parts, runs
@@ -642,3 +643,80 @@ def test_a_part_being_fetched_is_not_taken_by_another_worker_while_its_fetch_may
     assert lease > timedelta(seconds=settings.REPORTING["FETCH_TOTAL_SECONDS"])
     assert taken_meanwhile is None  # another worker's duplicate message meanwhile takes nothing
     assert RunPart.objects.get(address="alice@example.com").status == RunPart.Status.SKIPPED
+
+
+def test_a_batchs_parts_ready_to_render_are_taken_in_one_statement(httpserver, use_smtp, statement_template):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+    runs.execute_run(run_id=run.pk)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert runs.execute_parts(run_id=run.pk, part_ids=parts.open_part_ids(run.pk)) == []
+
+    takes = [query for query in queries.captured_queries if "SET \"status\" = 'working'" in query["sql"]]
+    assert len(takes) == 1
+    assert sorted(run.parts.values_list("status", "attempts")) == [(RunPart.Status.SENT, 1)] * 3
+    for address in CLIENTS.values():
+        assert len(use_smtp.messages_to(address[1])) == 1
+
+
+def test_a_part_taken_with_its_batch_is_left_alone_when_another_worker_took_it_meanwhile(
+    httpserver, use_smtp, statement_template, monkeypatch, settings
+):
+    """The parts before it took so long that its lease ran out and another worker took it: not sent twice."""
+    import time_machine
+
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+    runs.execute_run(run_id=run.pk)
+    alice, bob, cleo = (run.parts.get(address=address) for _name, address in CLIENTS.values())
+    lease = settings.REPORTING["RUN_LEASE_SECONDS"]
+    work_on = parts.work_on
+
+    with time_machine.travel(timezone.now(), tick=True) as clock:
+
+        def slow_work_on(part, **kwargs):
+            ended = work_on(part, **kwargs)
+            if part.pk == alice.pk:  # Alice took most of the lease; meanwhile another worker took Bob
+                clock.shift(timedelta(seconds=lease * 0.9))
+                RunPart.objects.filter(pk=bob.pk).update(
+                    lease_expires_at=timezone.now() + timedelta(seconds=lease), attempts=F("attempts") + 1
+                )
+            return ended
+
+        monkeypatch.setattr(parts, "work_on", slow_work_on)
+        retries = runs.execute_parts(run_id=run.pk, part_ids=[alice.pk, bob.pk, cleo.pk])
+        ended_at = timezone.now()
+
+    [(part_id, delay)] = retries  # looked at again when the other worker's lease runs out
+    assert part_id == bob.pk and lease - 5 <= delay <= lease + 2
+    assert not use_smtp.messages_to("bob@example.com")
+    bob.refresh_from_db()
+    assert bob.status == RunPart.Status.WORKING and bob.attempts == 2 and not bob.deliveries.exists()
+    # Cleo's lease was nearly out too, but nobody had taken her: renewed, and sent her report once.
+    cleo.refresh_from_db()
+    assert cleo.status == RunPart.Status.SENT and cleo.attempts == 1 and cleo.finished_at <= ended_at
+    assert len(use_smtp.messages_to("cleo@example.com")) == 1
+    assert len(use_smtp.messages_to("alice@example.com")) == 1
+
+
+def test_a_batch_taken_in_part_by_another_worker_sends_only_the_rest(httpserver, use_smtp, statement_template):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+    runs.execute_run(run_id=run.pk)
+    bob = run.parts.get(address="bob@example.com")
+    held_until = timezone.now() + timedelta(seconds=60)
+    RunPart.objects.filter(pk=bob.pk).update(status=RunPart.Status.WORKING, lease_expires_at=held_until, attempts=1)
+
+    retries = runs.execute_parts(run_id=run.pk, part_ids=parts.open_part_ids(run.pk))
+
+    assert [part_id for part_id, _delay in retries] == [bob.pk]
+    assert not use_smtp.messages_to("bob@example.com")
+    assert len(use_smtp.messages_to("alice@example.com")) == 1 and len(use_smtp.messages_to("cleo@example.com")) == 1
+    assert RunPart.objects.get(pk=bob.pk).lease_expires_at == held_until  # the other worker's lease, untouched
