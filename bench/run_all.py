@@ -8,7 +8,7 @@ from pathlib import Path
 from common import RESULTS_DIR, machine
 
 BENCH_DIR = Path(__file__).resolve().parent
-ORDER = ["pipeline", "throughput", "per_recipient", "schedules", "large", "admin"]
+ORDER = ["pipeline", "throughput", "per_recipient", "schedules", "large", "leak", "admin"]
 
 
 def main(names: list[str]) -> int:
