@@ -46,15 +46,21 @@ def deliver_to_destinations(
     *,
     keep_alive: Callable[[], None] | None = None,
     sleep: Callable[[float], None] | None = None,
+    first_attempt: bool = False,
 ) -> None:
     """Record a delivery for each of the report's enabled destinations (once per run), then send those queued.
 
     Not for a test send, nor a per-recipient run. `keep_alive` is called before each wait to retry
     and after each destination (the orchestrator renews its lease there); `sleep` is how to wait.
+    `first_attempt`: the run's first, so no delivery was recorded before (one query when the report has
+    no destination, instead of four).
     """
     if run.trigger == ReportRun.Trigger.TEST or run.per_recipient:
         return
-    _record_originals(run)
+    enabled = list(run.report.destinations.filter(enabled=True).order_by("pk"))
+    if first_attempt and not enabled:
+        return  # nothing was recorded before, and there is nothing to record
+    _record_originals(run, enabled, recorded=set() if first_attempt else None)
     originals = run.deliveries.filter(kind=Delivery.Kind.ORIGINAL).exclude(channel=Channel.EMAIL)
     # Still "sending" from an attempt whose worker died: the service may have taken it.
     originals.filter(status=Delivery.Status.SENDING).update(status=Delivery.Status.FAILED, error=INTERRUPTED)
@@ -62,14 +68,11 @@ def deliver_to_destinations(
     send_destination_deliveries(queued, keep_alive=keep_alive, sleep=sleep)
 
 
-def _record_originals(run: ReportRun) -> None:
+def _record_originals(run: ReportRun, enabled: list[Destination], *, recorded: set[int] | None = None) -> None:
     """The run's original delivery for each enabled destination that has none yet, queued with its payload."""
-    recorded = set(run.deliveries.filter(destination__isnull=False).values_list("destination_id", flat=True))
-    missing = [
-        destination
-        for destination in run.report.destinations.filter(enabled=True).order_by("pk")
-        if destination.pk not in recorded
-    ]
+    if recorded is None:
+        recorded = set(run.deliveries.filter(destination__isnull=False).values_list("destination_id", flat=True))
+    missing = [destination for destination in enabled if destination.pk not in recorded]
     if not missing:
         return
     try:

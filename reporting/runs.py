@@ -425,13 +425,12 @@ _SPOOL_BYTES = 1024 * 1024  # a fetched answer up to this size stays in memory, 
 
 
 def _fetch_stage(run: ReportRun) -> object:
-    _set(run, status=Status.FETCHING)
     report = run.report
     request = fetch_request_for(report, run.period)
     # With its query string, as it is sent and then kept (requests encodes the parameters alike).
     full_url = f"{request.url}?{urlencode(request.params)}" if request.params else request.url
     _check_fits("request_url", full_url, "request URL", "Shorten the report's path or query parameters.")
-    _set(run, request_url=request.url)
+    _set(run, status=Status.FETCHING, request_url=request.url)
     # The answer goes to a file as it arrives (in memory while small): its bytes need not stay
     # in memory beside the data parsed from them, and the snapshot is copied from the file.
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
@@ -445,8 +444,18 @@ def _fetch_stage(run: ReportRun) -> object:
         notes = noted(notes, note)
     # Where a redirect led is a record, not a request: a URL too long to keep is cut, the data kept.
     url = _cut(downloaded.url, "request_url")
-    _set(run, data_snapshot=run.data_snapshot.name, request_url=url, notes=notes, fetched_at=timezone.now())
-    _set(run, row_count=len(fetch.select_rows(downloaded.data, report.records_path)))
+    fetched = {
+        "data_snapshot": run.data_snapshot.name,
+        "request_url": url,
+        "notes": notes,
+        "fetched_at": timezone.now(),
+    }
+    try:
+        rows = fetch.select_rows(downloaded.data, report.records_path)
+    except fetch.FetchError:
+        _set(run, **fetched)  # the snapshot is kept, whatever is wrong with the rows
+        raise
+    _set(run, row_count=len(rows), **fetched)
     return downloaded.data
 
 
@@ -634,7 +643,7 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
     email = render.render(request)
     _check_fits("subject", email.subject, "rendered subject", "Shorten the subject template or the data it shows.")
     with transaction.atomic():
-        email, linked = attachments.store(run, request, email)
+        email, linked = attachments.store(run, request, email, replace=not _first_attempt(run))
         notes = noted(run.notes, linked) if linked else run.notes
         _set(
             run,
@@ -643,11 +652,13 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
             body_text=email.text,
             rendered_at=timezone.now(),
             notes=notes,
+            status=Status.SENDING,  # what comes next; one UPDATE fewer
         )
 
 
 def _deliver_stage(run: ReportRun) -> None:
-    _set(run, status=Status.SENDING)
+    if run.status != Status.SENDING:  # resumed: rendered by an earlier attempt
+        _set(run, status=Status.SENDING)
     # Every address is checked before the first send: an invalid one is recorded as failed,
     # with the reason, and the others are sent (each address once, whatever its case).
     addresses = check_addresses(run.recipients)
@@ -662,12 +673,18 @@ def _deliver_stage(run: ReportRun) -> None:
         ignore_conflicts=True,
     )
     originals = run.deliveries.filter(kind=Delivery.Kind.ORIGINAL)
-    # Still "sending" from an attempt whose worker died: the server may have taken it.
-    originals.filter(status=Delivery.Status.SENDING).update(status=Delivery.Status.FAILED, error=INTERRUPTED)
+    if not _first_attempt(run):
+        # Still "sending" from an attempt whose worker died: the server may have taken it.
+        originals.filter(status=Delivery.Status.SENDING).update(status=Delivery.Status.FAILED, error=INTERRUPTED)
     send_deliveries(run, list(originals.filter(status=Delivery.Status.QUEUED)), after_each=lambda: _renew_lease(run))
     # Then Slack, Teams and webhooks, by the same rules (reporting.destinations).
-    destinations.deliver_to_destinations(run, keep_alive=lambda: _set(run))
+    destinations.deliver_to_destinations(run, keep_alive=lambda: _set(run), first_attempt=_first_attempt(run))
     _finish(run)
+
+
+def _first_attempt(run: ReportRun) -> bool:
+    """Taken for the first time: no earlier attempt left files, deliveries or anything else to resume from."""
+    return run.attempts == 1
 
 
 INTERRUPTED = (

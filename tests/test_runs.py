@@ -235,6 +235,7 @@ def test_it_resumes_a_run_after_a_crash_without_sending_anyone_twice(report):
     mail.outbox.clear()
     # As if the worker died mid-send: ann was sent, bob's send was in flight, a third
     # address had not been tried, and the dead worker's lease has run out.
+    run.refresh_from_db()
     run.recipients = ["ann@example.com", "bob@example.com", "cy@example.com"]
     run.status = ReportRun.Status.SENDING
     run.lease_expires_at = timezone.now() - timedelta(seconds=1)
