@@ -444,7 +444,7 @@ def _fetch_stage(run: ReportRun) -> object:
         notes = noted(notes, note)
     # Where a redirect led is a record, not a request: a URL too long to keep is cut, the data kept.
     url = _cut(downloaded.url, "request_url")
-    fetched = {
+    fetched: dict[str, Any] = {
         "data_snapshot": run.data_snapshot.name,
         "request_url": url,
         "notes": notes,
