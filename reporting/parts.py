@@ -156,9 +156,15 @@ def _claimable(now: datetime) -> Q:
     return Q(status=Status.PENDING) & due | Q(status=Status.WORKING, lease_expires_at__lt=now)
 
 
-def _as_read(parts: list[RunPart]) -> Q:
-    """Only as they were read: a part another worker touched since (its attempts moved on) is left alone."""
-    return reduce(or_, (Q(pk=part.pk, attempts=part.attempts) for part in parts))
+def _as_read(parts: list[RunPart], *, since: int = 0) -> Q:
+    """Only as they were read (`since` attempts later): a part another worker touched meanwhile is left alone.
+
+    One term per number of attempts (most parts of a batch have the same), not one per part.
+    """
+    by_attempts: dict[int, list[int]] = {}
+    for part in parts:
+        by_attempts.setdefault(part.attempts + since, []).append(part.pk)
+    return reduce(or_, (Q(pk__in=ids, attempts=attempts) for attempts, ids in by_attempts.items()))
 
 
 def _taken(part: RunPart, lease: datetime) -> None:
@@ -207,9 +213,7 @@ def take_ready(batch: list[RunPart]) -> set[int]:
     if count == len(ready):
         won = ready
     elif count:  # which: those now carrying this very lease, one attempt on from how they were read
-        ours = RunPart.objects.filter(
-            reduce(or_, (Q(pk=part.pk, attempts=part.attempts + 1) for part in ready)), lease_expires_at=lease
-        )
+        ours = RunPart.objects.filter(_as_read(ready, since=1), lease_expires_at=lease)
         mine = set(ours.values_list("pk", flat=True))
         won = [part for part in ready if part.pk in mine]
     else:

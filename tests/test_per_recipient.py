@@ -720,3 +720,27 @@ def test_a_batch_taken_in_part_by_another_worker_sends_only_the_rest(httpserver,
     assert not use_smtp.messages_to("bob@example.com")
     assert len(use_smtp.messages_to("alice@example.com")) == 1 and len(use_smtp.messages_to("cleo@example.com")) == 1
     assert RunPart.objects.get(pk=bob.pk).lease_expires_at == held_until  # the other worker's lease, untouched
+
+
+def test_a_large_batch_of_parts_read_at_different_attempts_is_taken_in_one_statement(httpserver, statement_template):
+    """1,100 parts (PARTS_PER_TASK may be set that high), some retried before: one UPDATE, not a term per part."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    run = runs.create_manual_run(report_id=report.pk, period_day=date(2026, 11, 20), requested_by_id=None)
+    run.parts.all().delete()  # its three clients, planned with no rows yet: in their place, 1,100 with their rows
+    RunPart.objects.bulk_create(
+        RunPart(run=run, address=f"c{index}@example.com", key=f"C{index}", data={"positions": []}, attempts=index % 3)
+        for index in range(1100)
+    )
+    batch = list(parts.load(run.pk, list(run.parts.values_list("pk", flat=True))).values())
+    RunPart.objects.filter(pk=batch[7].pk).update(attempts=F("attempts") + 1)  # another worker touched this one
+
+    with CaptureQueriesContext(connection) as queries:
+        taken = parts.take_ready(batch)
+
+    assert len(taken) == len(batch) - 1 and batch[7].pk not in taken
+    assert len([query for query in queries.captured_queries if query["sql"].startswith("UPDATE")]) == 1
+    assert run.parts.filter(status=RunPart.Status.WORKING).count() == len(batch) - 1
+    assert set(run.parts.filter(status=RunPart.Status.WORKING).values_list("pk", flat=True)) == taken
