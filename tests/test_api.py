@@ -452,3 +452,12 @@ def test_the_command_writes_the_schema(tmp_path):
     call_command("export_openapi", output=str(tmp_path / "openapi.json"))
 
     assert json.loads((tmp_path / "openapi.json").read_text())["info"]["title"] == "Scheduled Reports API"
+
+
+def test_a_body_over_the_upload_limit_is_413_in_the_error_shape(call, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+
+    response = call("post", "/recipients", {"email": "cfo@example.com", "name": "x" * 200})
+
+    assert (response.status_code, response.json()["error"]["code"]) == (413, "too_large")
+    assert not Recipient.objects.exists()

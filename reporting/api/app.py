@@ -16,7 +16,7 @@ Lists take `limit` (1-200, default 50) and `offset`, and answer `{"count": …, 
 
 Every error has one shape: `{"error": {"code": "not_found", "message": "words", "fields": {"name": ["words"]}}}`,
 with code one of bad_request (400), unauthorized (401), forbidden (403), not_found (404), method_not_allowed (405),
-conflict (409), invalid (422), server_error (500).
+conflict (409), too_large (413), invalid (422), server_error (500).
 """
 
 api = NinjaAPI(

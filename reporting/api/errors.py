@@ -5,7 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist, PermissionDenied, ValidationError
+from django.core.exceptions import (
+    NON_FIELD_ERRORS,
+    ObjectDoesNotExist,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    ValidationError,
+)
 from django.db.models import ProtectedError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Schema
@@ -24,10 +31,11 @@ CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    413: "too_large",
     422: "invalid",
     500: "server_error",
 }
-ERROR_STATUSES = frozenset({400, 401, 403, 404, 409, 422})  # what any endpoint may answer besides its own
+ERROR_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 422})  # what any endpoint may answer besides its own
 
 
 class ErrorDetail(Schema):
@@ -66,6 +74,8 @@ def install_handlers(api: NinjaAPI) -> None:
         (ValidationError, lambda request, exc: error_response(422, *validation_words(exc))),
         (FetchError, lambda request, exc: error_response(422, str(getattr(exc, "message", exc)))),
         (RenderError, lambda request, exc: error_response(422, str(getattr(exc, "message", exc)))),
+        (RequestDataTooBig, lambda request, exc: error_response(413, "The request body is too large.")),
+        (SuspiciousOperation, lambda request, exc: error_response(400, "The request was refused as malformed.")),
         (ProtectedError, lambda request, exc: error_response(409, _PROTECTED)),
         (ObjectDoesNotExist, lambda request, exc: error_response(404, "There is no such object.")),
         (Http404, lambda request, exc: error_response(404, str(exc) or "There is no such object.")),

@@ -95,8 +95,18 @@ ReportOut = create_model("ReportOut", __base__=Schema, **_RELATIONS_OUT, **_repo
 ReportIn = create_model("ReportIn", __base__=Strict, **_RELATIONS_IN, **_report_fields(for_input=True))
 ReportIn.__doc__ = (
     "A report's fields as the admin's form has them; relations by name (owner: a username, data_source and "
-    "recipient_lists: names, recipients: addresses). Left out: unchanged (a new report: the form's default). "
-    "schedule null: run only by hand."
+    "recipient_lists: names, recipients: addresses). Left out: unchanged. schedule null: run only by hand; "
+    "a schedule's fields left out: unchanged (a new schedule: 0 7 * * *)."
+)
+_REQUIRED_NEW = {
+    "name": (Name, ...),
+    "slug": (Annotated[str, Field(max_length=100)], ...),
+    "data_source": (Name, ...),
+    "template": (Annotated[str, Field(max_length=200)], ...),
+}
+NewReportIn = create_model("NewReportIn", __base__=ReportIn, **_REQUIRED_NEW)  # type: ignore[call-overload]
+NewReportIn.__doc__ = (
+    "A new report: as ReportIn, with name, slug, data_source and template; the rest: the form's defaults."
 )
 
 
