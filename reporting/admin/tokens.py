@@ -40,7 +40,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
             kwargs["form"] = ApiTokenForm
         return super().get_form(request, obj, change, **kwargs)
 
-    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:  # type: ignore[override]
         if obj is None:
             return ["name", "scopes", "expires_at"]
         return ["name", "prefix", "user", "scopes_in_words", "created_at", "last_used_at", "expires_at", "revoked"]

@@ -46,9 +46,9 @@ def get_report(request: HttpRequest, report_id: int = ReportId) -> dict[str, Any
 
 @router.post("/reports", response=_answers({201: schemas.ReportOut}), operation_id="create_report")
 @needs(ADD_REPORTS)
-def create_report(request: HttpRequest, values: schemas.NewReportIn) -> Status:  # type: ignore[valid-type]
+def create_report(request: HttpRequest, values: schemas.NewReportIn) -> Status:
     """A new report, checked as the admin's form checks it; its owner, unless given, is the token's user."""
-    given = values.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
+    given = values.model_dump(exclude_unset=True)
     report = reports_as_code.save_report_values(values=given, report=None, actor=request.user)
     return Status(201, reports_as_code.report_values(report))
 

@@ -49,7 +49,7 @@ class Schedule(Strict):
 def _type_of(field: models.Field, *, for_input: bool) -> Any:
     """The Python type of a report form field, as the API writes it (a decimal as text)."""
     if field.choices:
-        kind: Any = Literal[tuple(str(value) for value, _label in field.flatchoices)]  # type: ignore[misc]
+        kind: Any = Literal[tuple(str(value) for value, _label in field.flatchoices)]
     elif isinstance(field, models.BooleanField):
         kind = bool
     elif isinstance(field, models.IntegerField):

@@ -35,7 +35,11 @@ def not_found(request: HttpRequest, rest: str) -> HttpResponse:
     return error_response(404, "There is no such endpoint: see the schema at openapi.json.")
 
 
+def _wrapped(entry: URLPattern) -> URLPattern:
+    return URLPattern(entry.pattern, _json_errors(entry.callback), entry.default_args, entry.name)
+
+
 urlpatterns = [
-    *(URLPattern(entry.pattern, _json_errors(entry.callback), entry.default_args, entry.name) for entry in _patterns),
+    *(_wrapped(entry) for entry in _patterns if isinstance(entry, URLPattern)),  # ninja's are all patterns
     re_path(r"^(?P<rest>.*)$", not_found, name="not_found"),
 ]

@@ -35,7 +35,7 @@ def issue_token(
         raise ValidationError({"scopes": "Choose at least one scope."})
     secret = tokens.new_secret()
     token = ApiToken(
-        user=user,
+        user=user,  # type: ignore[misc]  # the project's user model
         name=name,
         prefix=secret[: tokens.SHOWN_CHARACTERS],
         key_hash=tokens.hash_of(secret),
