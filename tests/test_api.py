@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
 from auditlog.models import LogEntry
 from django.core.files.base import ContentFile
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 
 from reporting.api.app import api
@@ -461,3 +464,71 @@ def test_a_body_over_the_upload_limit_is_413_in_the_error_shape(call, settings):
 
     assert (response.status_code, response.json()["error"]["code"]) == (413, "too_large")
     assert not Recipient.objects.exists()
+
+
+# --- tokens in the admin -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def editor(django_user_model):
+    return factories.staff_user("eddie", "view_report", "change_report")
+
+
+def make_token_in_the_admin(client, user, scopes=("reports:read",)) -> str:
+    """The secret the admin shows once, after making the token."""
+    client.force_login(user)
+    response = client.post(
+        reverse("admin:reporting_apitoken_add"), {"name": "dashboard", "scopes": list(scopes)}, follow=True
+    )
+    [secret] = [found.group(1) for m in response.context["messages"] if (found := re.search(r"(rpt_\S+) — copy", str(m)))]
+    return secret
+
+
+def test_staff_make_a_token_in_the_admin_and_see_its_secret_once(client, editor, report):
+    secret = make_token_in_the_admin(client, editor)
+
+    token = ApiToken.objects.get()
+    assert (token.user, token.scopes, token.key_hash) == (
+        editor,
+        ["reports:read"],
+        hashlib.sha256(secret.encode()).hexdigest(),
+    )
+    assert secret not in client.get(reverse("admin:reporting_apitoken_change", args=[token.pk])).content.decode()
+    assert secret not in client.get(reverse("admin:reporting_apitoken_changelist")).content.decode()
+    client.logout()
+    assert Api(client, secret)("get", "/reports").status_code == 200
+
+
+def test_a_token_revoked_in_the_admin_is_refused_from_then_on(client, editor, report):
+    secret = make_token_in_the_admin(client, editor)
+    token = ApiToken.objects.get()
+
+    client.post(reverse("admin:reporting_apitoken_change", args=[token.pk]), {"revoked": "on"})
+    client.logout()
+
+    assert ApiToken.objects.get().revoked is True
+    assert Api(client, secret)("get", "/reports").status_code == 401
+
+
+def test_staff_see_and_change_only_their_own_tokens_and_a_superuser_sees_all(client, editor, kim):
+    factories.api_token(kim, name="kim's")
+    factories.api_token(editor, name="eddie's")
+    kims = ApiToken.objects.get(name="kim's")
+
+    client.force_login(editor)
+    listed = client.get(reverse("admin:reporting_apitoken_changelist")).content.decode()
+    revoking = client.post(reverse("admin:reporting_apitoken_change", args=[kims.pk]), {"revoked": "on"})
+
+    assert "eddie&#x27;s" in listed and "kim&#x27;s" not in listed
+    assert revoking.status_code == 302 and ApiToken.objects.get(pk=kims.pk).revoked is False
+    client.force_login(kim)
+    assert "eddie&#x27;s" in client.get(reverse("admin:reporting_apitoken_changelist")).content.decode()
+
+
+def test_an_unknown_scope_is_refused_when_making_a_token(client, editor):
+    client.force_login(editor)
+
+    response = client.post(reverse("admin:reporting_apitoken_add"), {"name": "x", "scopes": ["admin:everything"]})
+
+    assert response.status_code == 200
+    assert not ApiToken.objects.exists()
