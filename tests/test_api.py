@@ -480,7 +480,9 @@ def make_token_in_the_admin(client, user, scopes=("reports:read",)) -> str:
     response = client.post(
         reverse("admin:reporting_apitoken_add"), {"name": "dashboard", "scopes": list(scopes)}, follow=True
     )
-    [secret] = [found.group(1) for m in response.context["messages"] if (found := re.search(r"(rpt_\S+) — copy", str(m)))]
+    [secret] = [
+        found.group(1) for m in response.context["messages"] if (found := re.search(r"(rpt_\S+) — copy", str(m)))
+    ]
     return secret
 
 
