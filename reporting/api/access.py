@@ -3,10 +3,7 @@ permission the admin checks for the same act, held by the token's user (a staff 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from django.http import HttpRequest
 from ninja.security import HttpBearer
@@ -16,16 +13,22 @@ from reporting.models import ApiToken
 from reporting.services import tokens as services_tokens
 
 Scope = ApiToken.Scope
-View = TypeVar("View", bound=Callable[..., Any])
 
 
 class BearerToken(HttpBearer):
-    """Authorization: Bearer <token>; the token of an active user, neither revoked nor expired, or 401."""
+    """Authorization: Bearer <token>: the token of an active user, neither revoked nor expired (or 401), which
+    may make this call (or 403, before the request is read): `access` is what the endpoint needs."""
+
+    def __init__(self, access: Access | None) -> None:
+        super().__init__()
+        self.access = access
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiToken | None:
         found = services_tokens.authenticate(secret=token)
-        if found is not None:
-            request.user = found.user
+        if found is None:
+            return None
+        request.user = found.user
+        check(found, self.access)
         return found
 
 
@@ -54,24 +57,16 @@ CHANGE_LISTS = Access(Scope.RECIPIENTS_WRITE, "reporting.change_recipientlist")
 DELETE_LISTS = Access(Scope.RECIPIENTS_WRITE, "reporting.delete_recipientlist")
 
 
-def needs(access: Access) -> Callable[[View], View]:
-    """Refuse (403, in words, before anything is read or written) a call its token or its user may not make."""
-
-    def decorate(view: View) -> View:
-        @functools.wraps(view)
-        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            check(request, access)
-            return view(request, *args, **kwargs)
-
-        checked.access = access  # type: ignore[attr-defined]
-        return checked  # type: ignore[return-value]
-
-    return decorate
+def token(access: Access) -> BearerToken:
+    """An endpoint's authentication: a token that may make the call `access` describes."""
+    return BearerToken(access)
 
 
-def check(request: HttpRequest, access: Access) -> None:
-    token: ApiToken = request.auth  # type: ignore[attr-defined]
+def check(token: ApiToken, access: Access | None) -> None:
+    """Refuse (403, in words) a call the token's scopes or its user's permissions do not allow."""
     user = token.user
+    if access is None:
+        raise ApiError(403, "This endpoint declares no access: nobody may call it.")
     if access.scope not in token.scopes:
         raise ApiError(403, f"This token does not have the scope {access.scope}; make one that has.")
     if not user.is_staff:

@@ -16,7 +16,7 @@ from reporting.api.access import (
     DELETE_RECIPIENTS,
     VIEW_LISTS,
     VIEW_RECIPIENTS,
-    needs,
+    token,
 )
 from reporting.api.errors import ERROR_STATUSES, ErrorOut
 from reporting.models import Recipient, RecipientList
@@ -43,21 +43,33 @@ def _list(recipient_list: RecipientList) -> dict[str, Any]:
     return {"id": recipient_list.pk, "name": recipient_list.name, "members": members}
 
 
-@router.get("/recipients", response=_answers({200: schemas.RecipientPage}), operation_id="list_recipients")
-@needs(VIEW_RECIPIENTS)
+@router.get(
+    "/recipients",
+    response=_answers({200: schemas.RecipientPage}),
+    operation_id="list_recipients",
+    auth=token(VIEW_RECIPIENTS),
+)
 def list_recipients(request: HttpRequest, page: schemas.Page = PAGE) -> dict[str, Any]:
     found = Recipient.objects.order_by("email", "pk")
     return {"count": found.count(), "items": [_recipient(r) for r in found[page.offset : page.offset + page.limit]]}
 
 
-@router.get("/recipients/{recipient_id}", response=_answers({200: schemas.RecipientOut}), operation_id="get_recipient")
-@needs(VIEW_RECIPIENTS)
+@router.get(
+    "/recipients/{recipient_id}",
+    response=_answers({200: schemas.RecipientOut}),
+    operation_id="get_recipient",
+    auth=token(VIEW_RECIPIENTS),
+)
 def get_recipient(request: HttpRequest, recipient_id: int = ObjectId) -> dict[str, Any]:
     return _recipient(get_object_or_404(Recipient, pk=recipient_id))
 
 
-@router.post("/recipients", response=_answers({201: schemas.RecipientOut}), operation_id="create_recipient")
-@needs(ADD_RECIPIENTS)
+@router.post(
+    "/recipients",
+    response=_answers({201: schemas.RecipientOut}),
+    operation_id="create_recipient",
+    auth=token(ADD_RECIPIENTS),
+)
 def create_recipient(request: HttpRequest, values: schemas.RecipientIn) -> Status:
     recipient = Recipient(**_given(values))
     services_recipients.save_recipient(recipient=recipient, actor=request.user)
@@ -65,9 +77,11 @@ def create_recipient(request: HttpRequest, values: schemas.RecipientIn) -> Statu
 
 
 @router.patch(
-    "/recipients/{recipient_id}", response=_answers({200: schemas.RecipientOut}), operation_id="update_recipient"
+    "/recipients/{recipient_id}",
+    response=_answers({200: schemas.RecipientOut}),
+    operation_id="update_recipient",
+    auth=token(CHANGE_RECIPIENTS),
 )
-@needs(CHANGE_RECIPIENTS)
 def update_recipient(request: HttpRequest, values: schemas.RecipientIn, recipient_id: int = ObjectId) -> dict[str, Any]:
     recipient = get_object_or_404(Recipient, pk=recipient_id)
     for name, value in _given(values).items():
@@ -76,8 +90,12 @@ def update_recipient(request: HttpRequest, values: schemas.RecipientIn, recipien
     return _recipient(recipient)
 
 
-@router.delete("/recipients/{recipient_id}", response=_answers({204: None}), operation_id="delete_recipient")
-@needs(DELETE_RECIPIENTS)
+@router.delete(
+    "/recipients/{recipient_id}",
+    response=_answers({204: None}),
+    operation_id="delete_recipient",
+    auth=token(DELETE_RECIPIENTS),
+)
 def delete_recipient(request: HttpRequest, recipient_id: int = ObjectId) -> HttpResponse:
     recipient = get_object_or_404(Recipient, pk=recipient_id)
     services_recipients.delete_recipient(recipient=recipient, actor=request.user)
@@ -85,26 +103,32 @@ def delete_recipient(request: HttpRequest, recipient_id: int = ObjectId) -> Http
 
 
 @router.get(
-    "/recipient-lists", response=_answers({200: schemas.RecipientListPage}), operation_id="list_recipient_lists"
+    "/recipient-lists",
+    response=_answers({200: schemas.RecipientListPage}),
+    operation_id="list_recipient_lists",
+    auth=token(VIEW_LISTS),
 )
-@needs(VIEW_LISTS)
 def list_recipient_lists(request: HttpRequest, page: schemas.Page = PAGE) -> dict[str, Any]:
     found = RecipientList.objects.order_by("name", "pk")
     return {"count": found.count(), "items": [_list(each) for each in found[page.offset : page.offset + page.limit]]}
 
 
 @router.get(
-    "/recipient-lists/{list_id}", response=_answers({200: schemas.RecipientListOut}), operation_id="get_recipient_list"
+    "/recipient-lists/{list_id}",
+    response=_answers({200: schemas.RecipientListOut}),
+    operation_id="get_recipient_list",
+    auth=token(VIEW_LISTS),
 )
-@needs(VIEW_LISTS)
 def get_recipient_list(request: HttpRequest, list_id: int = ObjectId) -> dict[str, Any]:
     return _list(get_object_or_404(RecipientList, pk=list_id))
 
 
 @router.post(
-    "/recipient-lists", response=_answers({201: schemas.RecipientListOut}), operation_id="create_recipient_list"
+    "/recipient-lists",
+    response=_answers({201: schemas.RecipientListOut}),
+    operation_id="create_recipient_list",
+    auth=token(ADD_LISTS),
 )
-@needs(ADD_LISTS)
 def create_recipient_list(request: HttpRequest, values: schemas.RecipientListIn) -> Status:
     given = _given(values)
     recipient_list = RecipientList(name=given.get("name") or "")
@@ -118,8 +142,8 @@ def create_recipient_list(request: HttpRequest, values: schemas.RecipientListIn)
     "/recipient-lists/{list_id}",
     response=_answers({200: schemas.RecipientListOut}),
     operation_id="update_recipient_list",
+    auth=token(CHANGE_LISTS),
 )
-@needs(CHANGE_LISTS)
 def update_recipient_list(
     request: HttpRequest, values: schemas.RecipientListIn, list_id: int = ObjectId
 ) -> dict[str, Any]:
@@ -132,8 +156,12 @@ def update_recipient_list(
     return _list(recipient_list)
 
 
-@router.delete("/recipient-lists/{list_id}", response=_answers({204: None}), operation_id="delete_recipient_list")
-@needs(DELETE_LISTS)
+@router.delete(
+    "/recipient-lists/{list_id}",
+    response=_answers({204: None}),
+    operation_id="delete_recipient_list",
+    auth=token(DELETE_LISTS),
+)
 def delete_recipient_list(request: HttpRequest, list_id: int = ObjectId) -> HttpResponse:
     recipient_list = get_object_or_404(RecipientList, pk=list_id)
     services_recipients.delete_recipient_list(recipient_list=recipient_list, actor=request.user)

@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Path, Query, Router, Status
 
 from reporting.api import schemas
-from reporting.api.access import ADD_REPORTS, CHANGE_REPORTS, RUN_REPORTS, VIEW_REPORTS, needs
+from reporting.api.access import ADD_REPORTS, CHANGE_REPORTS, RUN_REPORTS, VIEW_REPORTS, token
 from reporting.api.errors import ERROR_STATUSES, ErrorOut
 from reporting.api.runs import run_brief
 from reporting.forms import RunNowForm
@@ -28,8 +28,9 @@ def _answers(ok: dict[int, Any]) -> dict[Any, Any]:
     return {**ok, ERROR_STATUSES: ErrorOut}
 
 
-@router.get("/reports", response=_answers({200: schemas.ReportPage}), operation_id="list_reports")
-@needs(VIEW_REPORTS)
+@router.get(
+    "/reports", response=_answers({200: schemas.ReportPage}), operation_id="list_reports", auth=token(VIEW_REPORTS)
+)
 def list_reports(request: HttpRequest, page: schemas.Page = PAGE) -> dict[str, Any]:
     """The reports by name, a page at a time."""
     found = Report.objects.order_by("name", "pk")
@@ -38,14 +39,19 @@ def list_reports(request: HttpRequest, page: schemas.Page = PAGE) -> dict[str, A
     return {"count": found.count(), "items": items}
 
 
-@router.get("/reports/{report_id}", response=_answers({200: schemas.ReportOut}), operation_id="get_report")
-@needs(VIEW_REPORTS)
+@router.get(
+    "/reports/{report_id}",
+    response=_answers({200: schemas.ReportOut}),
+    operation_id="get_report",
+    auth=token(VIEW_REPORTS),
+)
 def get_report(request: HttpRequest, report_id: int = ReportId) -> dict[str, Any]:
     return reports_as_code.report_values(get_object_or_404(Report, pk=report_id))
 
 
-@router.post("/reports", response=_answers({201: schemas.ReportOut}), operation_id="create_report")
-@needs(ADD_REPORTS)
+@router.post(
+    "/reports", response=_answers({201: schemas.ReportOut}), operation_id="create_report", auth=token(ADD_REPORTS)
+)
 def create_report(request: HttpRequest, values: schemas.NewReportIn) -> Status:
     """A new report, checked as the admin's form checks it; its owner, unless given, is the token's user."""
     given = values.model_dump(exclude_unset=True)
@@ -53,8 +59,12 @@ def create_report(request: HttpRequest, values: schemas.NewReportIn) -> Status:
     return Status(201, reports_as_code.report_values(report))
 
 
-@router.patch("/reports/{report_id}", response=_answers({200: schemas.ReportOut}), operation_id="update_report")
-@needs(CHANGE_REPORTS)
+@router.patch(
+    "/reports/{report_id}",
+    response=_answers({200: schemas.ReportOut}),
+    operation_id="update_report",
+    auth=token(CHANGE_REPORTS),
+)
 def update_report(request: HttpRequest, values: schemas.ReportIn, report_id: int = ReportId) -> dict[str, Any]:  # type: ignore[valid-type]
     """Change the fields given (the rest stay), checked as the admin's form checks the whole report."""
     report = get_object_or_404(Report, pk=report_id)
@@ -63,8 +73,12 @@ def update_report(request: HttpRequest, values: schemas.ReportIn, report_id: int
     return reports_as_code.report_values(report)
 
 
-@router.post("/reports/{report_id}/run", response=_answers({202: schemas.RunsQueued}), operation_id="run_report_now")
-@needs(RUN_REPORTS)
+@router.post(
+    "/reports/{report_id}/run",
+    response=_answers({202: schemas.RunsQueued}),
+    operation_id="run_report_now",
+    auth=token(RUN_REPORTS),
+)
 def run_now(request: HttpRequest, body: schemas.RunRequest, report_id: int = ReportId) -> Status:
     """Queue a run of the report for a period, sent to its recipients, as the admin's "Run now"."""
     report = get_object_or_404(Report, pk=report_id)
@@ -72,8 +86,12 @@ def run_now(request: HttpRequest, body: schemas.RunRequest, report_id: int = Rep
     return Status(202, {"runs": [run_brief(run) for run in created]})
 
 
-@router.post("/reports/{report_id}/test", response=_answers({202: schemas.RunsQueued}), operation_id="send_test")
-@needs(RUN_REPORTS)
+@router.post(
+    "/reports/{report_id}/test",
+    response=_answers({202: schemas.RunsQueued}),
+    operation_id="send_test",
+    auth=token(RUN_REPORTS),
+)
 def send_test(request: HttpRequest, body: schemas.TestRequest, report_id: int = ReportId) -> Status:
     """Queue a test of the report sent only to the token's user's own address."""
     report = get_object_or_404(Report, pk=report_id)

@@ -9,7 +9,7 @@ from django.urls import reverse
 from ninja import Field, Path, Query, Router, Status
 
 from reporting.api import schemas
-from reporting.api.access import RESEND_RUNS, VIEW_RUNS, needs
+from reporting.api.access import RESEND_RUNS, VIEW_RUNS, token
 from reporting.api.errors import ERROR_STATUSES, ErrorOut
 from reporting.models import Delivery, ReportRun, RunAttachment
 from reporting.services import archive as services_archive
@@ -66,8 +66,7 @@ def _runs(filters: RunFilters) -> QuerySet[ReportRun]:
     return found
 
 
-@router.get("/runs", response=_answers({200: schemas.RunPage}), operation_id="list_runs")
-@needs(VIEW_RUNS)
+@router.get("/runs", response=_answers({200: schemas.RunPage}), operation_id="list_runs", auth=token(VIEW_RUNS))
 def list_runs(request: HttpRequest, filters: RunFilters = FILTERS) -> dict[str, Any]:
     """The runs, newest first, a page at a time; ?report=<id> and ?status=<status> narrow them."""
     found = _runs(filters)
@@ -75,8 +74,7 @@ def list_runs(request: HttpRequest, filters: RunFilters = FILTERS) -> dict[str, 
     return {"count": found.count(), "items": [run_brief(run) for run in page]}
 
 
-@router.get("/runs/{run_id}", response=_answers({200: schemas.RunOut}), operation_id="get_run")
-@needs(VIEW_RUNS)
+@router.get("/runs/{run_id}", response=_answers({200: schemas.RunOut}), operation_id="get_run", auth=token(VIEW_RUNS))
 def get_run(request: HttpRequest, run_id: int = RunId) -> dict[str, Any]:
     """A run with its deliveries (each address, original or resend, and its status) and attachments."""
     return _run_detail(get_object_or_404(ReportRun, pk=run_id))
@@ -88,8 +86,8 @@ def get_run(request: HttpRequest, run_id: int = RunId) -> dict[str, Any]:
     operation_id="download_attachment",
     url_name="download_attachment",
     openapi_extra={"responses": {200: {"description": "The file", "content": {"application/octet-stream": {}}}}},
+    auth=token(VIEW_RUNS),
 )
-@needs(VIEW_RUNS)
 def download_attachment(request: HttpRequest, run_id: int = RunId, attachment_id: int = AttachmentId) -> FileResponse:
     """The archived file, streamed (as the archive's page in the admin serves it)."""
     attachment = get_object_or_404(RunAttachment, pk=attachment_id, run_id=run_id)
@@ -100,8 +98,12 @@ def download_attachment(request: HttpRequest, run_id: int = RunId, attachment_id
     )
 
 
-@router.post("/runs/{run_id}/resend", response=_answers({202: schemas.ResendOut}), operation_id="resend_run")
-@needs(RESEND_RUNS)
+@router.post(
+    "/runs/{run_id}/resend",
+    response=_answers({202: schemas.ResendOut}),
+    operation_id="resend_run",
+    auth=token(RESEND_RUNS),
+)
 def resend(request: HttpRequest, body: schemas.ResendRequest, run_id: int = RunId) -> Status:
     """Send the archived email again (nothing fetched again) to its original recipients or to `addresses`."""
     run = get_object_or_404(ReportRun, pk=run_id)
