@@ -38,6 +38,11 @@ CODES = {
 ERROR_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 422})  # what any endpoint may answer besides its own
 
 
+def answers(ok: dict[int, Any]) -> dict[Any, Any]:
+    """An endpoint's documented answers: its own, and the error shape for every error status."""
+    return {**ok, ERROR_STATUSES: ErrorOut}
+
+
 class ErrorDetail(Schema):
     code: str
     message: str

@@ -18,7 +18,7 @@ from reporting.api.access import (
     VIEW_RECIPIENTS,
     token,
 )
-from reporting.api.errors import ERROR_STATUSES, ErrorOut
+from reporting.api.errors import answers
 from reporting.models import Recipient, RecipientList
 from reporting.services import recipients as services_recipients
 
@@ -28,10 +28,6 @@ RECIPIENT_FIELDS = ("id", "email", "name", "active", "attributes")
 
 
 PAGE = Query(...)
-
-
-def _answers(ok: dict[int, Any]) -> dict[Any, Any]:
-    return {**ok, ERROR_STATUSES: ErrorOut}
 
 
 def _recipient(recipient: Recipient) -> dict[str, Any]:
@@ -45,7 +41,7 @@ def _list(recipient_list: RecipientList) -> dict[str, Any]:
 
 @router.get(
     "/recipients",
-    response=_answers({200: schemas.RecipientPage}),
+    response=answers({200: schemas.RecipientPage}),
     operation_id="list_recipients",
     auth=token(VIEW_RECIPIENTS),
 )
@@ -56,7 +52,7 @@ def list_recipients(request: HttpRequest, page: schemas.Page = PAGE) -> dict[str
 
 @router.get(
     "/recipients/{recipient_id}",
-    response=_answers({200: schemas.RecipientOut}),
+    response=answers({200: schemas.RecipientOut}),
     operation_id="get_recipient",
     auth=token(VIEW_RECIPIENTS),
 )
@@ -66,7 +62,7 @@ def get_recipient(request: HttpRequest, recipient_id: int = ObjectId) -> dict[st
 
 @router.post(
     "/recipients",
-    response=_answers({201: schemas.RecipientOut}),
+    response=answers({201: schemas.RecipientOut}),
     operation_id="create_recipient",
     auth=token(ADD_RECIPIENTS),
 )
@@ -78,7 +74,7 @@ def create_recipient(request: HttpRequest, values: schemas.RecipientIn) -> Statu
 
 @router.patch(
     "/recipients/{recipient_id}",
-    response=_answers({200: schemas.RecipientOut}),
+    response=answers({200: schemas.RecipientOut}),
     operation_id="update_recipient",
     auth=token(CHANGE_RECIPIENTS),
 )
@@ -92,7 +88,7 @@ def update_recipient(request: HttpRequest, values: schemas.RecipientIn, recipien
 
 @router.delete(
     "/recipients/{recipient_id}",
-    response=_answers({204: None}),
+    response=answers({204: None}),
     operation_id="delete_recipient",
     auth=token(DELETE_RECIPIENTS),
 )
@@ -104,7 +100,7 @@ def delete_recipient(request: HttpRequest, recipient_id: int = ObjectId) -> Http
 
 @router.get(
     "/recipient-lists",
-    response=_answers({200: schemas.RecipientListPage}),
+    response=answers({200: schemas.RecipientListPage}),
     operation_id="list_recipient_lists",
     auth=token(VIEW_LISTS),
 )
@@ -115,7 +111,7 @@ def list_recipient_lists(request: HttpRequest, page: schemas.Page = PAGE) -> dic
 
 @router.get(
     "/recipient-lists/{list_id}",
-    response=_answers({200: schemas.RecipientListOut}),
+    response=answers({200: schemas.RecipientListOut}),
     operation_id="get_recipient_list",
     auth=token(VIEW_LISTS),
 )
@@ -125,7 +121,7 @@ def get_recipient_list(request: HttpRequest, list_id: int = ObjectId) -> dict[st
 
 @router.post(
     "/recipient-lists",
-    response=_answers({201: schemas.RecipientListOut}),
+    response=answers({201: schemas.RecipientListOut}),
     operation_id="create_recipient_list",
     auth=token(ADD_LISTS),
 )
@@ -140,7 +136,7 @@ def create_recipient_list(request: HttpRequest, values: schemas.RecipientListIn)
 
 @router.patch(
     "/recipient-lists/{list_id}",
-    response=_answers({200: schemas.RecipientListOut}),
+    response=answers({200: schemas.RecipientListOut}),
     operation_id="update_recipient_list",
     auth=token(CHANGE_LISTS),
 )
@@ -158,7 +154,7 @@ def update_recipient_list(
 
 @router.delete(
     "/recipient-lists/{list_id}",
-    response=_answers({204: None}),
+    response=answers({204: None}),
     operation_id="delete_recipient_list",
     auth=token(DELETE_LISTS),
 )

@@ -10,7 +10,7 @@ from ninja import Path, Query, Router, Status
 
 from reporting.api import schemas
 from reporting.api.access import ADD_REPORTS, CHANGE_REPORTS, RUN_REPORTS, VIEW_REPORTS, token
-from reporting.api.errors import ERROR_STATUSES, ErrorOut
+from reporting.api.errors import answers
 from reporting.api.runs import run_brief
 from reporting.forms import RunNowForm
 from reporting.models import Report
@@ -24,12 +24,8 @@ ReportId = Path(..., ge=1, le=schemas.MAX_INT)
 PAGE = Query(...)
 
 
-def _answers(ok: dict[int, Any]) -> dict[Any, Any]:
-    return {**ok, ERROR_STATUSES: ErrorOut}
-
-
 @router.get(
-    "/reports", response=_answers({200: schemas.ReportPage}), operation_id="list_reports", auth=token(VIEW_REPORTS)
+    "/reports", response=answers({200: schemas.ReportPage}), operation_id="list_reports", auth=token(VIEW_REPORTS)
 )
 def list_reports(request: HttpRequest, page: schemas.Page = PAGE) -> dict[str, Any]:
     """The reports by name, a page at a time."""
@@ -41,7 +37,7 @@ def list_reports(request: HttpRequest, page: schemas.Page = PAGE) -> dict[str, A
 
 @router.get(
     "/reports/{report_id}",
-    response=_answers({200: schemas.ReportOut}),
+    response=answers({200: schemas.ReportOut}),
     operation_id="get_report",
     auth=token(VIEW_REPORTS),
 )
@@ -50,7 +46,7 @@ def get_report(request: HttpRequest, report_id: int = ReportId) -> dict[str, Any
 
 
 @router.post(
-    "/reports", response=_answers({201: schemas.ReportOut}), operation_id="create_report", auth=token(ADD_REPORTS)
+    "/reports", response=answers({201: schemas.ReportOut}), operation_id="create_report", auth=token(ADD_REPORTS)
 )
 def create_report(request: HttpRequest, values: schemas.NewReportIn) -> Status:
     """A new report, checked as the admin's form checks it; its owner, unless given, is the token's user."""
@@ -61,7 +57,7 @@ def create_report(request: HttpRequest, values: schemas.NewReportIn) -> Status:
 
 @router.patch(
     "/reports/{report_id}",
-    response=_answers({200: schemas.ReportOut}),
+    response=answers({200: schemas.ReportOut}),
     operation_id="update_report",
     auth=token(CHANGE_REPORTS),
 )
@@ -75,7 +71,7 @@ def update_report(request: HttpRequest, values: schemas.ReportIn, report_id: int
 
 @router.post(
     "/reports/{report_id}/run",
-    response=_answers({202: schemas.RunsQueued}),
+    response=answers({202: schemas.RunsQueued}),
     operation_id="run_report_now",
     auth=token(RUN_REPORTS),
 )
@@ -88,7 +84,7 @@ def run_now(request: HttpRequest, body: schemas.RunRequest, report_id: int = Rep
 
 @router.post(
     "/reports/{report_id}/test",
-    response=_answers({202: schemas.RunsQueued}),
+    response=answers({202: schemas.RunsQueued}),
     operation_id="send_test",
     auth=token(RUN_REPORTS),
 )

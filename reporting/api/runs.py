@@ -10,7 +10,7 @@ from ninja import Field, Path, Query, Router, Status
 
 from reporting.api import schemas
 from reporting.api.access import RESEND_RUNS, VIEW_RUNS, token
-from reporting.api.errors import ERROR_STATUSES, ErrorOut
+from reporting.api.errors import answers
 from reporting.models import Delivery, ReportRun, RunAttachment
 from reporting.services import archive as services_archive
 
@@ -25,10 +25,6 @@ class RunFilters(schemas.Page):
 
 
 FILTERS = Query(...)
-
-
-def _answers(ok: dict[int, Any]) -> dict[Any, Any]:
-    return {**ok, ERROR_STATUSES: ErrorOut}
 
 
 def run_brief(run: ReportRun) -> dict[str, Any]:
@@ -66,7 +62,7 @@ def _runs(filters: RunFilters) -> QuerySet[ReportRun]:
     return found
 
 
-@router.get("/runs", response=_answers({200: schemas.RunPage}), operation_id="list_runs", auth=token(VIEW_RUNS))
+@router.get("/runs", response=answers({200: schemas.RunPage}), operation_id="list_runs", auth=token(VIEW_RUNS))
 def list_runs(request: HttpRequest, filters: RunFilters = FILTERS) -> dict[str, Any]:
     """The runs, newest first, a page at a time; ?report=<id> and ?status=<status> narrow them."""
     found = _runs(filters)
@@ -74,7 +70,7 @@ def list_runs(request: HttpRequest, filters: RunFilters = FILTERS) -> dict[str, 
     return {"count": found.count(), "items": [run_brief(run) for run in page]}
 
 
-@router.get("/runs/{run_id}", response=_answers({200: schemas.RunOut}), operation_id="get_run", auth=token(VIEW_RUNS))
+@router.get("/runs/{run_id}", response=answers({200: schemas.RunOut}), operation_id="get_run", auth=token(VIEW_RUNS))
 def get_run(request: HttpRequest, run_id: int = RunId) -> dict[str, Any]:
     """A run with its deliveries (each address, original or resend, and its status) and attachments."""
     return _run_detail(get_object_or_404(ReportRun, pk=run_id))
@@ -82,7 +78,7 @@ def get_run(request: HttpRequest, run_id: int = RunId) -> dict[str, Any]:
 
 @router.get(
     "/runs/{run_id}/attachments/{attachment_id}",
-    response={200: None, ERROR_STATUSES: ErrorOut},
+    response=answers({200: None}),
     operation_id="download_attachment",
     url_name="download_attachment",
     openapi_extra={"responses": {200: {"description": "The file", "content": {"application/octet-stream": {}}}}},
@@ -100,7 +96,7 @@ def download_attachment(request: HttpRequest, run_id: int = RunId, attachment_id
 
 @router.post(
     "/runs/{run_id}/resend",
-    response=_answers({202: schemas.ResendOut}),
+    response=answers({202: schemas.ResendOut}),
     operation_id="resend_run",
     auth=token(RESEND_RUNS),
 )
