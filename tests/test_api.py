@@ -534,3 +534,31 @@ def test_an_unknown_scope_is_refused_when_making_a_token(client, editor):
 
     assert response.status_code == 200
     assert not ApiToken.objects.exists()
+
+
+def test_a_write_that_loses_a_race_is_409_in_the_error_shape(call, monkeypatch):
+    """Two requests for the same new address at once: both pass the check, the database refuses the second."""
+    monkeypatch.setattr(Recipient, "full_clean", lambda self, *args, **kwargs: None)  # the check the loser passed
+    Recipient.objects.create(email="cfo@example.com")  # the winner's
+
+    response = call("post", "/recipients", {"email": "cfo@example.com"})
+
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "conflict")
+    assert Recipient.objects.filter(email="cfo@example.com").count() == 1
+
+
+def test_the_audit_logs_actor_is_the_callers_inside_and_the_requests_after(django_user_model):
+    """audit.acting_as names its user for django-auditlog, then gives the request's own back."""
+    from auditlog.context import set_actor
+
+    from reporting import audit
+
+    alice = django_user_model.objects.create_user("alice", is_staff=True)
+    bob = django_user_model.objects.create_user("bob", is_staff=True)
+    with set_actor(alice):
+        with audit.acting_as(bob):
+            inside = Recipient.objects.create(email="in@example.com")
+        after = Recipient.objects.create(email="after@example.com")
+
+    assert LogEntry.objects.get_for_object(inside).get().actor == bob
+    assert LogEntry.objects.get_for_object(after).get().actor == alice

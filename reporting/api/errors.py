@@ -13,6 +13,7 @@ from django.core.exceptions import (
     SuspiciousOperation,
     ValidationError,
 )
+from django.db import IntegrityError
 from django.db.models import ProtectedError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Schema
@@ -82,6 +83,7 @@ def install_handlers(api: NinjaAPI) -> None:
         (RequestDataTooBig, lambda request, exc: error_response(413, "The request body is too large.")),
         (SuspiciousOperation, lambda request, exc: error_response(400, "The request was refused as malformed.")),
         (ProtectedError, lambda request, exc: error_response(409, _PROTECTED)),
+        (IntegrityError, lambda request, exc: error_response(409, _CONFLICT)),
         (ObjectDoesNotExist, lambda request, exc: error_response(404, "There is no such object.")),
         (Http404, lambda request, exc: error_response(404, str(exc) or "There is no such object.")),
         (PermissionDenied, lambda request, exc: error_response(403, str(exc) or "Not allowed.")),
@@ -94,6 +96,7 @@ def install_handlers(api: NinjaAPI) -> None:
 _UNAUTHORIZED = "Give a valid API token: the header Authorization: Bearer <token> (a token revoked or expired, or "
 _UNAUTHORIZED += "one of an inactive user, is refused)."
 _INVALID_REQUEST = "The request does not match the API's schema: see fields."
+_CONFLICT = "It conflicts with what another request stored at the same moment (e.g. the same address): try again."
 _PROTECTED = "It is still in use (e.g. a report with archived runs): it cannot be deleted."
 
 
