@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "auditlog",
     "import_export",
+    "ninja",  # the REST API's docs page from its own static files (its CDN page's inline script breaks the CSP)
 ]
 
 MIDDLEWARE = [

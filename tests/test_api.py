@@ -451,6 +451,13 @@ def test_the_schema_is_served_and_documents_the_error_shape(client):
     assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
 
 
+def test_the_docs_page_is_served_from_the_sites_own_static_files(client):
+    page = client.get(f"{API}/docs")
+
+    assert page.status_code == 200
+    assert "cdn" not in page.content.decode().lower()  # a CDN's script would be blocked by the CSP
+
+
 def test_the_command_writes_the_schema(tmp_path):
     call_command("export_openapi", output=str(tmp_path / "openapi.json"))
 
