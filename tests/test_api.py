@@ -370,6 +370,25 @@ def test_recipient_lists_are_made_with_their_members(call, report):
     assert list(RecipientList.objects.get().recipients.all()) == [ann]
 
 
+def test_recipients_and_lists_are_read_a_page_at_a_time_and_a_list_deleted(call, report, kim):
+    board = factories.recipient_list("Board", ["cfo@example.com", "ann@example.com"])
+    ann = Recipient.objects.get(email="ann@example.com")
+
+    recipients = call("get", "/recipients", limit=2).json()
+    one = call("get", f"/recipients/{ann.pk}").json()
+    lists = call("get", "/recipient-lists").json()
+    deleted = call("delete", f"/recipient-lists/{board.pk}")
+
+    assert recipients["count"] == 3
+    assert [r["email"] for r in recipients["items"]] == ["ann@example.com", "bob@example.com"]
+    assert one == {"id": ann.pk, "email": "ann@example.com", "name": "", "active": True, "attributes": {}}
+    assert lists["items"][0]["name"] == "Board" and ann.pk in lists["items"][0]["members"]
+    assert deleted.status_code == 204 and not RecipientList.objects.exists()
+    assert Recipient.objects.count() == 3  # its members stay
+    entry = LogEntry.objects.filter(content_type__model="recipientlist", action=2).get()
+    assert entry.actor == kim
+
+
 def test_a_list_with_an_unknown_member_is_refused(call):
     response = call("post", "/recipient-lists", {"name": "Board", "members": [123456]})
 
