@@ -153,6 +153,16 @@ def test_it_changes_only_the_fields_given_and_audits_them(call, report, kim):
     assert event.changes["name"] == ["Portfolio", "Portfolio (EU)"]
 
 
+def test_the_schedule_follows_the_reports_timezone_as_in_the_admin(call, report):
+    factories.schedule(report, minute="0", hour="7")
+
+    response = call("patch", f"/reports/{report.pk}", {"timezone": "America/New_York"})
+
+    assert response.json()["schedule"]["timezone"] == "America/New_York"
+    report.refresh_from_db()
+    assert (str(report.periodic_task.crontab.timezone), report.periodic_task.crontab.hour) == ("America/New_York", "7")
+
+
 def test_a_null_schedule_makes_the_report_run_only_by_hand(call, report):
     factories.schedule(report, minute="0", hour="7")
 

@@ -639,10 +639,8 @@ def save_report_values(*, values: dict[str, Any], report: Report | None, actor: 
     """
     stored = _stored_report(report) if report else _new_report_defaults(actor)
     item = {**stored, **values}
-    if values.get("schedule") is not None:  # the fields given over the stored schedule (a new one: the defaults)
-        default = {name: getattr(schedules.CronSpec, name) for name in CRON_FIELDS}
-        item["schedule"] = {**(stored.get("schedule") or default), **values["schedule"]}
-        item["schedule"].update({} if "timezone" in values["schedule"] else {"timezone": item.get("timezone")})
+    if item.get("schedule") is not None:
+        item["schedule"] = _merged_schedule(stored.get("schedule"), values.get("schedule") or {}, item.get("timezone"))
     missing = [name for name in REQUIRED["reports"] if item.get(name) in (None, "")]
     if missing:
         raise ValidationError({name: "This field is required." for name in missing})
@@ -655,6 +653,16 @@ def save_report_values(*, values: dict[str, Any], report: Report | None, actor: 
         addresses = form.typed_addresses()
         save_report(report=form.instance, save_related=form.save_m2m, schedule=spec, actor=actor, addresses=addresses)
     return form.instance
+
+
+def _merged_schedule(stored: dict | None, given: dict, report_timezone: Any) -> dict[str, Any]:
+    """The fields given over the stored schedule (a new one: the defaults); its timezone, unless given, the
+    report's, as the admin's form keeps it."""
+    default = {name: getattr(schedules.CronSpec, name) for name in CRON_FIELDS}
+    merged = {**(stored or default), **given}
+    if "timezone" not in given:
+        merged["timezone"] = report_timezone
+    return merged
 
 
 def _new_report_defaults(actor: User) -> dict[str, Any]:
