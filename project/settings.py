@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "auditlog",
     "import_export",
+    "ninja",  # the REST API's docs page from its own static files (its CDN page's inline script breaks the CSP)
 ]
 
 MIDDLEWARE = [
@@ -111,6 +112,7 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     {"model": "reporting.recipientlist", "m2m_fields": {"recipients"}},
     {"model": "reporting.report", "m2m_fields": {"recipients", "recipient_lists", "destinations"}},
     "reporting.destination",
+    {"model": "reporting.apitoken", "exclude_fields": ["key_hash", "last_used_at"]},  # made and revoked; never its hash
     {"model": "auth.user", "exclude_fields": ["password", "last_login"], "m2m_fields": {"groups", "user_permissions"}},
     {"model": "auth.group", "m2m_fields": {"permissions"}},
     "django_celery_beat.periodictask",

@@ -11,6 +11,7 @@ urlpatterns = [
     path("metrics", prometheus_metrics, name="metrics"),  # Prometheus: a bearer token or staff (README)
     path("admin/verify/", verify_view, name=VERIFY_URL_NAME),  # the second factor, when required
     path("admin/", admin.site.urls),
+    path("api/v1/", include("reporting.api.urls")),  # the REST API (README "REST API")
     path("anymail/", include("anymail.urls")),  # ESP tracking webhooks
     path("demo-api/", include("reporting.demo.urls")),
 ]

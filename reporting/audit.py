@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+from auditlog.context import auditlog_value, set_actor
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from reporting.models import AuditEvent, Report, ReportRun
@@ -64,3 +68,20 @@ def addresses_in_words(addresses: list[str]) -> str:
         return ", ".join(addresses)
     shown = ", ".join(addresses[:ADDRESSES_NAMED])
     return f"{len(addresses):,} addresses: {shown} and {len(addresses) - ADDRESSES_NAMED:,} more (listed on the run)"
+
+
+@contextlib.contextmanager
+def acting_as(actor: AbstractBaseUser | AnonymousUser | None) -> Iterator[None]:
+    """django-auditlog's entries in this block name `actor` (the admin's middleware already names its user;
+    an API call is authenticated by token after that middleware, so it names nobody)."""
+    outer = auditlog_value.get(None)
+    user = actor if actor is not None and actor.is_authenticated else None
+    if user is None or (outer is not None and outer.get("actor") == user):
+        yield
+        return
+    try:
+        with set_actor(user, remote_addr=(outer or {}).get("remote_addr")):
+            yield
+    finally:
+        if outer is not None:
+            auditlog_value.set(outer)  # set_actor leaves its own in place: the request's goes on naming its user

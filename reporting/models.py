@@ -1069,3 +1069,40 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name}: {self.summary}"
+
+
+class ApiToken(models.Model):
+    """A user's key to the REST API: what it may do (its scopes) within what the user may do.
+
+    Only the secret's sha256 is kept; the prefix (its first characters) identifies it on pages.
+    """
+
+    class Scope(models.TextChoices):
+        REPORTS_READ = "reports:read", "Read reports"
+        REPORTS_WRITE = "reports:write", "Create and change reports"
+        RUNS_READ = "runs:read", "Read runs, deliveries and attachments"
+        RUNS_RUN = "runs:run", "Run reports now and send tests"
+        ARCHIVE_RESEND = "archive:resend", "Resend archived runs"
+        RECIPIENTS_READ = "recipients:read", "Read recipients and lists"
+        RECIPIENTS_WRITE = "recipients:write", "Add, change and delete recipients and lists"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="What it is for, e.g. 'finance dashboard'.")
+    prefix = models.CharField(max_length=16, editable=False, help_text="The token's first characters.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.JSONField(default=list, help_text="What it may do, within its user's permissions.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: until revoked.")
+    revoked = models.BooleanField(default=False, help_text="A revoked token is refused for good.")
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_usable(self) -> bool:
+        """Neither revoked nor expired."""
+        return not self.revoked and (self.expires_at is None or self.expires_at > timezone.now())

@@ -88,3 +88,20 @@ def owner():
 
     user, _ = get_user_model().objects.get_or_create(username="owner", defaults={"email": "owner@example.com"})
     return user
+
+
+def api_token(user, *scopes: str, **fields) -> str:
+    """A token of `user` with `scopes` (default: all of them); returns its secret, for Authorization: Bearer."""
+    from reporting.models import ApiToken
+    from reporting.services import tokens
+
+    issued = tokens.issue_token(
+        user=user,
+        name=fields.pop("name", "test"),
+        scopes=list(scopes or ApiToken.Scope.values),
+        expires_at=None,
+        actor=None,
+    )
+    if fields:
+        ApiToken.objects.filter(pk=issued.token.pk).update(**fields)
+    return issued.secret

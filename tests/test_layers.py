@@ -19,6 +19,7 @@ ENTRY_POINTS = (
     "reporting.management",
     "reporting.views",
     "reporting.urls",
+    "reporting.api",
     "reporting.apps",
     "reporting.signals",
     "reporting.beat",

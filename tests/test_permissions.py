@@ -149,6 +149,8 @@ def objects(report, archived_run, held_run, django_user_model):
         signing_secret_env_var="REPORTING_SECRET_SIG",
     )
     found[("reporting", "destination")] = destination
+    factories.api_token(other)
+    found[("reporting", "apitoken")] = other.api_tokens.get()
     to_destination = Delivery.objects.create(
         run=archived_run,
         channel="webhook",
@@ -267,6 +269,15 @@ MODEL_PAGES = {
     },
     ("reporting", "recipientlist"): VIEWED_EDITED,
     ("reporting", "destination"): VIEWED_EDITED,
+    # Each staff member makes and revokes their own API tokens; the table's token is another user's (not found: to
+    # the index), and tokens are revoked, never deleted.
+    ("reporting", "apitoken"): {
+        "changelist": [200, 200, 200, 200, 302, 302],
+        "add": [200, 200, 200, 200, 302, 302],
+        "change": [302] * 6,
+        "history": [302] * 6,
+        "delete": [403, 403, 403, 403, 302, 302],
+    },
     ("django_celery_beat", "periodictask"): SCHEDULES,
     ("django_celery_beat", "crontabschedule"): SCHEDULES,
     ("django_celery_beat", "intervalschedule"): STAFF_ONLY_MODEL,
@@ -290,7 +301,7 @@ OTHER_PAGES = {
     "autocomplete": [403, 403, 403, 403, 302, 302],  # without a field to complete: refused
     "jsi18n": ALL,
     "view_on_site": [302] * 6,  # a report's "view on site" is its admin page, which checks the permission
-    "app_list": [200, 200, 200, 404, 302, 302],  # the reporting app's index: 404 to staff who see none of it
+    "app_list": [200] * 4 + [302, 302],  # the reporting app's index: staff without a group see their API tokens
     "reporting_report_run_now": [403, 403, 200, 403, 302, 302],
     "reporting_report_send_test": [403, 403, 200, 403, 302, 302],
     "reporting_report_preview": [403, 200, 200, 403, 302, 302],  # fetches live data: editors and senders

@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from django.db.models.functions import Lower
@@ -167,3 +168,38 @@ def _write(planned: list[_Planned], lists: dict[str, RecipientList]) -> None:
         recipient_list.recipients.add(*members)
     for recipient_list, members in leaves.items():
         recipient_list.recipients.remove(*members)
+
+
+# --- one recipient or list at a time (the API; the admin saves them through its own forms) ------------
+
+
+def save_recipient(*, recipient: Recipient, actor: User) -> Recipient:
+    """Create or change a recipient, checked as the model checks it (ValidationError by field); in the audit log."""
+    recipient.full_clean()
+    with audit.acting_as(actor), transaction.atomic():
+        recipient.save()
+    return recipient
+
+
+def delete_recipient(*, recipient: Recipient, actor: User) -> None:
+    with audit.acting_as(actor), transaction.atomic():
+        recipient.delete()
+
+
+def save_recipient_list(*, recipient_list: RecipientList, member_ids: list[int] | None, actor: User) -> RecipientList:
+    """Create or change a list (its members: these recipients' ids, when given); ValidationError by field."""
+    recipient_list.full_clean()
+    members = list(Recipient.objects.filter(pk__in=member_ids or []))
+    if member_ids is not None and len(members) != len(set(member_ids)):
+        unknown = sorted(set(member_ids) - {member.pk for member in members})
+        raise ValidationError({"members": f"There is no recipient with the id {', '.join(map(str, unknown))}."})
+    with audit.acting_as(actor), transaction.atomic():
+        recipient_list.save()
+        if member_ids is not None:
+            recipient_list.recipients.set(members)
+    return recipient_list
+
+
+def delete_recipient_list(*, recipient_list: RecipientList, actor: User) -> None:
+    with audit.acting_as(actor), transaction.atomic():
+        recipient_list.delete()

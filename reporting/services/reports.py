@@ -39,7 +39,7 @@ def save_report(
     after; an unchanged save records none. `actor_name` names who acted when no user did.
     """
     created = report.pk is None
-    with transaction.atomic():
+    with audit.acting_as(actor), transaction.atomic():
         before = {} if created else report_state(report.pk)
         report.save()
         save_related()
@@ -86,7 +86,7 @@ def recipients_for(addresses: list[str]) -> list[Recipient]:
 
 def delete_reports(*, reports: list[Report], actor: User) -> None:
     """Delete reports (and their schedules), each audited; a report with archived runs is protected and stays."""
-    with transaction.atomic():  # the events go if the delete fails
+    with audit.acting_as(actor), transaction.atomic():  # the events go if the delete fails
         for report in reports:
             audit.record(
                 actor=actor, action=Action.DELETED, summary=f"Deleted the report {report.name}.", report=report

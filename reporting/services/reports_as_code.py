@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import DatabaseError, models, transaction
 from django.db.models.functions import Lower
@@ -38,6 +39,7 @@ from reporting.models import ENV_VAR_NAME, AuditEvent, DataSource, Destination, 
 from reporting.pipeline import fetch
 from reporting.services.reports import recipients_for, save_report
 
+User = AbstractBaseUser | AnonymousUser | None
 VERSION = 1
 ACTOR_NAME = "import_reports"
 FORMATS = ("yaml", "json")
@@ -619,3 +621,52 @@ def _messages(exc: ValidationError) -> list[tuple[str, str]]:
     if hasattr(exc, "error_dict"):
         return [(name, message) for name, errors in exc.message_dict.items() for message in errors]
     return [(NON_FIELD_ERRORS, message) for message in exc.messages]
+
+
+# --- one report as data (the REST API) -----------------------------------------------------------------
+
+
+def report_values(report: Report) -> dict[str, Any]:
+    """One report in the file's shape (relations by natural key, its schedule or None), with its id."""
+    return {"id": report.pk, **_stored_report(report)}
+
+
+def save_report_values(*, values: dict[str, Any], report: Report | None, actor: User) -> Report:
+    """Create (`report` None) or change a report from values in the file's shape, checked by the admin's form.
+
+    A key left out keeps the report's value (a new report: the form's default, its owner the actor).
+    Refused: ValidationError by field, nothing written. The audit event is save_report's.
+    """
+    stored = _stored_report(report) if report else _new_report_defaults(actor)
+    item = {**stored, **values}
+    if item.get("schedule") is not None:
+        item["schedule"] = _merged_schedule(stored.get("schedule"), values.get("schedule") or {}, item.get("timezone"))
+    missing = [name for name in REQUIRED["reports"] if item.get(name) in (None, "")]
+    if missing:
+        raise ValidationError({name: "This field is required." for name in missing})
+    with transaction.atomic():
+        form = ReportForm(data=_form_data(item, report), instance=report)
+        if not form.is_valid():
+            raise ValidationError({_file_field(name): errors for name, errors in form.errors.items()})
+        spec = _schedule_spec(item)
+        form.save(commit=False)  # as the admin does: the instance unsaved, and form.save_m2m for save_report
+        addresses = form.typed_addresses()
+        save_report(report=form.instance, save_related=form.save_m2m, schedule=spec, actor=actor, addresses=addresses)
+    return form.instance
+
+
+def _merged_schedule(stored: dict | None, given: dict, report_timezone: Any) -> dict[str, Any]:
+    """The fields given over the stored schedule (a new one: the defaults); its timezone, unless given, the
+    report's, as the admin's form keeps it."""
+    default = {name: getattr(schedules.CronSpec, name) for name in CRON_FIELDS}
+    merged = {**(stored or default), **given}
+    if "timezone" not in given:
+        merged["timezone"] = report_timezone
+    return merged
+
+
+def _new_report_defaults(actor: User) -> dict[str, Any]:
+    """As the admin's page for a new report: its owner is whoever creates it."""
+    if actor is not None and actor.is_authenticated:
+        return {"owner": actor.get_username()}
+    return {}
