@@ -13,6 +13,9 @@ each fired task back with two queries and a commit each (bench/bench_schedules.p
 - patches beat's heap for those entries only, so a tick costs O(log n), not O(n);
 - writes last_run_at and total_run_count back in bulk, without touching date_changed
   (which is what marks a row edited) and never onto a row disabled meanwhile;
+- keeps ~1.5 KB per schedule, not ~6 KB: a slim TaskRow instead of each row's model
+  instance, and one parsed crontab per distinct schedule, shared by its entries (parsing
+  them was also half of the start-up);
 - sends the reports due at the same moment together: the stock tick sends one message
   per tick, and publishing 10,000 messages one by one takes 10-20 s on a small machine.
   A burst goes out as at most about MESSAGES_PER_BURST `run_scheduled_reports` messages
@@ -32,17 +35,20 @@ import json
 import math
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celery import signals
+from celery import current_app, signals
 from celery.beat import Service, event_t
 from celery.utils.log import get_logger
+from django.conf import settings
 from django.db import DatabaseError, InterfaceError, close_old_connections, transaction
 from django.db.models import Case, DateTimeField, PositiveIntegerField, Value, When
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from django_celery_beat.schedulers import SCHEDULE_SYNC_MAX_INTERVAL, DatabaseScheduler, ModelEntry
 from django_celery_beat.tzcrontab import TzAwareCrontab
+from kombu.utils.json import loads
 
 from reporting.health import BeatHeartbeat
 from reporting.leadership import Leadership, for_database
@@ -117,15 +123,76 @@ class SlotCrontab(TzAwareCrontab):
         return following.astimezone(UTC) - self.maybe_make_aware(self.now()).astimezone(UTC)
 
 
+@dataclass(slots=True)
+class TaskRow:
+    """What beat keeps of a plain PeriodicTask row: what is_due reads and what sync writes back.
+
+    A model instance with its crontab's (select_related) is ~2.5 KB; this is ~100 bytes.
+    Rows with a start time, an expiry or one-off keep their model: is_due saves those.
+    """
+
+    pk: int
+    name: str
+    enabled: bool
+    last_run_at: datetime | None
+    total_run_count: int
+    start_time: None = None
+    expires: None = None
+    one_off: bool = False
+    no_changes: bool = False
+
+
 class ReportEntry(ModelEntry):
-    """A ModelEntry whose next instance shares the parsed schedule instead of parsing it again."""
+    """A ModelEntry that keeps a TaskRow instead of the row's model, and shares parsed crontabs.
+
+    Parsing a crontab builds five sets (~3.5 KB, ~0.2 ms); with `crontabs`, the scheduler's
+    cache of them, entries with the same schedule share one. The next instance of a fired
+    entry shares its parsed schedule too.
+    """
 
     schedule: Any
+    model: Any  # a TaskRow, or the PeriodicTask of a row that is not plain (see _is_plain_row)
 
-    def __init__(self, model: PeriodicTask, app=None):
-        super().__init__(model, app=app)
-        if _is_report_entry(self) and type(self.schedule) is TzAwareCrontab:
-            self.schedule = SlotCrontab.from_crontab(self.schedule)
+    def __init__(self, model: PeriodicTask, app=None, *, crontabs: dict[tuple, TzAwareCrontab] | None = None):
+        if crontabs is None or not _is_plain_crontab_row(model) or not self._read_plain_row(model, app, crontabs):
+            super().__init__(model, app=app)
+            if _is_report_entry(self) and type(self.schedule) is TzAwareCrontab:
+                self.schedule = SlotCrontab.from_crontab(self.schedule)
+        row = self.model
+        if _is_plain_row(row):
+            self.model = TaskRow(
+                pk=row.pk,
+                name=row.name,
+                enabled=row.enabled,
+                last_run_at=row.last_run_at,
+                total_run_count=row.total_run_count,
+                no_changes=getattr(row, "no_changes", False),
+            )
+
+    def _read_plain_row(self, model: PeriodicTask, app, crontabs: dict[tuple, TzAwareCrontab]) -> bool:
+        """ModelEntry.__init__ (django-celery-beat 2.x) for a plain crontab row, with the crontab from the cache.
+
+        False, having set nothing that matters, when its JSON is bad: ModelEntry's own reading reports it.
+        """
+        try:
+            args, kwargs, headers = loads(model.args or "[]"), loads(model.kwargs or "{}"), loads(model.headers or "{}")
+        except ValueError:
+            return False
+        self.app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        self.name, self.task, self.args, self.kwargs = model.name, model.task, args, kwargs
+        self.options = {
+            option: getattr(model, option)
+            for option in ("queue", "exchange", "routing_key", "priority")
+            if getattr(model, option) is not None
+        }
+        self.options["headers"] = headers | {"periodic_task_name": model.name}
+        self.total_run_count = model.total_run_count
+        self.model = model
+        if not model.last_run_at:
+            model.last_run_at = model.date_changed or self._default_now()
+        self.last_run_at = model.last_run_at
+        self.schedule = _shared_crontab(model.crontab, crontabs, slots=_is_report_entry(self))
+        return True
 
     def __next__(self) -> ReportEntry:
         self.model.last_run_at = self._default_now()
@@ -158,6 +225,7 @@ class ReportScheduler(DatabaseScheduler):
         self._schedule: dict[str, ModelEntry] = {}
         self._names: dict[int, str] = {}  # task id → entry name
         self._fingerprints: dict[int, int] = {}  # task id → fingerprint of the loaded row
+        self._crontabs: dict[tuple, TzAwareCrontab] = {}  # parsed crontabs, shared by the entries
         self._seen_change = None
         self._next_check = 0.0
         self._next_reconcile = 0.0
@@ -280,7 +348,7 @@ class ReportScheduler(DatabaseScheduler):
 
     def _forget_schedule(self) -> None:
         """Drop the schedule held in memory and the last runs not yet written: a standby holds and writes nothing."""
-        self._schedule, self._names, self._fingerprints = {}, {}, {}
+        self._schedule, self._names, self._fingerprints, self._crontabs = {}, {}, {}, {}
         self._heap, self.old_schedulers = None, None
         self._dirty = set()
         self._seen_change, self._next_check, self._next_reconcile = None, 0.0, 0.0
@@ -402,7 +470,7 @@ class ReportScheduler(DatabaseScheduler):
         entries = {}
         for model in models:
             try:
-                entries[model.pk] = self.Entry(model, app=self.app)
+                entries[model.pk] = self.Entry(model, app=self.app, crontabs=self._crontabs)
             except ValueError:  # a schedule celery cannot use; the parent skips it too
                 logger.exception("ReportScheduler: skipping task %r", model.name)
         return entries
@@ -435,6 +503,36 @@ def lead_by_the_database_lock(sender: Service, **_kwargs) -> None:
 def _is_report_entry(entry: ModelEntry) -> bool:
     """A report's own task, as reporting.schedules writes it: its report id is all it carries."""
     return entry.task == RUN_TASK and not entry.args and set(entry.kwargs) == {"report_id"}
+
+
+def _is_plain_row(model: Any) -> bool:
+    """A row whose is_due never saves it or asks it for more: no start time, expiry or one-off."""
+    return model.start_time is None and model.expires is None and not model.one_off
+
+
+def _is_plain_crontab_row(model: PeriodicTask) -> bool:
+    """A plain row on a crontab alone, read by ModelEntry into a TzAwareCrontab and fixed options."""
+    return (
+        model.crontab_id is not None
+        and model.interval_id is None
+        and model.solar_id is None
+        and model.clocked_id is None
+        and model.expire_seconds is None
+        and _is_plain_row(model)
+        and getattr(settings, "DJANGO_CELERY_BEAT_TZ_AWARE", True)
+    )
+
+
+def _shared_crontab(row: CrontabSchedule, crontabs: dict[tuple, TzAwareCrontab], *, slots: bool) -> TzAwareCrontab:
+    """The parsed schedule of a CrontabSchedule row (as row.schedule), one per distinct schedule."""
+    fields = (row.minute, row.hour, row.day_of_week, row.day_of_month, row.month_of_year)
+    key = (slots, *fields, str(row.timezone))
+    schedule = crontabs.get(key)
+    if schedule is None:
+        names = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
+        kind = SlotCrontab if slots else TzAwareCrontab
+        schedule = crontabs[key] = kind(**dict(zip(names, fields, strict=True)), tz=row.timezone)
+    return schedule
 
 
 def _carry_over(held: ModelEntry | None, fresh: ModelEntry) -> None:
