@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS_DIR, machine
+from common import COMMIT_LINE, RESULTS_DIR, machine
 
 BENCH_DIR = Path(__file__).resolve().parent
 ORDER = ["pipeline", "throughput", "per_recipient", "schedules", "large", "admin"]
@@ -30,11 +30,18 @@ def main(names: list[str]) -> int:
         "Every figure is measured against a baseline in the same run; ratios are subject ÷ baseline.",
         "",
     ]
-    body = [path.read_text() for path in sections if path.exists()]
+    body = [with_commit(path.read_text()) for path in sections if path.exists()]
     (BENCH_DIR / "RESULTS.md").write_text("\n".join(header + body))
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def with_commit(section: str) -> str:
+    """The section as its benchmark wrote it, commit included; one from before commits were recorded says so."""
+    if COMMIT_LINE in section:
+        return section
+    return f"{section.rstrip()}\n\n{COMMIT_LINE}: not recorded (measured before the benchmarks recorded it).\n"
 
 
 if __name__ == "__main__":
