@@ -541,12 +541,14 @@ def run_baseline_send(count: int, scheduler: str) -> dict:
     return {"elapsed": elapsed, "messages": len(messages), **summarise_lags(lags)}
 
 
-def run_case(scheduler: str, count: int, database_env: dict[str, str], work_dir: Path, burst_timeout: float) -> dict:
-    """Beat with `count` schedules: start-up, memory, a burst of up to FIRST_BURST due in the same minute,
-    then (above FIRST_BURST) all `count` due at once two minutes later, an edit, and the write-backs."""
+def run_case(
+    scheduler: str, count: int, database_env: dict[str, str], work_dir: Path, burst_timeout: float, first_burst: int
+) -> dict:
+    """Beat with `count` schedules: start-up, memory, a burst of up to `first_burst` due in the same minute,
+    then (above `first_burst`) all `count` due at once two minutes later, an edit, and the write-backs."""
     wipe()
     created = time.monotonic()
-    early = min(count, FIRST_BURST)
+    early = min(count, first_burst)
     # Room to create the rows and for beat to start before the slot: the stock scheduler needs ~2 s per 1,000.
     first_slot = next_minute(lead=20 + count / 1000 * (2 if scheduler == "stock" else 1.2))
     whole_slot = first_slot + timedelta(minutes=2) if count > early else None
@@ -626,7 +628,9 @@ def drop_database() -> None:
         admin.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
 
 
-def run_database(database: str, sizes: list[int], schedulers: list[str], burst_timeout: float, out: Path) -> None:
+def run_database(
+    database: str, sizes: list[int], schedulers: list[str], burst_timeout: float, out: Path, first_burst: int
+) -> None:
     work_dir = Path(tempfile.mkdtemp(prefix=f"bench-schedules-{database}-"))
     if database == "postgresql":
         import psycopg
@@ -652,11 +656,11 @@ def run_database(database: str, sizes: list[int], schedulers: list[str], burst_t
     for count in sizes:
         for scheduler in schedulers:
             baselines = {"baseline_beat": baseline_beat[scheduler]}
-            baselines["baseline_send"] = run_baseline_send(min(count, FIRST_BURST), scheduler)
-            if count > FIRST_BURST:
+            baselines["baseline_send"] = run_baseline_send(min(count, first_burst), scheduler)
+            if count > first_burst:
                 baselines["baseline_send_whole"] = run_baseline_send(count, scheduler)
             print(f"  {database}: {scheduler} scheduler, {count:,} schedules", flush=True)
-            case = run_case(scheduler, count, database_env, work_dir, burst_timeout)
+            case = run_case(scheduler, count, database_env, work_dir, burst_timeout, first_burst)
             cases.append({**case, **baselines})
     wipe()
     out.write_text(json.dumps(cases))
@@ -688,9 +692,7 @@ def main() -> int:
     if args.pg_database:  # read by the children as they import this module
         os.environ["BENCH_SCHEDULES_PG_DATABASE"] = args.pg_database
     if args.child:
-        global FIRST_BURST
-        FIRST_BURST = args.first_burst
-        run_database(args.child, sizes, schedulers, args.burst_timeout, Path(args.out))
+        run_database(args.child, sizes, schedulers, args.burst_timeout, Path(args.out), args.first_burst)
         return 0
     store = json.loads(STORE.read_text()) if STORE.exists() else {}
     for database in [] if args.report_only else args.databases.split(","):
