@@ -52,7 +52,6 @@ import argparse
 import base64
 import contextlib
 import json
-import math
 import os
 import secrets
 import shutil
@@ -515,7 +514,7 @@ def run_baseline_send(count: int, scheduler: str) -> dict:
     declare(name)
     queue = Queue(name)
     if scheduler == "ours":
-        size = min(beat.MAX_REPORTS_PER_MESSAGE, math.ceil(count / beat.MESSAGES_PER_BURST))
+        size = beat.batch_size(count)
         fired_at = datetime.now(UTC).isoformat()
         messages = [
             (beat.BATCH_TASK, {"report_ids": list(range(start, min(count, start + size))), "fired_at": fired_at})
