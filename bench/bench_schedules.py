@@ -887,7 +887,7 @@ report's message (a stamp in the message's headers). Edit lag: a staff user move
 report, with `save_schedule` as the admin does, to the next whole minute at least 15 s
 away; from that minute to the message. Edit picked up: from the edit to beat having
 reloaded the row. Write-back: the largest `sync()` of the run (the one after the bursts),
-its rows, queries and time."""
+its rows, the statements it sent and its time."""
 
 NOTES = """\
 **What the profile showed** (cProfile, 300 ticks of the stock scheduler with 10,000 due
@@ -909,8 +909,8 @@ reads one fingerprint per enabled task (its schedule-relevant columns and its cr
 and reloads only the rows whose fingerprint changed, adds new ones and drops the ones
 deleted or disabled; it patches the heap for just those entries, so celery's tick never
 compares or rebuilds the whole schedule; it writes last_run_at / total_run_count back
-in one bulk UPDATE per 500 rows, without bumping `date_changed`; and the next instance of
-a fired entry shares its parsed crontab instead of parsing it again.
+in bulk, without bumping `date_changed`; and the next instance of a fired entry shares
+its parsed crontab instead of parsing it again.
 
 **Then, batches** (2026-11-24): with one message per report, publishing was the limit:
 about 1–2 ms a message here (Celery builds the message, kombu's Redis transport makes a
@@ -925,7 +925,19 @@ messages, 4.6–5.5 s at p99: not like for like, as beat sent 100 batches; the l
 the scheduler's own messages.) The worker runs a batch's reports one after another, each isolated (one
 report's error is logged and the rest run), with the moment beat fired passed along so a
 late message still runs the slot beat meant; the unique (report, period) constraint and
-the lease keep a redelivered batch from sending twice."""
+the lease keep a redelivered batch from sending twice.
+
+**Then, 100,000 schedules** (2026-12-06): beat held ~7 KB per schedule (RSS, measured
+in-process after loading 10,000 and 30,000 on SQLite): each entry kept its PeriodicTask
+instance with its CrontabSchedule (~2.5 KB), and its own parsed crontab, five sets (~3.5
+KB), parsed three times over (half the loading time). Now an entry keeps a slim TaskRow
+(id, name, enabled, last run, run count) and entries with the same schedule share one
+parsed crontab: ~2 KB per schedule, and 30,000 load in 2.3 s instead of 7.4 s. The
+write-back was one UPDATE per 500 rows with a CASE over their 500 ids, which SQLite
+evaluates row by row against every id (0.93 s for 3,000 rows); now it is one UPDATE by
+id executed for all rows at once (executemany), in transactions of at most 5,000 rows
+(0.03 s for 3,000). An edit waited for beat's next tick, up to its 5-second max_interval
+(picked up after 4.9 s in a run at 3,000); beat now ticks at least once a second (0.9 s)."""
 
 
 if __name__ == "__main__":
