@@ -1,5 +1,6 @@
 """Run every benchmark (or those named) and join their results into bench/RESULTS.md."""
 
+import re
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ def main(names: list[str]) -> int:
 
 def with_commit(section: str) -> str:
     """The section as its benchmark wrote it, commit included; one from before commits were recorded says so."""
-    if COMMIT_LINE in section:
+    if COMMIT_LINE in section or re.search(r"Measured on [0-9a-f]{7,}", section):  # the latter: an older wording
         return section
     return f"{section.rstrip()}\n\n{COMMIT_LINE}: not recorded (measured before the benchmarks recorded it).\n"
 
