@@ -117,12 +117,24 @@ class SlotCrontab(TzAwareCrontab):
     def from_crontab(cls, schedule: TzAwareCrontab) -> SlotCrontab:
         return cls(*schedule.__reduce__()[1], app=schedule._app)
 
+    _known: tuple[datetime, datetime] | None = None  # (after, the next slot): no slot lies in between
+
     def remaining_estimate(self, last_run_at: datetime) -> timedelta:
-        following = next_slot(self, self.tz, after=self.maybe_make_aware(last_run_at))
+        following = self._next_slot(self.maybe_make_aware(last_run_at))
         if following is None:  # never fires again; check back in a day
             return timedelta(days=1)
         # In UTC: subtracting two datetimes that share a tzinfo ignores a DST change between them.
         return following.astimezone(UTC) - self.maybe_make_aware(self.now()).astimezone(UTC)
+
+    def _next_slot(self, after: datetime) -> datetime | None:
+        """next_slot, remembered: entries sharing this schedule and fired together ask about nearly the same moment."""
+        known = self._known
+        if known is not None and known[0] <= after < known[1]:
+            return known[1]
+        following = next_slot(self, self.tz, after=after)
+        if following is not None:
+            self._known = (after, following)
+        return following
 
 
 @dataclass(slots=True)
@@ -193,7 +205,7 @@ class ReportEntry(ModelEntry):
         if not model.last_run_at:
             model.last_run_at = model.date_changed or self._default_now()
         self.last_run_at = model.last_run_at
-        self.schedule = _shared_crontab(model.crontab, crontabs, slots=_is_report_entry(self))
+        self.schedule = _shared_crontab(model.crontab, crontabs, slots=_is_report_entry(self), app=self.app)
         return True
 
     def __next__(self) -> ReportEntry:
@@ -535,15 +547,20 @@ def _is_plain_crontab_row(model: PeriodicTask) -> bool:
     )
 
 
-def _shared_crontab(row: CrontabSchedule, crontabs: dict[tuple, TzAwareCrontab], *, slots: bool) -> TzAwareCrontab:
-    """The parsed schedule of a CrontabSchedule row (as row.schedule), one per distinct schedule."""
+def _shared_crontab(
+    row: CrontabSchedule, crontabs: dict[tuple, TzAwareCrontab], *, slots: bool, app: Any
+) -> TzAwareCrontab:
+    """The parsed schedule of a CrontabSchedule row (as row.schedule), one per distinct schedule.
+
+    Bound to beat's app (row.schedule's uses whichever is current): is_due reads its settings at every check.
+    """
     fields = (row.minute, row.hour, row.day_of_week, row.day_of_month, row.month_of_year)
     key = (slots, *fields, str(row.timezone))
     schedule = crontabs.get(key)
     if schedule is None:
         names = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
         kind = SlotCrontab if slots else TzAwareCrontab
-        schedule = crontabs[key] = kind(**dict(zip(names, fields, strict=True)), tz=row.timezone)
+        schedule = crontabs[key] = kind(**dict(zip(names, fields, strict=True)), tz=row.timezone, app=app)
     return schedule
 
 
