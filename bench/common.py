@@ -125,7 +125,7 @@ def write_result(name: str, title: str, body: str) -> Path:
     """
     RESULTS_DIR.mkdir(exist_ok=True)
     if COMMIT_LINE not in body:
-        body = f"{body.strip()}\n\n{COMMIT_LINE} `{COMMIT}`."
+        body = f"{body.strip()}\n\n{COMMIT_LINE} `{COMMIT}`, {time.strftime('%Y-%m-%d %H:%M %Z')}, on {machine()}."
     text = f"## {title}\n\n{body.strip()}\n"
     path = RESULTS_DIR / f"{name}.md"
     path.write_text(text)

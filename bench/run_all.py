@@ -26,8 +26,9 @@ def main(names: list[str]) -> int:
     header = [
         "# Benchmark results",
         "",
-        f"Machine: {machine()}. Joined {time.strftime('%Y-%m-%d %H:%M %Z')} from the latest run of each "
-        "benchmark (`make bench` runs them all; each section below was measured in its own run).",
+        f"Joined {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine()}, from the latest run of each benchmark "
+        "(`make bench` runs them all; each section below was measured in its own run, and names the commit, "
+        "the date and the machine it was measured on).",
         "Every figure is measured against a baseline in the same run; ratios are subject ÷ baseline.",
         "",
     ]
