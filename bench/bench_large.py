@@ -9,9 +9,11 @@ high-water mark, VmHWM), against the size of the JSON payload.
 
 1,000,000 rows are more than the default size cap (REPORTING["MAX_RESPONSE_BYTES"],
 50 MB): shown are the run's outcome and error, with a data source that declares its
-Content-Length and with one that does not.
+Content-Length and with one that does not. So is any --rows whose payload is over the cap:
+the service refuses it, and the refusal (its error in words, the cap, the size) is the
+result, in place of the time and memory tables.
 
-    .venv/bin/python bench/bench_large.py [--rows 100000] [--repeat 3]
+    .venv/bin/python bench/bench_large.py [--rows 100000] [--repeat 3] [--huge-rows 1000000]
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def child(args: argparse.Namespace) -> None:
     """Run one measurement and print it as JSON: the service run or the baseline work."""
     pipeline.setup_service(args.smtp_port, args.var_dir, migrate=False)
     if args.kind == "service":
-        pipeline.run_service(args.warmup_report)  # imports, compiled templates, connections: not the report's cost
+        # Imports, compiled templates, connections: not the report's cost (a cap below 1,000 rows fails it: still warm).
+        pipeline.run_service(args.warmup_report, expect_sent=False)
         work = lambda: pipeline.run_service(args.report, expect_sent=False)  # noqa: E731
     else:
         import requests
@@ -142,6 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--huge-rows", type=int, default=HUGE, help="rows over the size cap (the refusal)")
     parser.add_argument("--child", choices=["service", "baseline"], dest="kind")
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--smtp-port", type=int)
@@ -153,14 +157,14 @@ def main() -> None:
     if args.kind:
         return child(args)
 
-    servers = pipeline.start_servers([1000, args.rows, HUGE])
+    servers = pipeline.start_servers([1000, args.rows, args.huge_rows])
     var_dir = pipeline.setup_service(servers.smtp_port)
     try:
         found = measure(servers, var_dir, args)
     finally:
         servers.stop()
         shutil.rmtree(var_dir, ignore_errors=True)
-    write_result("large", "Large reports: 100,000 rows, and 1,000,000", body(found))
+    write_result("large", f"Large reports: {args.rows:,} rows, and {args.huge_rows:,}", body(found))
     return None
 
 
@@ -168,6 +172,7 @@ def main() -> None:
 class Findings:
     rows: int
     repeat: int
+    huge_rows: int = HUGE
     payload_size: int = 0
     csv_size: int = 0
     service: Timing | None = None
@@ -177,39 +182,64 @@ class Findings:
     memory: dict = field(default_factory=dict)  # (kind, tracemalloc?) → the child's result
     huge_size: int = 0
     huge_runs: dict = field(default_factory=dict)  # label → the child's result
+    refused: dict = field(default_factory=dict)  # --rows over the cap: the run's status and error, cap, size
 
 
 def measure(servers: pipeline.Servers, var_dir: str, args: argparse.Namespace) -> Findings:
-    import requests
 
-    found = Findings(rows=args.rows, repeat=args.repeat)
+    found = Findings(rows=args.rows, repeat=args.repeat, huge_rows=args.huge_rows)
     warmup = pipeline.create_report(servers.data_url, 1000)
     report = pipeline.create_report(servers.data_url, args.rows)
-    measure_time(found, servers, report)
-
-    # Memory: one measurement per fresh process.
     common = ["--smtp-port", str(servers.smtp_port), "--var-dir", var_dir, "--data-url", servers.data_url]
+    found.payload_size = payload_size(servers, args.rows)
+    if found.payload_size > cap():  # refused: nothing to time or weigh but the refusal
+        run = pipeline.run_service(report, expect_sent=False)
+        found.refused = {"status": run.status, "error": run.error, "size": found.payload_size, "cap": cap()}
+        print(f"{args.rows:,} rows: refused, {run.status}: {run.error}", flush=True)
+    else:
+        measure_time(found, servers, report)
+        measure_memory(found, common, report, warmup)
+    measure_huge(found, servers, common, warmup)
+    return found
+
+
+def payload_size(servers: pipeline.Servers, rows: int) -> int:
+    """The size of the data source's answer for `rows`, as it declares it (Content-Length)."""
+    import requests
+
+    with requests.get(f"{servers.data_url}trades", params={"rows": rows}, stream=True, timeout=120) as response:
+        return int(response.headers["Content-Length"])
+
+
+def cap() -> int:
+    from django.conf import settings
+
+    return settings.REPORTING["MAX_RESPONSE_BYTES"]
+
+
+def measure_memory(found: Findings, common: list[str], report: int, warmup: int) -> None:
+    """One measurement per fresh process: the service run and the baseline, by tracemalloc and by RSS."""
     found.memory = {
         (kind, tracing): measure_in_child(
-            kind, tracing=tracing, common_args=common, report=report, warmup_report=warmup, rows=args.rows
+            kind, tracing=tracing, common_args=common, report=report, warmup_report=warmup, rows=found.rows
         )
         for kind in ("service", "baseline")
         for tracing in (True, False)
     }
     print(f"memory: {json.dumps({f'{k[0]} {k[1]}': v.get('peak') for k, v in found.memory.items()})}", flush=True)
 
-    # 1,000,000 rows: over the size cap, with and without a declared Content-Length.
+
+def measure_huge(found: Findings, servers: pipeline.Servers, common: list[str], warmup: int) -> None:
+    """--huge-rows (1,000,000): over the size cap, with and without a declared Content-Length."""
     sources = {
-        "declares its Content-Length": pipeline.create_report(servers.data_url, HUGE),
-        "sends no Content-Length": pipeline.create_report(servers.data_url, HUGE, stream=True),
+        "declares its Content-Length": pipeline.create_report(servers.data_url, found.huge_rows),
+        "sends no Content-Length": pipeline.create_report(servers.data_url, found.huge_rows, stream=True),
     }
     found.huge_runs = {
         label: measure_in_child("service", tracing=False, common_args=common, report=report_id, warmup_report=warmup)
         for label, report_id in sources.items()
     }
-    with requests.get(f"{servers.data_url}trades", params={"rows": HUGE}, stream=True, timeout=120) as response:
-        found.huge_size = int(response.headers["Content-Length"])
-    return found
+    found.huge_size = payload_size(servers, found.huge_rows)
 
 
 def measure_time(found: Findings, servers: pipeline.Servers, report: int) -> None:
@@ -251,8 +281,9 @@ def times(size: float, payload_size: int) -> str:
 
 
 def body(found: Findings) -> str:
-    from django.conf import settings
 
+    if found.refused:
+        return refusal_body(found)
     rows, payload_size, csv_size, repeat = found.rows, found.payload_size, found.csv_size, found.repeat
     service, baseline, memory, json_only = found.service, found.baseline, found.memory, found.json_only
 
@@ -288,12 +319,6 @@ def body(found: Findings) -> str:
     held = stages["_deliver_stage start"]
     sending = stages["_deliver_stage"] - held
     floor = max(fetch_peak, render_peak, sending + held - stages["_render_stage start"])
-    cap = settings.REPORTING["MAX_RESPONSE_BYTES"]
-    huge_table = table(
-        ["1,000,000 rows: the data source…", "run status", "stopped after", "RSS high-water rise", "the run's error"],
-        [[label, result["status"], ms(result["seconds"]), mb(result["peak"]), result["error"]]
-         for label, result in found.huge_runs.items()],
-    )  # fmt: skip
     why = (
         f"**Why memory misses, and by how much.** The run's peak is the larger of the fetch stage's "
         f"({mb(fetch_peak)}, {times(fetch_peak, payload_size)} the payload: the answer decoded to text plus the "
@@ -338,13 +363,45 @@ def body(found: Findings) -> str:
             "",
             why,
             "",
-            f"**1,000,000 rows**: a {mb(found.huge_size)} payload, over the {mb(cap)} cap "
-            '(`REPORTING["MAX_RESPONSE_BYTES"]`). The run stops, failed, with the error in words and nothing sent; '
-            "an answer without a Content-Length is read to the cap into a temporary file, not into memory:",
-            "",
-            huge_table,
+            *huge_section(found),
             "",
             NOTES.strip(),
+        ]
+    )
+
+
+def huge_section(found: Findings) -> list[str]:
+    huge_table = table(
+        [f"{found.huge_rows:,} rows: the data source…", "run status", "stopped after", "RSS high-water rise",
+         "the run's error"],
+        [[label, result["status"], ms(result["seconds"]), mb(result["peak"]), result["error"]]
+         for label, result in found.huge_runs.items()],
+    )  # fmt: skip
+    return [
+        f"**{found.huge_rows:,} rows**: a {mb(found.huge_size)} payload, over the {mb(cap())} cap "
+        '(`REPORTING["MAX_RESPONSE_BYTES"]`). The run stops, failed, with the error in words and nothing sent; '
+        "an answer without a Content-Length is read to the cap into a temporary file, not into memory:",
+        "",
+        huge_table,
+    ]
+
+
+def refusal_body(found: Findings) -> str:
+    """--rows over the cap: the refusal is the result (no time or memory to compare)."""
+    refused = found.refused
+    refusal_table = table(
+        ["rows", "JSON payload", "the cap", "run status", "the run's error"],
+        [[f"{found.rows:,}", mb(refused["size"]), mb(refused["cap"]), refused["status"], refused["error"]]],
+    )
+    return "\n".join(
+        [
+            f"**{found.rows:,} rows: refused.** The payload is over the size cap "
+            '(`REPORTING["MAX_RESPONSE_BYTES"]`): the service does not run the report, and says why; there is no '
+            "time or memory to set against the baseline. Lower --rows, or raise REPORTING_MAX_RESPONSE_BYTES.",
+            "",
+            refusal_table,
+            "",
+            *huge_section(found),
         ]
     )
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from bench_throughput import DataHandler, SmtpSink, free_port
-from common import ROOT, commit_of_tree, ratio, table, write_result
+from common import ROOT, ratio, table, write_result
 
 DATABASE = "reporting_bench_leak"
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
@@ -266,8 +266,8 @@ def report(args, subject: dict, baseline: dict, *, duplicates: int, received: in
             f"- runs: {statuses}; emails: {received:,} different (report, period, address) of {args.runs:,}, "
             f"{duplicates} duplicates",
             "",
-            f"Measured on {commit_of_tree()}: `.venv/bin/python bench/bench_leak.py --runs {args.runs} "
-            f"--first {args.first}`. RSS from /proc, read with the process idle after each phase.",
+            f"Command: `.venv/bin/python bench/bench_leak.py --runs {args.runs} --first {args.first}`. RSS from "
+            "/proc, read with the process idle after each phase.",
         ]
     )
     write_result("leak", f"No leak: a worker's memory after {everything} runs against after {first}", body)

@@ -56,7 +56,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
-from common import ROOT, ratio, table, write_result
+from common import COMMIT, COMMIT_LINE, ROOT, ratio, table, write_result
 
 DATABASE = "reporting_bench_per_recipient"
 TEMPLATE_DATABASE = f"{DATABASE}_template"
@@ -652,7 +652,6 @@ def main() -> None:
 
 
 def report(results: dict, modes: list[str], recipients: int, small: int, killed: int, loads: list[str]) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     throughput_rows, memory_rows, verdicts = [], [], []
     for mode in modes:
         baseline, base_checked = results[f"{mode} baseline"]
@@ -710,7 +709,7 @@ def report(results: dict, modes: list[str], recipients: int, small: int, killed:
             f"parts {outcome.part_statuses}"
         )
     body += (
-        f"\n\nMeasured on {commit.stdout.strip()}: `.venv/bin/python bench/bench_per_recipient.py "
+        f"\n\n{COMMIT_LINE} `{COMMIT}`: `.venv/bin/python bench/bench_per_recipient.py "
         f"--recipients {recipients} --kill-recipients {killed}`. One per-recipient report of {recipients:,} "
         f"recipients, {ROWS_PER_RECIPIENT} "
         f"rows of 8 columns each, scheduled and published at its slot with `fired_at` as beat does; one "

@@ -3,7 +3,8 @@
 Every benchmark measures its subject against a baseline in the same run and reports the
 ratio with the absolute figures beside it: this 2-core machine is shared and noisy, so
 absolute numbers alone mean little. Each benchmark writes `bench/results/<name>.md`;
-`bench/run_all.py` joins them into `bench/RESULTS.md`.
+`bench/run_all.py` joins them into `bench/RESULTS.md`. Each section names the commit it was
+measured on (COMMIT, taken when the benchmark starts).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +23,27 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+COMMIT_LINE = "Measured on commit"
+
+
+def current_commit() -> str:
+    """`git rev-parse --short HEAD`, with "+dirty" when tracked files differ from it (results aside)."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    # The results a benchmark writes are not the code it measures: a second benchmark is not "dirty" for them.
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results", ":!bench/RESULTS.md")
+    return head + ("+dirty" if changed else "")
+
+
+COMMIT = current_commit()
 
 
 def setup_django(settings_module: str = "project.settings") -> None:
@@ -96,8 +119,13 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 
 
 def write_result(name: str, title: str, body: str) -> Path:
-    """Print a benchmark's section and keep it for bench/RESULTS.md."""
+    """Print a benchmark's section and keep it for bench/RESULTS.md, with the commit it was measured on.
+
+    A body that names its commits itself (a benchmark keeping figures from earlier runs) keeps its own line.
+    """
     RESULTS_DIR.mkdir(exist_ok=True)
+    if COMMIT_LINE not in body:
+        body = f"{body.strip()}\n\n{COMMIT_LINE} `{COMMIT}`, {time.strftime('%Y-%m-%d %H:%M %Z')}, on {machine()}."
     text = f"## {title}\n\n{body.strip()}\n"
     path = RESULTS_DIR / f"{name}.md"
     path.write_text(text)
@@ -111,12 +139,3 @@ def ratio(subject: float, baseline: float) -> str:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
-
-
-def commit_of_tree() -> str:
-    """The commit measured: its short hash, with "+dirty" when the tree has changes not committed."""
-    import subprocess
-
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True)
-    return (head.stdout.strip() or "unknown") + ("+dirty" if dirty.stdout.strip() else "")

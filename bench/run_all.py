@@ -1,11 +1,12 @@
 """Run every benchmark (or those named) and join their results into bench/RESULTS.md."""
 
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import RESULTS_DIR, machine
+from common import COMMIT_LINE, RESULTS_DIR, machine
 
 BENCH_DIR = Path(__file__).resolve().parent
 ORDER = ["pipeline", "throughput", "per_recipient", "schedules", "large", "leak", "admin"]
@@ -25,16 +26,24 @@ def main(names: list[str]) -> int:
     header = [
         "# Benchmark results",
         "",
-        f"Machine: {machine()}. Joined {time.strftime('%Y-%m-%d %H:%M %Z')} from the latest run of each "
-        "benchmark (`make bench` runs them all; each section below was measured in its own run).",
+        f"Joined {time.strftime('%Y-%m-%d %H:%M %Z')} on {machine()}, from the latest run of each benchmark "
+        "(`make bench` runs them all; each section below was measured in its own run, and names the commit, "
+        "the date and the machine it was measured on).",
         "Every figure is measured against a baseline in the same run; ratios are subject ÷ baseline.",
         "",
     ]
-    body = [path.read_text() for path in sections if path.exists()]
+    body = [with_commit(path.read_text()) for path in sections if path.exists()]
     (BENCH_DIR / "RESULTS.md").write_text("\n".join(header + body))
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def with_commit(section: str) -> str:
+    """The section as its benchmark wrote it, commit included; one from before commits were recorded says so."""
+    if COMMIT_LINE in section or re.search(r"Measured on [0-9a-f]{7,}", section):  # the latter: an older wording
+        return section
+    return f"{section.rstrip()}\n\n{COMMIT_LINE}: not recorded (measured before the benchmarks recorded it).\n"
 
 
 if __name__ == "__main__":

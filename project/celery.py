@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
@@ -44,3 +44,11 @@ def _heartbeat(name: str, detail: dict) -> None:
 
 
 app.steps["worker"].add(WorkerHeartbeat)
+
+
+@signals.worker_init.connect
+def load_rendering_libraries(**_kwargs) -> None:
+    """A worker loads the rendering stack before forking its pool (its children share it); beat does not."""
+    from reporting.pipeline.render import load_libraries
+
+    load_libraries()

@@ -45,7 +45,9 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "auditlog",
-    "import_export",
+    # Not "import_export": recipients_io.py uses its formats as a library, which needs no app,
+    # and as an app its admin module (tablib, openpyxl, numpy, PIL: ~25 MB) would load in
+    # every process, beat included, through the admin's autodiscovery (tests/test_beat_imports.py).
     "ninja",  # the REST API's docs page from its own static files (its CDN page's inline script breaks the CSP)
 ]
 

@@ -15,15 +15,18 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
-import tablib
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from import_export.formats import base_formats
-from openpyxl import Workbook
-from openpyxl.cell import Cell, WriteOnlyCell
 
 from reporting.models import ATTRIBUTE_NAME, MAX_ATTRIBUTES, attributes_problems
+
+# tablib (with pandas where installed) and openpyxl are imported where a file is read or
+# written, not here: beat loads the admin, and this module with it, and reads no file
+# (tests/test_beat_imports.py).
+if TYPE_CHECKING:
+    from openpyxl.cell import Cell
 
 OWN_COLUMNS = ("email", "name", "active", "lists")
 LIST_SEPARATOR = ";"
@@ -150,6 +153,8 @@ def _read_cells(content: bytes, file_format: str) -> list[list[object]]:
             return [[_unquote(value) for value in row] for row in csv.reader(io.StringIO(text, newline=""))]
         except csv.Error as exc:
             raise TableError(f"The CSV file cannot be read: {exc}.") from exc
+    from import_export.formats import base_formats
+
     try:
         dataset = base_formats.XLSX().create_dataset(content)
     except Exception as exc:  # openpyxl raises many kinds for a file that is not a workbook
@@ -281,12 +286,17 @@ def export_rows(recipients: Iterable[dict]) -> tuple[list[str], list[list[str]]]
 
 def to_csv(header: list[str], rows: list[list[str]]) -> bytes:
     """CSV, UTF-8 with a byte-order mark; text a spreadsheet would run as a formula is quoted with "'"."""
+    import tablib
+    from import_export.formats import base_formats
+
     dataset = tablib.Dataset(*([_quote(value) for value in row] for row in rows), headers=header)
     return base_formats.CSV().export_data(dataset).encode("utf-8-sig")
 
 
 def to_xlsx(header: list[str], rows: list[list[str]], *, title: str = "Recipients") -> bytes:
     """An .xlsx workbook whose every cell is text: never a formula, a number or an error code."""
+    from openpyxl import Workbook
+
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(title=title)
     sheet.freeze_panes = "A2"
@@ -298,6 +308,8 @@ def to_xlsx(header: list[str], rows: list[list[str]], *, title: str = "Recipient
 
 
 def _text_cell(sheet, value: str) -> Cell:
+    from openpyxl.cell import WriteOnlyCell
+
     cell = WriteOnlyCell(sheet, value=value)
     cell.data_type = "s"  # openpyxl would make "=…" a live formula
     return cell

@@ -64,6 +64,26 @@ def test_it_loads_the_enabled_report_tasks_and_leaves_out_disabled_ones(source, 
     assert set(entries_by_report(scheduler)) == {enabled.pk}
 
 
+def test_it_reads_a_row_as_django_celery_beat_does_but_keeps_less_of_it(source, clock):
+    report = scheduled(source, "positions")
+    other = scheduled(source, "holdings")  # the same schedule
+    task = PeriodicTask.objects.select_related("crontab").get(pk=report.periodic_task_id)
+    crontabs: dict = {}
+
+    stock = beat.ReportEntry(task, app=celery_app)
+    shared = beat.ReportEntry(PeriodicTask.objects.get(pk=task.pk), app=celery_app, crontabs=crontabs)
+    alike = beat.ReportEntry(PeriodicTask.objects.get(pk=other.periodic_task_id), app=celery_app, crontabs=crontabs)
+
+    for field in ("name", "task", "args", "kwargs", "options", "last_run_at", "total_run_count"):
+        assert getattr(shared, field) == getattr(stock, field), field
+    assert type(shared.schedule) is type(stock.schedule) is beat.SlotCrontab
+    assert shared.schedule == stock.schedule
+    (shared_due, shared_next), (stock_due, stock_next) = shared.is_due(), stock.is_due()
+    assert shared_due == stock_due and abs(shared_next - stock_next) < 1  # the clock moves on meanwhile
+    assert alike.schedule is shared.schedule  # parsed once for both
+    assert isinstance(shared.model, beat.TaskRow) and shared.model.pk == task.pk
+
+
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [

@@ -13,15 +13,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cache
+from types import ModuleType
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display; must come before pyplot is imported anywhere
-
-from matplotlib import dates as mdates
-from matplotlib import ticker
-from matplotlib.figure import Figure
+# matplotlib (with numpy and PIL, ~60 MB) is imported where a chart is drawn, not here:
+# beat imports this module through reporting.models and draws nothing (tests/test_beat_imports.py).
 
 KINDS = {"line": "Line over time", "bar": "Bars by category"}
 WIDTH_PX = 640  # the email's column
@@ -108,7 +105,9 @@ def draw(spec: ChartSpec, rows: list[Any], *, period_label: str, labels: dict[st
     `labels`: what to call a field on an axis (a designed layout's column labels); else its name, capitalised.
     """
     title = f"{spec.title} — {period_label}"
-    figure = Figure(figsize=(WIDTH_PX / 100, HEIGHT_PX / 100), dpi=100 * SCALE, layout="constrained")
+    figure = load_matplotlib().figure.Figure(
+        figsize=(WIDTH_PX / 100, HEIGHT_PX / 100), dpi=100 * SCALE, layout="constrained"
+    )
     axes = figure.add_subplot()
     named = {field: (labels or {}).get(field) or _label(field) for field in (spec.x, spec.y)}
     if spec.kind == "line":
@@ -124,16 +123,29 @@ def draw(spec: ChartSpec, rows: list[Any], *, period_label: str, labels: dict[st
     return Chart(spec=spec, title=title, png=buffer.getvalue())
 
 
+@cache
+def load_matplotlib() -> ModuleType:
+    """matplotlib with the parts drawing uses loaded, on its Agg backend (no display)."""
+    import matplotlib
+    import matplotlib.dates
+    import matplotlib.figure
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")  # before pyplot is imported anywhere
+    return matplotlib
+
+
 def _draw_line(axes, spec: ChartSpec, rows: list[Any], named: dict[str, str]) -> None:
     points = sorted((_as_date(spec.x, row), _as_number(spec.y, row)) for row in _with_fields(spec, rows))
     if not points:
         raise ChartError(f"The chart '{spec.title}' has no rows with both '{spec.x}' and '{spec.y}'.")
     xs, ys = zip(*points, strict=True)
     axes.plot(xs, ys, color=COLOURS[0], linewidth=2, marker="o" if len(xs) <= 31 else None, markersize=3)
-    locator = mdates.AutoDateLocator(maxticks=8)
+    matplotlib = load_matplotlib()
+    locator = matplotlib.dates.AutoDateLocator(maxticks=8)
     axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, show_offset=False))
-    axes.yaxis.set_major_formatter(ticker.FuncFormatter(_thousands))
+    axes.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator, show_offset=False))
+    axes.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_thousands))
     axes.set_xlabel(named[spec.x])
     axes.set_ylabel(named[spec.y])
 
@@ -151,7 +163,7 @@ def _draw_bars(axes, spec: ChartSpec, rows: list[Any], named: dict[str, str]) ->
     values = [value for _name, value in reversed(ranked)]
     bars = axes.barh(names, values, color=COLOURS[0])
     axes.bar_label(bars, labels=[_thousands(value) for value in values], padding=3, fontsize=8)
-    axes.xaxis.set_major_formatter(ticker.FuncFormatter(_thousands))
+    axes.xaxis.set_major_formatter(load_matplotlib().ticker.FuncFormatter(_thousands))
     axes.set_xlabel(named[spec.y])
     axes.margins(x=0.15)
     axes.grid(axis="x", color="#dddddd", linewidth=0.6)

@@ -16,19 +16,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation, localcontext
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_time, get_date_format
-from babel.numbers import (
-    format_currency,
-    format_decimal,
-    format_percent,
-    get_currency_symbol,
-    get_decimal_symbol,
-    list_currencies,
-)
+# Babel and its locale data are imported in the functions that write values, not here:
+# beat imports this module through reporting.models and writes nothing (tests/test_beat_imports.py).
+if TYPE_CHECKING:
+    from babel import Locale
 
 # The locales a report may be written in: the common ones of the firms this is for.
 LOCALES = [
@@ -93,11 +87,15 @@ def currency_problem(code: str) -> str:
 
 @lru_cache(maxsize=1)
 def _known_currencies() -> frozenset[str]:
+    from babel.numbers import list_currencies
+
     return frozenset(list_currencies())
 
 
 @lru_cache(maxsize=64)
 def _locale(code: str) -> Locale:
+    from babel import Locale, UnknownLocaleError
+
     try:
         return Locale.parse(code, sep="-")
     except (ValueError, UnknownLocaleError):
@@ -198,6 +196,8 @@ def display_number(number: Decimal, fmt: Format, locale: str, *, currency: str =
 
 
 def _display_number(number: Decimal, fmt: Format, locale: str, *, currency: str = "") -> str:
+    from babel.numbers import format_currency, format_decimal, format_percent
+
     where = _locale(locale)
     decimals = _decimals(fmt)
     if fmt.kind == "percent":
@@ -211,6 +211,8 @@ def _display_number(number: Decimal, fmt: Format, locale: str, *, currency: str 
 
 
 def display_moment(moment: date | datetime, style: str, locale: str) -> str:
+    from babel.dates import format_date, format_time
+
     where = _locale(locale)
     style = style if style in DATE_STYLES else "medium"
     if isinstance(moment, datetime):
@@ -248,6 +250,8 @@ def _percent_pattern(locale: str, decimals: int) -> str:
 
 def csv_delimiter(locale: str) -> str:
     """';' where the decimal mark is a comma (a spreadsheet there splits on ';'), else ','."""
+    from babel.numbers import get_decimal_symbol
+
     return ";" if get_decimal_symbol(_locale(locale)) == "," else ","
 
 
@@ -260,6 +264,8 @@ def csv_value(value: Any, fmt: Format, locale: str, *, zone: ZoneInfo | None = N
             if fmt.kind == "percent" and not fmt.percent_points:
                 number *= 100
             pattern = _decimal_pattern(_decimals(fmt), grouped=False)
+            from babel.numbers import format_decimal
+
             with localcontext() as context:
                 context.prec = 100
                 return format_decimal(number, format=pattern, locale=_locale(locale))
@@ -332,6 +338,8 @@ def xlsx_number_format(fmt: Format, locale: str, currency: str = "", *, timestam
     if fmt.kind == "percent":
         number += "%"
     elif fmt.kind == "currency" and currency:
+        from babel.numbers import get_currency_symbol
+
         symbol = '"' + get_currency_symbol(currency, locale=_locale(locale)).replace('"', "") + '"'
         before = _locale(locale).currency_formats["standard"].pattern.lstrip().startswith("¤")
         number = f"{symbol}{number}" if before else f"{number} {symbol}"
@@ -365,5 +373,7 @@ _DATE_TOKEN = re.compile(r"'[^']*'|([A-Za-z])\1*|[^A-Za-z']+")
 
 
 def _date_tokens(locale: str, style: str = "short") -> list[str]:
+    from babel.dates import get_date_format
+
     pattern = get_date_format(style if style in DATE_STYLES else "medium", locale=_locale(locale)).pattern  # type: ignore[arg-type]
     return [match.group(0) for match in _DATE_TOKEN.finditer(pattern)]

@@ -15,13 +15,15 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-import jsonschema
 
 from reporting.pipeline import formats
 from reporting.pipeline.formats import Format
+
+if TYPE_CHECKING:
+    import jsonschema
 
 MAX_COLUMNS = 40
 MAX_FIGURES = 8
@@ -87,7 +89,6 @@ SCHEMA: dict[str, Any] = {
         "intro": {"type": "string", "maxLength": 2000},
     },
 }
-_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 _HUMAN = re.compile(r"[_\-.]+")
 
 
@@ -148,7 +149,7 @@ def parse(raw: Any) -> Layout | None:
     """The layout from its JSON, or None when there is none (no columns); LayoutError in words."""
     if raw in (None, {}, ""):
         return None
-    errors = sorted(_VALIDATOR.iter_errors(raw), key=lambda error: list(error.absolute_path))
+    errors = sorted(_validator().iter_errors(raw), key=lambda error: list(error.absolute_path))
     if errors:
         raise LayoutError(_in_words(errors[0]))
     columns = tuple(_column(number, entry) for number, entry in enumerate(raw.get("columns", []), start=1))
@@ -164,6 +165,15 @@ def parse(raw: Any) -> Layout | None:
         headline=headline,
         intro=raw.get("intro", ""),
     )
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    """SCHEMA's validator; jsonschema is imported at the first check, not with this module, which beat
+    imports through reporting.models and never checks with (tests/test_beat_imports.py)."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(SCHEMA)
 
 
 def _in_words(error: jsonschema.ValidationError) -> str:

@@ -90,6 +90,22 @@ class RenderedEmail:
         return [attachment for attachment in self.attachments if attachment.content_id]
 
 
+def load_libraries() -> None:
+    """Import what rendering draws and writes with (matplotlib, Babel, openpyxl, jsonschema) now.
+
+    Each is otherwise imported at its first use, so that beat, which renders nothing, does not
+    load them (tests/test_beat_imports.py). Workers and the web call this at start, as they
+    loaded them before: a worker before forking its pool, whose children then share them.
+    WeasyPrint stays where a PDF is made: it needs system libraries a machine may lack.
+    """
+    import babel.dates
+    import babel.numbers  # noqa: F401
+    import jsonschema  # noqa: F401
+    import openpyxl  # noqa: F401
+
+    charts_module.load_matplotlib()
+
+
 def render(request: RenderRequest) -> RenderedEmail:
     # The same email whichever process renders it: the report's timezone, the site's language.
     with timezone.override(request.timezone), translation.override(settings.LANGUAGE_CODE):

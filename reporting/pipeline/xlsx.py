@@ -11,16 +11,16 @@ import io
 import json
 import re
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-from openpyxl import Workbook
-from openpyxl.cell import Cell, WriteOnlyCell
-from openpyxl.styles import Alignment, Font, PatternFill
-from openpyxl.utils import get_column_letter
 
 from reporting.pipeline import formats
 from reporting.pipeline import layout as layout_module
+
+# openpyxl is imported in the functions that write a workbook, not here: beat imports this
+# module through reporting.models and writes none (tests/test_beat_imports.py).
+if TYPE_CHECKING:
+    from openpyxl.cell import Cell
 
 MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 WIDTH_SAMPLE_ROWS = 200  # column widths from the header and the first rows
@@ -37,6 +37,9 @@ DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
 
 def rows_to_xlsx(rows: list[Any], columns: list[str], *, sheet_title: str, timezone: str = "UTC") -> bytes:
     """The rows as an .xlsx file: one header row, then a row per record, cells typed."""
+    from openpyxl import Workbook
+    from openpyxl.utils import get_column_letter
+
     zone = ZoneInfo(timezone)
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(title=_sheet_title(sheet_title))
@@ -56,6 +59,9 @@ def designed_xlsx(
 ) -> bytes:
     """The rows as a designed layout has them: its columns, labels and order; numbers and dates as
     Excel types with number formats from the layout and the locale (Excel shows its user's separators)."""
+    from openpyxl import Workbook
+    from openpyxl.utils import get_column_letter
+
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(title=_sheet_title(sheet_title))
     sheet.freeze_panes = "A2"
@@ -78,6 +84,9 @@ def designed_xlsx(
 
 
 def _designed_cell(sheet, row: Any, column: layout_module.Column, locale: str, zone: ZoneInfo) -> Any:
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Alignment
+
     value = layout_module.value_in(row, column.field)
     typed, converted = formats.xlsx_value(value, column.format, zone)
     if not converted:  # not what the format expects (text in a number column): as any cell
@@ -93,6 +102,9 @@ def _designed_cell(sheet, row: Any, column: layout_module.Column, locale: str, z
 
 
 def _header(sheet, columns: list[str]) -> list[Cell]:
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Alignment, Font, PatternFill
+
     cells = []
     for column in columns:
         cell = WriteOnlyCell(sheet, value=_clean(column))
@@ -114,6 +126,8 @@ def _typed(sheet, value: Any, zone: ZoneInfo) -> Any:
     moment = _as_moment(text, zone)
     if moment is None:
         return _text_cell(sheet, text)
+    from openpyxl.cell import WriteOnlyCell
+
     cell = WriteOnlyCell(sheet, value=moment)  # type: ignore[arg-type]
     cell.number_format = DATETIME_FORMAT if isinstance(moment, datetime) else DATE_FORMAT
     return cell
@@ -159,6 +173,8 @@ def _text_cell(sheet, text: str) -> Any:
     text = _clean(text)
     if text[:1] not in _NOT_PLAIN_TEXT:
         return text
+    from openpyxl.cell import WriteOnlyCell
+
     cell = WriteOnlyCell(sheet, value=text)
     cell.data_type = "s"
     return cell
