@@ -268,9 +268,8 @@ class Baseline:
     """requests.get → json.loads → the report's templates → csv.writer → smtplib."""
 
     def __init__(self, report_id: int, smtp_port: int) -> None:
-        from django.template import engines
-
         from reporting.models import Report
+        from reporting.pipeline import sandbox
 
         report = Report.objects.select_related("data_source").get(pk=report_id)
         self.url = report.data_source.base_url + report.path
@@ -278,9 +277,10 @@ class Baseline:
         self.report = {"name": report.name, "slug": report.slug, "description": report.description}
         self.timezone = report.timezone
         self.smtp_port = smtp_port
-        self.subject = engines["text"].from_string(report.subject_template)
-        self.html = engines["django"].get_template(report.template)
-        self.text = engines["text"].get_template("reporting/email/report.txt")
+        # The service's own templates through the same sandbox (there is no separate "text" engine any more).
+        self.subject_template = report.subject_template
+        self.html = sandbox.find_layout([report.template], html=True)
+        self.text = sandbox.find_layout(["reporting/email/report.txt"], html=False)
 
     def __call__(self) -> tuple[str, str]:
         data = _parse(_get(self.url, self.params))
@@ -319,9 +319,12 @@ def _render_templates(baseline: Baseline, data, rows: list, columns: list[str]) 
         "generated_at": timezone.now(),
         "attach_csv": True,
     }
+    from reporting.pipeline import sandbox
+
     with timezone.override(baseline.timezone):
-        subject = baseline.subject.render(context).strip()
-        return subject, baseline.html.render(context), baseline.text.render(context)
+        subject = sandbox.render_string(baseline.subject_template, context, what="subject").strip()
+        html = sandbox.render_layout(baseline.html, context, what="HTML part")
+        return subject, html, sandbox.render_layout(baseline.text, context, what="text part")
 
 
 def _csv(rows: list, columns: list[str]) -> bytes:
