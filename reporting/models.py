@@ -545,12 +545,15 @@ class Report(models.Model):
         return self.audience == self.Audience.EACH
 
     def active_recipients(self) -> QuerySet:
-        """The active recipients of the report and its lists, each once."""
-        return (
-            Recipient.objects.filter(active=True)
-            .filter(pk__in=Recipient.objects.filter(Q(reports=self) | Q(lists__reports=self)).values("pk"))
-            .order_by("email")
-        )
+        """The active recipients of the report and its lists, each once.
+
+        Matched by id in each link table: one query joining both ways at once (reports or lists'
+        reports) made PostgreSQL join every recipient to every list for each run, 90 ms a run
+        with 1,500 recipients in all, growing with everyone's recipients, not the report's.
+        """
+        direct = Report.recipients.through.objects.filter(report_id=self.pk).values("recipient_id")
+        listed = RecipientList.recipients.through.objects.filter(recipientlist__reports=self).values("recipient_id")
+        return Recipient.objects.filter(active=True).filter(Q(pk__in=direct) | Q(pk__in=listed)).order_by("email")
 
     def recipient_addresses(self) -> list[str]:
         """Active addresses from the report and its lists, each once, in a stable order."""

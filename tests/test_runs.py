@@ -363,3 +363,26 @@ def test_it_stores_the_esps_message_id_and_status_on_each_delivery(report, setti
         assert delivery.esp_status == "sent"
         assert "Initech ETF" in message.alternatives[0][0]
     assert len({d.message_id for d in run.deliveries.all()}) == 2
+
+
+def test_a_reports_recipients_are_its_own_and_its_lists_active_members_each_once(source):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from reporting.models import Recipient
+
+    report = factories.report(source, addresses=["ann@example.com", "bob@example.com"])
+    other = factories.report(source, slug="other", name="Other", addresses=["zed@example.com"])
+    report.recipient_lists.add(
+        factories.recipient_list("Board", ["bob@example.com", "cy@example.com", "dee@example.com"])
+    )
+    other.recipient_lists.add(factories.recipient_list("Elsewhere", ["eve@example.com"]))
+    Recipient.objects.filter(email="dee@example.com").update(active=False)
+
+    with CaptureQueriesContext(connection) as queries:
+        addresses = report.recipient_addresses()
+
+    assert addresses == ["ann@example.com", "bob@example.com", "cy@example.com"]
+    [query] = queries.captured_queries
+    # Matched by id in each link table, not by one join both ways (which read every recipient for each run).
+    assert "LEFT OUTER JOIN" not in query["sql"]
