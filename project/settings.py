@@ -290,7 +290,10 @@ CELERY_BEAT_CRON_STARTING_DEADLINE = env_int("CELERY_BEAT_CRON_STARTING_DEADLINE
 # --- reporting ------------------------------------------------------------------------
 REPORTING: dict[str, Any] = {
     # Largest data-source response read, in bytes; a larger one fails the run clearly.
-    "MAX_RESPONSE_BYTES": env_int("REPORTING_MAX_RESPONSE_BYTES", 50 * 1024 * 1024, minimum=1024),
+    "MAX_RESPONSE_BYTES": env_int("REPORTING_MAX_RESPONSE_BYTES", 1024 * 1024 * 1024, minimum=1024),
+    # A response larger than this is not parsed whole: its rows are read from the archived file
+    # as they are needed, so that a run's memory does not grow with them (reporting.pipeline.stream).
+    "STREAM_ABOVE_BYTES": env_int("REPORTING_STREAM_ABOVE_BYTES", 8 * 1024 * 1024, minimum=0),
     # How many times a transient fetch error is retried, and the first delay (seconds).
     "FETCH_MAX_RETRIES": env_int("REPORTING_FETCH_MAX_RETRIES", 5),
     "FETCH_RETRY_BASE_SECONDS": env_int("REPORTING_FETCH_RETRY_BASE_SECONDS", 30, minimum=1),

@@ -6,13 +6,13 @@ import math
 from contextlib import nullcontext
 from dataclasses import replace
 
-from django.core.files.base import ContentFile
+from django.core.files.base import File
 from django.db import transaction
 from django.urls import reverse
 
 from reporting import conf
 from reporting.models import ReportRun, RunAttachment, RunPart
-from reporting.pipeline import render
+from reporting.pipeline import render, xlsx
 
 
 def too_large_to_attach(attachments: list[render.Attachment]) -> dict[int, str]:
@@ -22,7 +22,7 @@ def too_large_to_attach(attachments: list[render.Attachment]) -> dict[int, str]:
     """
     limit = conf.REPORTING["MAX_ATTACHMENT_BYTES"]
     sizes = {  # the files; a chart shown inside the email stays in it
-        index: 4 * math.ceil(len(attachment.content) / 3)
+        index: 4 * math.ceil(attachment.size / 3)
         for index, attachment in enumerate(attachments)
         if not attachment.content_id
     }
@@ -65,8 +65,8 @@ def store(
                 part=part,
                 filename=attachment.filename,
                 mimetype=attachment.mimetype,
-                size=len(attachment.content),
-                file=ContentFile(attachment.content, name=attachment.filename),
+                size=attachment.size,
+                file=File(attachment.open(), name=attachment.filename),
                 linked=index in too_large,
                 content_id=attachment.content_id,
             )
@@ -96,9 +96,12 @@ def render_with_links(
     extra = {
         "linked_attachments": links,
         "attach_csv": any(each.mimetype == "text/csv" for each in still_attached),  # "the attached CSV has them all"
+        "attach_xlsx": any(each.mimetype == xlsx.MIMETYPE for each in still_attached),
     }
-    # The files sent are those of the first rendering: its PDF, the slowest to make, is not made again.
-    again = replace(request, attach_csv=False, attach_pdf=False, context_extra={**request.context_extra, **extra})
+    # The files sent are those of the first rendering: its PDF, CSV and XLSX are not made again.
+    again = replace(
+        request, attach_csv=False, attach_xlsx=False, attach_pdf=False, context_extra={**request.context_extra, **extra}
+    )
     email = render.render(again)
     # A report's own text template may not include the generic link block: the links are added at its end.
     missing = [link for link in links if link["url"] not in email.text]

@@ -16,7 +16,8 @@ from django.conf import settings
 from django.template.utils import get_app_template_dirs
 
 DEFAULTS: dict[str, Any] = {
-    "MAX_RESPONSE_BYTES": 50 * 1024 * 1024,
+    "MAX_RESPONSE_BYTES": 1024 * 1024 * 1024,
+    "STREAM_ABOVE_BYTES": 8 * 1024 * 1024,
     "FETCH_MAX_RETRIES": 5,
     "FETCH_RETRY_BASE_SECONDS": 30,
     "FETCH_RETRY_MAX_SECONDS": 1800,

@@ -11,8 +11,10 @@ import base64
 import json
 import re
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import date
+from typing import Any
 
 from django.utils import timezone
 
@@ -22,6 +24,7 @@ from reporting.periods import Period
 from reporting.pipeline import checks, conditions, fetch, layout, render, split
 
 _SPOOL_BYTES = 1024 * 1024
+SAMPLE_MAX_BYTES = 50 * 1024 * 1024  # the largest answer the layout designer describes
 # The frame is as inert as the archive's email page: no script, form, font or network; a srcdoc
 # has no headers, so the policy goes in a <meta> (the frame's sandbox="" attribute does the rest).
 FRAME_POLICY = "default-src 'none'; img-src data: cid:; style-src 'unsafe-inline'"
@@ -85,23 +88,25 @@ def preview_draft(report: Report, *, period_day: date | None, whose: Recipient |
         fetch_for = values if whose and report.per_recipient_data == Report.PerRecipientData.FETCH else None
         request = stage_inputs.fetch_request_for(report, period, recipient=fetch_for)
         request_url = request.url
+        # A large answer's rows stream from `body` (fetch.parse_answer): it stays open until the email is made.
+        request = replace(request, records_path=report.records_path)
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
             request_url, data = fetch.download(request, body)
-        rows = fetch.select_rows(data, report.records_path)
-        failures = checks.failed_checks(
-            rows=rows, data=data, checks=stage_inputs.check_settings(report), now=timezone.now()
-        )
-        # As a scheduled run would judge it (a fetch per recipient has no condition: its form refuses one).
-        verdict = _verdict(report, rows, data, failures) if not fetch_for else conditions.Verdict(held=failures)
-        key = ""
-        if whose and report.per_recipient_data == Report.PerRecipientData.SPLIT:
-            key = str(whose.attributes.get(report.split_attribute.strip(), ""))
-            mine = split.split_rows(
-                fetch.select_rows(data, report.records_path), report.split_field, {key} if key else set()
+            rows = fetch.select_rows(data, report.records_path)
+            failures = checks.failed_checks(
+                rows=rows, data=data, checks=stage_inputs.check_settings(report), now=timezone.now()
             )
-            data = split.data_with_rows(report.records_path, mine.rows_by_key.get(key, []))
-        render_request = stage_inputs.render_request_for(report, period, data, recipient=values, key=key)
-        email = render.render(render_request)
+            # As a scheduled run would judge it (a fetch per recipient has no condition: its form refuses one).
+            verdict = _verdict(report, rows, data, failures) if not fetch_for else conditions.Verdict(held=failures)
+            key = ""
+            if whose and report.per_recipient_data == Report.PerRecipientData.SPLIT:
+                key = str(whose.attributes.get(report.split_attribute.strip(), ""))
+                mine = split.split_rows(
+                    fetch.select_rows(data, report.records_path), report.split_field, {key} if key else set()
+                )
+                data = split.data_with_rows(report.records_path, mine.rows_by_key.get(key, []))
+            render_request = stage_inputs.render_request_for(report, period, data, recipient=values, key=key)
+            email = render.render(render_request)
     except (fetch.FetchError, render.RenderError) as exc:
         raise PreviewError(exc.message, request_url=request_url) from exc
     return Preview(
@@ -112,7 +117,7 @@ def preview_draft(report: Report, *, period_day: date | None, whose: Recipient |
         html=_with_frame_policy(_images_inline(email)),
         text=email.text,
         files=[
-            PreviewFile(each.filename, each.mimetype, len(each.content), inline=bool(each.content_id))
+            PreviewFile(each.filename, each.mimetype, each.size, inline=bool(each.content_id))
             for each in email.attachments
         ],
         chart_titles=[f"{spec.title} — {period.label}" for spec in render_request.charts],
@@ -146,6 +151,8 @@ def sample(
     try:
         request = stage_inputs.fetch_request_for(report, period, recipient=fetch_for)
         request_url = request.url
+        # A sample is described from the whole answer, held in the web process: not the largest ones.
+        request = replace(request, max_bytes=min(request.max_bytes, SAMPLE_MAX_BYTES))
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
             request_url, data = fetch.download(request, body)
     except (fetch.FetchError, render.RenderError) as exc:
@@ -165,7 +172,7 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
-def _verdict(report: Report, rows: list, data: object, failures: list[str]) -> conditions.Verdict:
+def _verdict(report: Report, rows: Sequence[Any], data: object, failures: list[str]) -> conditions.Verdict:
     """Whether a scheduled run of this data would be held, skipped by "Send only if", or sent."""
     changed = report.send_only_if == conditions.CHANGED
     return conditions.verdict(
@@ -189,7 +196,7 @@ def _recipient(report: Report, recipient_id: int | None) -> Recipient | None:
     return whose
 
 
-def _no_rows_note(report: Report, rows: list) -> str:
+def _no_rows_note(report: Report, rows: Sequence[Any]) -> str:
     if rows:
         return ""
     return {

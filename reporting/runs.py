@@ -23,7 +23,7 @@ import logging
 import tempfile
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -426,7 +426,8 @@ _SPOOL_BYTES = 1024 * 1024  # a fetched answer up to this size stays in memory, 
 
 def _fetch_stage(run: ReportRun) -> object:
     report = run.report
-    request = fetch_request_for(report, run.period)
+    # A large answer's rows are streamed, not held (fetch.parse_answer).
+    request = replace(fetch_request_for(report, run.period), records_path=report.records_path)
     # With its query string, as it is sent and then kept (requests encodes the parameters alike).
     full_url = f"{request.url}?{urlencode(request.params)}" if request.params else request.url
     _check_fits("request_url", full_url, "request URL", "Shorten the report's path or query parameters.")
@@ -439,6 +440,9 @@ def _fetch_stage(run: ReportRun) -> object:
         downloaded = fetch.download_for_archive(request, body)
         # Keep the bytes first: whatever happens next, what was fetched stays archived.
         run.data_snapshot.save("data.json", File(body), save=False)
+        # A large answer's rows stream from its file: from now on, from the archived copy.
+        if (streamed := fetch.streamed_rows(downloaded.data, report.records_path)) is not None:
+            streamed.file = run.data_snapshot.storage.open(str(run.data_snapshot.name), "rb")
     notes = run.notes
     for note in downloaded.notes:
         notes = noted(notes, note)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
@@ -85,7 +85,7 @@ def parse_specs(raw: Any) -> list[ChartSpec]:
     return [ChartSpec.from_dict(item) for item in raw]
 
 
-def rows_for(spec: ChartSpec, data: Any, report_rows: list[Any]) -> list[Any]:
+def rows_for(spec: ChartSpec, data: Any, report_rows: Sequence[Any]) -> Sequence[Any]:
     """The rows the chart draws: the report's, or the list at `spec.rows` in the response."""
     if not spec.rows:
         return report_rows
@@ -99,7 +99,7 @@ def rows_for(spec: ChartSpec, data: Any, report_rows: list[Any]) -> list[Any]:
     return node
 
 
-def draw(spec: ChartSpec, rows: list[Any], *, period_label: str, labels: dict[str, str] | None = None) -> Chart:
+def draw(spec: ChartSpec, rows: Sequence[Any], *, period_label: str, labels: dict[str, str] | None = None) -> Chart:
     """Draw one chart from the rows; ChartError when the fields are missing or not numbers.
 
     `labels`: what to call a field on an axis (a designed layout's column labels); else its name, capitalised.
@@ -135,7 +135,7 @@ def load_matplotlib() -> ModuleType:
     return matplotlib
 
 
-def _draw_line(axes, spec: ChartSpec, rows: list[Any], named: dict[str, str]) -> None:
+def _draw_line(axes, spec: ChartSpec, rows: Sequence[Any], named: dict[str, str]) -> None:
     points = sorted((_as_date(spec.x, row), _as_number(spec.y, row)) for row in _with_fields(spec, rows))
     if not points:
         raise ChartError(f"The chart '{spec.title}' has no rows with both '{spec.x}' and '{spec.y}'.")
@@ -150,7 +150,7 @@ def _draw_line(axes, spec: ChartSpec, rows: list[Any], named: dict[str, str]) ->
     axes.set_ylabel(named[spec.y])
 
 
-def _draw_bars(axes, spec: ChartSpec, rows: list[Any], named: dict[str, str]) -> None:
+def _draw_bars(axes, spec: ChartSpec, rows: Sequence[Any], named: dict[str, str]) -> None:
     totals: dict[str, float] = defaultdict(float)
     for row in _with_fields(spec, rows):
         totals[str(row[spec.x])] += _as_number(spec.y, row)

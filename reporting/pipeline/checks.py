@@ -7,6 +7,7 @@ fetch the data again (reporting.runs.release_held_run / rerun_held_run).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,7 +30,7 @@ def field_names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
-def failed_checks(*, rows: list[Any], data: Any, checks: CheckSettings, now: datetime) -> list[str]:
+def failed_checks(*, rows: Sequence[Any], data: Any, checks: CheckSettings, now: datetime) -> list[str]:
     """Every check the data fails, each in words; empty when the data may be sent."""
     failures = [
         *check_min_rows(rows=rows, min_rows=checks.min_rows),
@@ -42,13 +43,13 @@ def failed_checks(*, rows: list[Any], data: Any, checks: CheckSettings, now: dat
     return failures
 
 
-def check_min_rows(*, rows: list[Any], min_rows: int) -> list[str]:
+def check_min_rows(*, rows: Sequence[Any], min_rows: int) -> list[str]:
     if not min_rows or len(rows) >= min_rows:
         return []
     return [f"The data has {_count(len(rows), 'row')}; this report needs at least {min_rows}."]
 
 
-def check_required_fields(*, rows: list[Any], fields: tuple[str, ...]) -> list[str]:
+def check_required_fields(*, rows: Sequence[Any], fields: tuple[str, ...]) -> list[str]:
     """A failure per field that some rows lack or leave empty, with the first such row (from 1)."""
     failures = []
     for name in fields:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -55,10 +55,24 @@ class FigureError(Exception):
         self.message = message
 
 
-def rows_hash(rows: list[Any]) -> str:
-    """A stable fingerprint of the rows: sha256 of their canonical JSON (sorted keys, no whitespace)."""
-    canonical = json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+def rows_hash(rows: Iterable[Any]) -> str:
+    """A stable fingerprint of the rows: sha256 of their canonical JSON (sorted keys, no whitespace).
+
+    Hashed a row at a time, as the rows stream: the same digest as of the whole list's JSON.
+    """
+    digest = hashlib.sha256(b"[")
+    batch: list[str] = []
+    for index, row in enumerate(rows):
+        batch.append(("," if index else "") + _canonical(row))
+        if len(batch) >= 1000:
+            digest.update("".join(batch).encode("utf-8", "surrogatepass"))
+            batch = []
+    digest.update("".join(batch).encode("utf-8", "surrogatepass") + b"]")
+    return digest.hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def in_words(condition: Condition) -> str:
@@ -85,7 +99,7 @@ class Verdict:
 def verdict(
     condition: Condition,
     *,
-    rows: list[Any],
+    rows: Sequence[Any],
     failures: list[str],
     data: Any,
     digest: str = "",
@@ -107,7 +121,7 @@ def verdict(
 
 
 def skip_reason(
-    condition: Condition, *, rows: list[Any], data: Any, digest: str = "", last_sent: LastSent | None = None
+    condition: Condition, *, rows: Sequence[Any], data: Any, digest: str = "", last_sent: LastSent | None = None
 ) -> str:
     """Why the run is not sent, in words ("Not sent: …"); "" when it is sent.
 
@@ -129,7 +143,7 @@ def skip_reason(
     return ""
 
 
-def read_figure(condition: Condition, *, rows: list[Any], data: Any) -> Decimal:
+def read_figure(condition: Condition, *, rows: Sequence[Any], data: Any) -> Decimal:
     """The figure a THRESHOLD compares: the value at its path, or the total of its field over the rows."""
     if condition.figure_is == TOTAL:
         total = Decimal(0)

@@ -18,9 +18,12 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from http.cookiejar import DefaultCookiePolicy
@@ -38,6 +41,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
 from reporting import conf
+from reporting.pipeline import stream
 
 USER_AGENT = "ScheduledReports/1.0"
 _CHUNK = 64 * 1024
@@ -52,8 +56,6 @@ MAX_TIMEOUT_SECONDS = 300
 SCHEMES = ("http", "https")
 # RFC 9110 token: what a header name may be (no space, colon, CR or LF).
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# A JSON string, escapes included (the unrolled loop: linear, no backtracking).
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
 
 
@@ -89,11 +91,13 @@ class FetchRequest:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     verify_tls: bool = True
-    max_bytes: int = 50 * 1024 * 1024
+    max_bytes: int = 1024 * 1024 * 1024
     # Entries of REPORTING_ALLOWED_SOURCE_HOSTS; None: read the setting when fetching.
     allowed_hosts: tuple[str, ...] | None = None
     # Keys or dotted paths removed from the answer before it is archived or rendered.
     drop_fields: tuple[str, ...] = ()
+    # Where the rows are: a large answer's rows are then streamed, not held (reporting.pipeline.stream).
+    records_path: str | None = None
 
     @property
     def url(self) -> str:
@@ -343,12 +347,93 @@ def download_for_archive(
     except FetchError as exc:
         exc.message, exc.detail = redact(exc.message, forms), redact(exc.detail, forms)
         raise
-    data, notes = _cleaned(data, forms, request.drop_fields)
-    if notes:
+    rows = streamed_rows(data, request.records_path)
+    if rows is None:
+        data, notes = _cleaned(data, forms, request.drop_fields)
+        if notes:
+            body.seek(0)
+            body.truncate()
+            body.write(json.dumps(data, ensure_ascii=False).encode())
+    else:
+        data, notes = _cleaned_stream(data, rows, body, forms, request)
+    return Downloaded(url=redact(url, forms), data=data, notes=tuple(notes))
+
+
+def streamed_rows(data: Any, records_path: str | None) -> stream.RowStream | None:
+    """The RowStream at `records_path` in `data`, when its rows are streamed; None otherwise."""
+    if records_path is None:
+        return None
+    try:
+        rows = select_rows(data, records_path)
+    except FetchError:
+        return None
+    return rows if isinstance(rows, stream.RowStream) else None
+
+
+def _cleaned_stream(
+    data: Any, rows: stream.RowStream, body: IO[bytes], forms: list[str], request: FetchRequest
+) -> tuple[Any, list[str]]:
+    """`_cleaned` of an answer whose rows stream from `body`: the rows are cleaned one at a time.
+
+    One pass finds whether any row holds a field to drop or the secret; only then is the
+    answer written again, cleaned, to `body` (through a temporary file) and read again.
+    """
+    records_path = request.records_path or ""
+    clean_row = _row_cleaner(forms, request.drop_fields, records_path)
+    dropped: set[str] = set()
+    found = False
+    for row in rows:
+        _row, row_dropped, row_found = clean_row(row)
+        dropped |= row_dropped
+        found = found or row_found
+    skeleton_dropped = drop_fields(data, request.drop_fields)
+    held_found = [False]
+    data = _redacted_data(data, forms, held_found) if forms else data
+    notes = _cleaning_notes([entry for entry in request.drop_fields if entry in dropped or entry in skeleton_dropped])
+    if found or held_found[0]:
+        notes.append(_SECRET_NOTE)
+    if not notes:
+        return data, notes
+    with tempfile.TemporaryFile() as cleaned:
+        stream.write(data, cleaned, (clean_row(row)[0] for row in rows))
+        cleaned.seek(0)
         body.seek(0)
         body.truncate()
-        body.write(json.dumps(data, ensure_ascii=False).encode())
-    return Downloaded(url=redact(url, forms), data=data, notes=tuple(notes))
+        shutil.copyfileobj(cleaned, body)
+    return parse_answer(body, records_path), notes
+
+
+def _row_cleaner(
+    forms: list[str], drop: tuple[str, ...], records_path: str
+) -> Callable[[Any], tuple[Any, set[str], bool]]:
+    """A function cleaning one row as `_cleaned` cleans the whole answer: the row, the entries
+    it dropped and whether it held the secret."""
+    # Keys are dropped everywhere; a dotted path through the rows from the first field of a row.
+    # Lists on the way are passed through, as _drop_path does: the path names keys only.
+    through_rows = [part for part in records_path.split(".") if part and not part.isdigit()]
+    in_rows: list[tuple[str, list[str]]] = []
+    for entry in drop:
+        path = [part for part in entry.split(".") if part]
+        if len(path) == 1:
+            in_rows.append((entry, path))
+        elif len(path) > len(through_rows) and path[: len(through_rows)] == through_rows:
+            in_rows.append((entry, path[len(through_rows) :]))
+    as_written = [json.dumps(form, ensure_ascii=False)[1:-1] for form in forms]
+
+    def clean(row: Any) -> tuple[Any, set[str], bool]:
+        dropped = {
+            entry
+            for entry, path in in_rows
+            if (_drop_path(row, path) if len(path) > 1 else _drop_key_everywhere(row, path[0]))
+        }
+        if as_written:
+            written = json.dumps(row, ensure_ascii=False)  # every text of the row, keys too, as dumps escapes it
+            if any(form in written for form in as_written):
+                found = [False]
+                return _redacted_data(row, forms, found), dropped, found[0]
+        return row, dropped, False
+
+    return clean
 
 
 def _check_request(request: FetchRequest) -> None:
@@ -468,7 +553,7 @@ def _download(
         _check_status(response, reader)
         _read_capped(response, reader, request.max_bytes, body)
         _check_content_type(response)  # read to its end: urllib3 put its connection back in the pool
-    return response.url, parse_json_file(body)
+    return response.url, parse_answer(body, request.records_path)
 
 
 def source_session(request: FetchRequest) -> requests.Session:
@@ -582,16 +667,15 @@ def check_json_limits(text: str) -> None:
     """
     max_depth = conf.REPORTING.get("MAX_JSON_DEPTH", 64)
     max_values = conf.REPORTING.get("MAX_JSON_VALUES", 5_000_000)
-    bare = _JSON_STRING.sub('""', text)  # a bracket or comma inside a string is not structure
-    # Each value after the first in an array or object follows a comma, the first an opening bracket.
-    values = bare.count(",") + bare.count("[") + bare.count("{") + 1
+    shape = stream.structure(text)  # a bracket or comma inside a string is not structure
+    values = stream.value_count(shape)
     if values > max_values:
         raise FetchError(
             f"The data source's answer has more than {max_values:,} values (about {values:,}); "
             "the limit is REPORTING_MAX_JSON_VALUES.",
             permanent=True,
         )
-    if _nesting_depth(bare, max_depth) > max_depth:
+    if stream.nesting_depth(shape, max_depth) > max_depth:
         raise FetchError(
             f"The data source's answer nests deeper than {max_depth} levels of lists and objects "
             "(REPORTING_MAX_JSON_DEPTH), more than any report reads.",
@@ -599,20 +683,30 @@ def check_json_limits(text: str) -> None:
         )
 
 
-def _nesting_depth(bare: str, limit: int) -> int:
-    """How deep the brackets of `bare` (JSON without its strings) nest, counted up to `limit` + 1.
+def parse_answer(body: IO[bytes], records_path: str | None) -> Any:
+    """The answer in `body`, parsed: whole, or, when large, with its rows left in `body` to stream.
 
-    Each pass removes the innermost pairs, so the passes needed are the depth: at most
-    `limit` + 1 passes over a shrinking text, each at C speed.
+    An answer over REPORTING["STREAM_ABOVE_BYTES"] whose rows are at `records_path` gets a
+    RowStream there, which reads them from `body` as they are needed (reporting.pipeline.stream):
+    `body` must stay open while the data is used. Smaller answers, and answers not in UTF-8,
+    are parsed whole.
     """
-    brackets = re.sub(r"[^\[\]{}]+", "", bare).replace("{", "[").replace("}", "]")
-    depth = 0
-    while brackets and depth <= limit:
-        inner_removed = brackets.replace("[]", "")
-        if len(inner_removed) == len(brackets):  # unbalanced: json.loads will say where, unless too deep
-            return depth + brackets.count("[")
-        brackets, depth = inner_removed, depth + 1
-    return depth
+    body.seek(0, io.SEEK_END)
+    size = body.tell()
+    body.seek(0)
+    if records_path is None or size <= conf.REPORTING.get("STREAM_ABOVE_BYTES", 8 * 1024 * 1024):
+        return parse_json_file(body)
+    if not stream.streamable(body.read(4)):
+        return parse_json_file(body)
+    try:
+        return stream.load(
+            body,
+            records_path,
+            max_depth=conf.REPORTING.get("MAX_JSON_DEPTH", 64),
+            max_values=conf.REPORTING.get("MAX_JSON_VALUES", 5_000_000),
+        )
+    except stream.JsonError as exc:
+        raise FetchError(exc.message, permanent=True, detail=exc.detail) from exc
 
 
 def parse_json_file(body: IO[bytes]) -> Any:
@@ -629,19 +723,23 @@ def parse_json_file(body: IO[bytes]) -> Any:
 
 def _cleaned(data: Any, forms: list[str], drop: tuple[str, ...]) -> tuple[Any, list[str]]:
     """`data` without the fields to drop and with the secret redacted; and notes saying so."""
-    notes = []
-    dropped = drop_fields(data, drop)
-    if dropped:
-        notes.append(
-            f"Removed from the data before archiving and rendering, as its data source asks: {', '.join(dropped)}."
-        )
+    notes = _cleaning_notes(drop_fields(data, drop))
     found = [False]
     data = _redacted_data(data, forms, found) if forms else data
     if found[0]:
-        notes.append(
-            "The data source's answer contained the data source's own secret: it is archived and rendered as [secret]."
-        )
+        notes.append(_SECRET_NOTE)
     return data, notes
+
+
+_SECRET_NOTE = (
+    "The data source's answer contained the data source's own secret: it is archived and rendered as [secret]."
+)
+
+
+def _cleaning_notes(dropped: list[str]) -> list[str]:
+    if not dropped:
+        return []
+    return [f"Removed from the data before archiving and rendering, as its data source asks: {', '.join(dropped)}."]
 
 
 def drop_fields(data: Any, entries: tuple[str, ...] | list[str]) -> list[str]:
@@ -706,8 +804,11 @@ def _not_text(exc: UnicodeDecodeError) -> FetchError:
     return FetchError("The data source's answer is not valid UTF-8 text.", permanent=True, detail=str(exc))
 
 
-def select_rows(data: Any, records_path: str) -> list[Any]:
-    """Return the list at the dotted `records_path` in `data` (the data itself when empty)."""
+def select_rows(data: Any, records_path: str) -> Sequence[Any]:
+    """Return the list at the dotted `records_path` in `data` (the data itself when empty).
+
+    A list, or a RowStream where a large answer's rows are streamed (see `parse_answer`).
+    """
     node = data
     walked = []
     for key in [part for part in records_path.split(".") if part]:
@@ -720,7 +821,7 @@ def select_rows(data: Any, records_path: str) -> list[Any]:
             parent = ".".join(walked[:-1])
             where = f"'{parent}' has no '{key}'" if parent else f"the response has no '{key}'"
             raise FetchError(f"The records path '{records_path}' was not found in the data: {where}.", permanent=True)
-    if not isinstance(node, list):
+    if not isinstance(node, list | stream.RowStream):
         raise FetchError(
             f"The records path '{records_path or '(the whole response)'}' points to "
             f"{_json_kind(node)}, not to a list of rows.",

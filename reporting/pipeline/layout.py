@@ -11,15 +11,17 @@ Everything here works on plain data; what is shown is text, escaped by the email
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from reporting.pipeline import formats
+from reporting.pipeline import formats, stream
 from reporting.pipeline.formats import Format
 
 if TYPE_CHECKING:
@@ -280,17 +282,63 @@ def value_in(row: Any, field_name: str) -> Any:
     return node
 
 
-def order(rows: list[Any], layout: Layout) -> list[Any]:
+def order(rows: Sequence[Any], layout: Layout) -> Sequence[Any]:
     """The rows in the layout's order: grouped by the subtotal field (in order of value), each
-    group by the sort keys. Missing values last; numbers by value, text by text."""
-    ordered = list(rows)
-    for field_name, descending in reversed(layout.sort):
-        ordered.sort(key=lambda row, name=field_name: _sort_key(value_in(row, name)), reverse=descending)  # type: ignore[misc]
-        if descending:  # missing values stay last either way
-            ordered.sort(key=lambda row, name=field_name: value_in(row, name) is None)  # type: ignore[misc]
-    if layout.subtotal_by:
-        ordered.sort(key=lambda row: _sort_key(value_in(row, layout.subtotal_by)))
-    return ordered
+    group by the sort keys. Missing values last; numbers by value, text by text.
+
+    A large answer's streamed rows are sorted without holding them (stream.sorted_rows), once:
+    the result is kept with them for the CSV, the XLSX and the email to read.
+    """
+    if not layout.sort and not layout.subtotal_by:
+        return rows if isinstance(rows, stream.RowStream) else list(rows)
+    key = _row_key(layout)
+    if not isinstance(rows, stream.RowStream):
+        return sorted(rows, key=key)
+    memo = (layout.subtotal_by, tuple(layout.sort))
+    if rows.sorted_by.get(memo) is None:
+        rows.sorted_by[memo] = stream.sorted_rows(rows, key)
+    return rows.sorted_by[memo]
+
+
+def _row_key(layout: Layout) -> Callable[[Any], tuple]:
+    """One key for the layout's whole order: the subtotal field's value, then each sort field's,
+    a descending one compared the other way round but still with missing values last."""
+    fields = [(layout.subtotal_by, False)] if layout.subtotal_by else []
+    fields += list(layout.sort)
+
+    def key(row: Any) -> tuple:
+        parts: list[Any] = []
+        for name, descending in fields:
+            value = value_in(row, name)
+            if descending:
+                parts += [value is None, _Descending(_sort_key(value))]
+            else:
+                parts.append(_sort_key(value))
+        return tuple(parts)
+
+    return key
+
+
+@functools.total_ordering
+class _Descending:
+    """A sort key compared the other way round."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: tuple):
+        self.key = key
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Descending) and self.key == other.key
+
+    def __lt__(self, other: _Descending) -> bool:
+        return other.key < self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __reduce__(self) -> tuple:  # pickled by the external sort
+        return (_Descending, (self.key,))
 
 
 def _sort_key(value: Any) -> tuple:
@@ -315,7 +363,9 @@ class _Sums:
         self.by_currency[currency] = self.by_currency.get(currency, Decimal(0)) + number
 
 
-def lay_out(layout: Layout, data: Any, rows: list[Any], *, shown: int, locale: str, zone: ZoneInfo) -> dict[str, Any]:
+def lay_out(
+    layout: Layout, data: Any, rows: Sequence[Any], *, shown: int, locale: str, zone: ZoneInfo
+) -> dict[str, Any]:
     """The email's table and headline as text to show: `rows` in the layout's order, the first
     `shown` of them as lines, subtotals and totals over all of them."""
     columns = layout.columns
@@ -400,7 +450,7 @@ def _sum_text(column: Column, sums: _Sums, locale: str) -> tuple[str, bool]:
     return " · ".join(parts), bool(negative)
 
 
-def _figure_text(figure: Figure, data: Any, rows: list[Any], locale: str, zone: ZoneInfo) -> dict[str, Any]:
+def _figure_text(figure: Figure, data: Any, rows: Sequence[Any], locale: str, zone: ZoneInfo) -> dict[str, Any]:
     if figure.row_count:
         value: Any = len(rows)
         currency = ""
@@ -495,7 +545,7 @@ def rows_at(data: Any, records_path: str) -> list[Any] | None:
     return node if isinstance(node, list) else None
 
 
-def _fields(rows: list[Any], sample: int = 200) -> list[dict[str, Any]]:
+def _fields(rows: Sequence[Any], sample: int = 200) -> list[dict[str, Any]]:
     """The fields of the first rows (nested objects one level down as dotted names) with a guessed format."""
     seen: OrderedDict[str, list[Any]] = OrderedDict()
     for row in rows[:sample]:

@@ -12,10 +12,12 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -24,7 +26,7 @@ from django.utils import timezone, translation
 
 from reporting.periods import Period
 from reporting.pipeline import charts as charts_module
-from reporting.pipeline import formats, pdf, sandbox, xlsx
+from reporting.pipeline import formats, pdf, sandbox, stream, xlsx
 from reporting.pipeline import layout as layout_module
 
 GENERIC_TEXT_TEMPLATE = "reporting/email/report.txt"
@@ -43,12 +45,49 @@ class RenderError(Exception):
         self.detail = detail
 
 
+# A file made larger than this goes to a temporary file, not memory (Attachment.spool).
+SPOOL_BYTES = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Attachment:
     filename: str
-    content: bytes
+    content: bytes  # b"" when the file is in `spool`
     mimetype: str
     content_id: str = ""  # set for an image shown inside the HTML as <img src="cid:…">
+    spool: IO[bytes] | None = None  # a large file's content, in a temporary file
+
+    @property
+    def size(self) -> int:
+        if self.spool is None:
+            return len(self.content)
+        return self.spool.seek(0, io.SEEK_END)
+
+    def read(self) -> bytes:
+        """The whole content, from memory or from the temporary file."""
+        if self.spool is None:
+            return self.content
+        self.spool.seek(0)
+        return self.spool.read()
+
+    def open(self) -> IO[bytes]:
+        """The content as a binary file, read from its start."""
+        if self.spool is None:
+            return io.BytesIO(self.content)
+        self.spool.seek(0)
+        return self.spool
+
+
+def spooled_attachment(filename: str, mimetype: str, write: Callable[[IO[bytes]], None]) -> Attachment:
+    """An attachment whose content `write` writes: kept in memory up to SPOOL_BYTES, else in a temporary file."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 -- the attachment owns it
+    write(spool)
+    if spool.tell() <= SPOOL_BYTES:
+        spool.seek(0)
+        content = spool.read()
+        spool.close()
+        return Attachment(filename, content, mimetype)
+    return Attachment(filename, b"", mimetype, spool=spool)
 
 
 @dataclass(frozen=True)
@@ -58,7 +97,7 @@ class RenderRequest:
     report: dict[str, Any]  # name, slug, description: what templates may show
     period: Period
     data: Any
-    rows: list[Any]
+    rows: Sequence[Any]  # a list, or a RowStream for a large answer (reporting.pipeline.stream)
     generated_at: datetime
     timezone: str = "UTC"  # dates and times in the email are shown in the report's timezone
     attach_csv: bool = True
@@ -149,23 +188,29 @@ def _render(request: RenderRequest) -> RenderedEmail:
     text_names = [_text_template_for(request.template_name), GENERIC_TEXT_TEMPLATE]
     text = _render_file(text_names, context, "text part", html=False)
     attachments = []
+    layout = request.layout
     if request.attach_csv:
-        content = (
-            rows_to_csv(request.rows, columns)
-            if request.layout is None
-            else designed_csv(rows, request.layout, request.locale, zone)
-        )
-        attachments.append(Attachment(_filename(request, "csv"), content, "text/csv"))
+
+        def write_csv_file(out: IO[bytes]) -> None:
+            if layout is None:
+                write_csv(out, request.rows, columns)
+            else:
+                write_designed_csv(out, rows, layout, request.locale, zone)
+
+        attachments.append(spooled_attachment(_filename(request, "csv"), "text/csv", write_csv_file))
     if request.attach_xlsx:
-        if request.layout is None:
-            workbook = xlsx.rows_to_xlsx(
-                request.rows, columns, sheet_title=request.report["name"], timezone=request.timezone
-            )
-        else:
-            workbook = xlsx.designed_xlsx(
-                rows, request.layout, locale=request.locale, sheet_title=request.report["name"], zone=zone
-            )
-        attachments.append(Attachment(_filename(request, "xlsx"), workbook, xlsx.MIMETYPE))
+
+        def write_xlsx_file(out: IO[bytes]) -> None:
+            title = request.report["name"]
+            if layout is None:
+                xlsx.write_xlsx(out, request.rows, columns, sheet_title=title, timezone=request.timezone)
+            else:
+                xlsx.write_designed_xlsx(out, rows, layout, locale=request.locale, sheet_title=title, zone=zone)
+
+        try:
+            attachments.append(spooled_attachment(_filename(request, "xlsx"), xlsx.MIMETYPE, write_xlsx_file))
+        except xlsx.TooManyRows as exc:
+            raise RenderError(exc.message) from exc
     if request.attach_pdf:
         document = _pdf(request, html, [image for image, _title in images])
         attachments.append(Attachment(_filename(request, "pdf"), document, pdf.MIMETYPE))
@@ -251,7 +296,7 @@ def _in_sandbox(render_it: Callable[[], str], *, what: str, syntax_error: str) -
     """What `render_it` renders, or RenderError in words: a mistake, a limit, a layout not allowed."""
     try:
         return render_it()
-    except sandbox.TemplateLimitError as exc:
+    except (sandbox.TemplateLimitError, stream.OutOfOrder) as exc:
         raise RenderError(exc.message) from exc
     except TemplateSyntaxError as exc:
         raise RenderError(syntax_error.format(exc)) from exc
@@ -264,8 +309,16 @@ def _in_sandbox(render_it: Callable[[], str], *, what: str, syntax_error: str) -
         raise RenderError(f"The {what} failed on this data: {type(exc).__name__}: {exc}") from exc
 
 
-def columns_of(rows: list[Any]) -> list[str]:
+def columns_of(rows: Iterable[Any]) -> list[str]:
     """Column names in order of first appearance across the rows."""
+    if isinstance(rows, stream.RowStream):  # found once: reading them again takes a pass over the file
+        if rows.columns is None:
+            rows.columns = _columns_of(rows)
+        return list(rows.columns)
+    return _columns_of(rows)
+
+
+def _columns_of(rows: Iterable[Any]) -> list[str]:
     columns: dict[str, None] = {}
     previous_keys = None
     list_width = 0
@@ -284,31 +337,51 @@ def columns_of(rows: list[Any]) -> list[str]:
     return list(columns)
 
 
-def rows_to_csv(rows: list[Any], columns: list[str] | None = None) -> bytes:
+def rows_to_csv(rows: Sequence[Any], columns: list[str] | None = None) -> bytes:
     """CSV with a header row, UTF-8 with a byte-order mark so spreadsheet programs read it right."""
-    columns = columns if columns is not None else columns_of(rows)
     buffer = io.BytesIO()
-    # Encoded as it is written: no second copy of the whole file as one str.
-    text = io.TextIOWrapper(buffer, encoding="utf-8-sig", newline="")
-    writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow([_csv_value(column) for column in columns])  # names come from the API too
-    writer.writerows(_csv_cells(row, columns) for row in rows)
-    text.flush()
+    write_csv(buffer, rows, columns if columns is not None else columns_of(rows))
     return buffer.getvalue()
 
 
-def designed_csv(rows: list[Any], layout: layout_module.Layout, locale: str, zone: ZoneInfo) -> bytes:
+def write_csv(out: IO[bytes], rows: Iterable[Any], columns: list[str]) -> None:
+    """`rows_to_csv`, written to `out` as the rows come."""
+    # Encoded as it is written: no second copy of the whole file as one str.
+    with _text_on(out) as text:
+        writer = csv.writer(text, lineterminator="\r\n")
+        writer.writerow([_csv_value(column) for column in columns])  # names come from the API too
+        writer.writerows(_csv_cells(row, columns) for row in rows)
+
+
+def designed_csv(rows: Iterable[Any], layout: layout_module.Layout, locale: str, zone: ZoneInfo) -> bytes:
     """The CSV of a designed layout: its columns and labels, the rows in its order, values as the
     locale writes them (see reporting.pipeline.formats), ';' between cells where it uses a decimal comma."""
     buffer = io.BytesIO()
-    text = io.TextIOWrapper(buffer, encoding="utf-8-sig", newline="")
-    writer = csv.writer(text, delimiter=formats.csv_delimiter(locale), lineterminator="\r\n")
-    writer.writerow([_csv_value(label) for label in layout_module.csv_header(layout)])
-    for row in rows:
-        cells = layout_module.csv_cells(layout, row, locale, zone)
-        writer.writerow([value if written else _csv_value(value) for value, written in cells])
-    text.flush()
+    write_designed_csv(buffer, rows, layout, locale, zone)
     return buffer.getvalue()
+
+
+def write_designed_csv(
+    out: IO[bytes], rows: Iterable[Any], layout: layout_module.Layout, locale: str, zone: ZoneInfo
+) -> None:
+    """`designed_csv`, written to `out` as the rows come."""
+    with _text_on(out) as text:
+        writer = csv.writer(text, delimiter=formats.csv_delimiter(locale), lineterminator="\r\n")
+        writer.writerow([_csv_value(label) for label in layout_module.csv_header(layout)])
+        for row in rows:
+            cells = layout_module.csv_cells(layout, row, locale, zone)
+            writer.writerow([value if written else _csv_value(value) for value, written in cells])
+
+
+@contextmanager
+def _text_on(out: IO[bytes]) -> Iterator[io.TextIOWrapper]:
+    """`out` as UTF-8 text with a byte-order mark, left open when done."""
+    text = io.TextIOWrapper(out, encoding="utf-8-sig", newline="", write_through=False)
+    try:
+        yield text
+    finally:
+        text.flush()
+        text.detach()
 
 
 def _csv_cells(row: Any, columns: list[str]) -> list[Any]:

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from django.template import Library, defaultfilters, defaulttags, loader_tags
-from django.template.base import Parser, Token
+from django.template.base import Node, Parser, Token
 from django.template.defaulttags import LoremNode
 from django.template.exceptions import TemplateSyntaxError
 
+from reporting.pipeline import stream
 from reporting.pipeline.sandbox import TemplateLimitError, check_length, check_size, current_budget
 
 MAX_LOREM = 1000  # words or paragraphs
@@ -25,6 +26,25 @@ MAX_WIDTH = 10_000  # characters of an ljust, rjust, center or stringformat fiel
 MAX_PRECISION = 50  # decimal places of floatformat
 
 register = Library()
+
+
+def _in_order(compile_tag: Callable[[Parser, Token], Node]) -> Callable[[Parser, Token], Node]:
+    """`{% regroup %}`, refused on a large answer's streamed rows: it would hold every row."""
+
+    def compile_in_order(parser: Parser, token: Token) -> Node:
+        node = compile_tag(parser, token)
+        render = node.render
+
+        def render_in_order(context: Any) -> str:
+            if isinstance(node.target.resolve(context, ignore_failures=True), stream.RowStream):  # type: ignore[attr-defined]
+                raise stream.OutOfOrder()
+            return render(context)
+
+        node.render = render_in_order  # type: ignore[method-assign]
+        return node
+
+    return compile_in_order
+
 
 _TAGS = {
     "autoescape": defaulttags.autoescape,
@@ -36,7 +56,7 @@ _TAGS = {
     "for": defaulttags.do_for,
     "if": defaulttags.do_if,
     "ifchanged": defaulttags.ifchanged,
-    "regroup": defaulttags.regroup,
+    "regroup": _in_order(defaulttags.regroup),
     "resetcycle": defaulttags.resetcycle,
     "spaceless": defaulttags.spaceless,
     "templatetag": defaulttags.templatetag,
@@ -143,14 +163,21 @@ _ARGUMENT_CHECKS: dict[str, Callable[..., None]] = {
 }
 
 
+# Filters that hold every item of what they are given: refused on a large answer's streamed rows.
+_HOLDING_FILTERS = frozenset({"dictsort", "dictsortreversed", "make_list", "unordered_list"})
+
+
 def _bounded(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     check_arguments = _ARGUMENT_CHECKS.get(name)
+    holds_all = name in _HOLDING_FILTERS
 
     @functools.wraps(function)  # keeps is_safe, needs_autoescape, expects_localtime and the signature
     def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
         budget = current_budget()
         if budget is not None:
             budget.tick()
+        if holds_all and isinstance(value, stream.RowStream):
+            raise stream.OutOfOrder()
         if check_arguments is not None:
             check_arguments(name, value, *args)
         return check_size(function(value, *args, **kwargs))

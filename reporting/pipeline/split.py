@@ -10,6 +10,7 @@ matches nobody. A row that matches nobody is sent to nobody and counted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Number
 from typing import Any
@@ -43,7 +44,7 @@ def match_key(value: Any) -> str | None:
     return None
 
 
-def split_rows(rows: list[Any], field: str, keys: set[str]) -> Split:
+def split_rows(rows: Sequence[Any], field: str, keys: set[str]) -> Split:
     """Each row to the one key its `field` equals exactly; the rows of other keys are not kept."""
     rows_by_key: dict[str, list[Any]] = {key: [] for key in keys}
     unmatched = 0
@@ -57,7 +58,7 @@ def split_rows(rows: list[Any], field: str, keys: set[str]) -> Split:
     return Split(rows_by_key=rows_by_key, unmatched=unmatched)
 
 
-def data_with_rows(records_path: str, rows: list[Any]) -> Any:
+def data_with_rows(records_path: str, rows: Sequence[Any]) -> Any:
     """The recipient's data: their rows at `records_path` and nothing else of the answer.
 
     Whatever else the answer held (totals over all clients, other clients' names) is not
@@ -69,7 +70,7 @@ def data_with_rows(records_path: str, rows: list[Any]) -> Any:
     return data
 
 
-def column_totals(rows: list[Any], columns: list[str]) -> dict[str, float | int]:
+def column_totals(rows: Sequence[Any], columns: list[str]) -> dict[str, float | int]:
     """The sum of each column whose values are all numbers (ignoring empty cells) over `rows`."""
     totals: dict[str, float | int] = {}
     for column in columns:

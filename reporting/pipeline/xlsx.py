@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from reporting.pipeline import formats
@@ -26,6 +27,7 @@ MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 WIDTH_SAMPLE_ROWS = 200  # column widths from the header and the first rows
 MIN_WIDTH, MAX_WIDTH = 8, 60
 MAX_CELL_CHARS = 32_767  # Excel's limit per cell
+MAX_ROWS = 1_048_575  # Excel's 1,048,576 rows a worksheet, less the header
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 _ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # characters an XLSX file cannot hold
@@ -35,8 +37,34 @@ DATE_FORMAT = "yyyy-mm-dd"
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
 
 
-def rows_to_xlsx(rows: list[Any], columns: list[str], *, sheet_title: str, timezone: str = "UTC") -> bytes:
+class TooManyRows(Exception):
+    """More rows than a worksheet holds; `message` says so in words."""
+
+    def __init__(self, rows: int):
+        self.message = (
+            f"The XLSX attachment cannot hold {rows:,} rows: a worksheet holds at most {MAX_ROWS:,} below its "
+            "header. Attach the CSV instead, or ask the data source for fewer rows."
+        )
+        super().__init__(self.message)
+
+
+def _check_fits(rows: Sequence[Any]) -> None:
+    if len(rows) > MAX_ROWS:
+        raise TooManyRows(len(rows))
+
+
+def rows_to_xlsx(rows: Sequence[Any], columns: list[str], *, sheet_title: str, timezone: str = "UTC") -> bytes:
     """The rows as an .xlsx file: one header row, then a row per record, cells typed."""
+    buffer = io.BytesIO()
+    write_xlsx(buffer, rows, columns, sheet_title=sheet_title, timezone=timezone)
+    return buffer.getvalue()
+
+
+def write_xlsx(
+    out: IO[bytes], rows: Sequence[Any], columns: list[str], *, sheet_title: str, timezone: str = "UTC"
+) -> None:
+    """`rows_to_xlsx`, written to `out` (openpyxl's write-only mode: one row in memory at a time)."""
+    _check_fits(rows)
     from openpyxl import Workbook
     from openpyxl.utils import get_column_letter
 
@@ -49,16 +77,24 @@ def rows_to_xlsx(rows: list[Any], columns: list[str], *, sheet_title: str, timez
     sheet.append(_header(sheet, columns))
     for row in rows:
         sheet.append([_typed(sheet, _value(row, index, column), zone) for index, column in enumerate(columns)])
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
+    workbook.save(out)
 
 
 def designed_xlsx(
-    rows: list[Any], layout: layout_module.Layout, *, locale: str, sheet_title: str, zone: ZoneInfo
+    rows: Sequence[Any], layout: layout_module.Layout, *, locale: str, sheet_title: str, zone: ZoneInfo
 ) -> bytes:
     """The rows as a designed layout has them: its columns, labels and order; numbers and dates as
     Excel types with number formats from the layout and the locale (Excel shows its user's separators)."""
+    buffer = io.BytesIO()
+    write_designed_xlsx(buffer, rows, layout, locale=locale, sheet_title=sheet_title, zone=zone)
+    return buffer.getvalue()
+
+
+def write_designed_xlsx(
+    out: IO[bytes], rows: Sequence[Any], layout: layout_module.Layout, *, locale: str, sheet_title: str, zone: ZoneInfo
+) -> None:
+    """`designed_xlsx`, written to `out`."""
+    _check_fits(rows)
     from openpyxl import Workbook
     from openpyxl.utils import get_column_letter
 
@@ -78,9 +114,7 @@ def designed_xlsx(
     sheet.append(_header(sheet, labels))
     for row in rows:
         sheet.append([_designed_cell(sheet, row, column, locale, zone) for column in layout.columns])
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
+    workbook.save(out)
 
 
 def _designed_cell(sheet, row: Any, column: layout_module.Column, locale: str, zone: ZoneInfo) -> Any:
@@ -145,7 +179,7 @@ def _as_moment(text: str, zone: ZoneInfo) -> date | datetime | None:
     return None
 
 
-def _widths(rows: list[Any], columns: list[str]) -> list[float]:
+def _widths(rows: Sequence[Any], columns: list[str]) -> list[float]:
     widths = [len(column) + 2 for column in columns]
     for row in rows[:WIDTH_SAMPLE_ROWS]:
         for index, column in enumerate(columns):

@@ -1,0 +1,466 @@
+"""Large answers, read as they stream: the rows at a report's records path, never all held.
+
+An answer larger than REPORTING["STREAM_ABOVE_BYTES"] is not parsed whole. `load` reads its
+file once: it builds everything outside the rows (the rest of the response, which templates
+read as before), checks the rows are valid JSON and counts them, and notes where they start.
+A `RowStream` then stands in the data where the list of rows was: each time it is iterated,
+it reads the rows again from the file, a chunk at a time, with Python's own JSON decoder (C
+speed, one row at a time). Whatever iterates it holds one chunk's rows, whatever the size of
+the answer.
+
+Plain values in, plain values out: this module knows JSON and files, not runs or reports.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import heapq
+import itertools
+import json
+import pickle
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO, Any
+
+CHUNK = 1024 * 1024
+# A row of an answer larger than this is refused: one row is held whole while it is read.
+MAX_ROW_CHARS = 64 * 1024 * 1024
+# What `structure` keeps of JSON text: quotes, brackets and commas; and a string in what it kept.
+_NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b'"[]{},')
+_REDUCED_STRING = re.compile(rb'"[^"]*"')
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+# What more text can still turn into a value: a literal or number cut at the end of a chunk.
+_CUT_SHORT = 64
+
+
+class JsonError(Exception):
+    """The answer is not JSON this module can read; `message` says why, in words."""
+
+    def __init__(self, message: str, *, detail: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class OutOfOrder(Exception):
+    """Asked of streamed rows what only holding them all could answer: reversed, sorted, regrouped."""
+
+    def __init__(self) -> None:
+        self.message = (
+            "The rows of this answer are too many to hold at once: a template can read them in order "
+            "(for, first, last, length, slice), not reverse, sort or regroup them."
+        )
+        super().__init__(self.message)
+
+
+def streamable(head: bytes) -> bool:
+    """Whether an answer starting with `head` can be streamed: UTF-8 (with or without a BOM)."""
+    return json.detect_encoding(head[:4]) in ("utf-8", "utf-8-sig")
+
+
+def structure(text: str) -> bytes:
+    """The brackets and commas of JSON `text` outside its strings, each "{" and "}" written "[" and "]".
+
+    What the limits count, at C speed: escaped backslashes and quotes go first, then every
+    byte but a quote, a bracket or a comma, then the strings (now only their quotes and any
+    brackets or commas they held).
+    """
+    encoded = text.encode("utf-8", "surrogatepass").replace(b"\\\\", b"").replace(b'\\"', b"")
+    reduced = _REDUCED_STRING.sub(b"", encoded.translate(None, _NOT_STRUCTURE))
+    return reduced.replace(b"{", b"[").replace(b"}", b"]")
+
+
+def value_count(structure: bytes) -> int:
+    """How many values the JSON of this `structure` holds: one per comma and opening bracket, and one more."""
+    return structure.count(b",") + structure.count(b"[") + 1
+
+
+def nesting_depth(structure: bytes, limit: int) -> int:
+    """How deep the brackets of `structure` nest, counted up to `limit` + 1.
+
+    Each pass removes the innermost pairs, so the passes needed are the depth: at most
+    `limit` + 1 passes over a shrinking text, each at C speed.
+    """
+    brackets = structure.replace(b",", b"")
+    depth = 0
+    while brackets and depth <= limit:
+        inner_removed = brackets.replace(b"[]", b"")
+        if len(inner_removed) == len(brackets):  # unbalanced: the decoder will say where, unless too deep
+            return depth + brackets.count(b"[")
+        brackets, depth = inner_removed, depth + 1
+    return depth
+
+
+# --- reading JSON text from a binary file, a chunk at a time ----------------------------------
+
+
+class _Text:
+    """The UTF-8 text of a binary file from `offset` on, read a chunk at a time.
+
+    Reads with an explicit seek before each chunk, so several readers can share one file.
+    """
+
+    def __init__(self, file: IO[bytes], offset: int = 0):
+        self.file = file
+        self.offset = offset  # of the next chunk in the file
+        self.decode = codecs.getincrementaldecoder("utf-8")("surrogatepass").decode
+        self.buffer = ""
+        self.pos = 0
+        self.base = offset  # the byte offset of buffer[0]
+        self.eof = False
+        self.before_drop: Callable[[str], None] | None = None
+
+    def more(self, size: int = CHUNK) -> bool:
+        """Add the next `size` bytes to the buffer, dropping what was read; False at the end."""
+        if self.eof:
+            return False
+        if self.pos:
+            read = self.buffer[: self.pos]
+            if self.before_drop is not None:
+                self.before_drop(read)
+            self.base += len(read) if read.isascii() else len(read.encode("utf-8", "surrogatepass"))
+            self.buffer, self.pos = self.buffer[self.pos :], 0
+        self.file.seek(self.offset)
+        data = self.file.read(size)
+        self.offset += len(data)
+        try:
+            self.buffer += self.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            raise JsonError("The data source's answer is not valid UTF-8 text.", detail=str(exc)) from exc
+        self.eof = not data
+        return bool(data)
+
+    def byte_offset(self) -> int:
+        """The byte offset in the file of the text at `pos`."""
+        read = self.buffer[: self.pos]
+        return self.base + (len(read) if read.isascii() else len(read.encode("utf-8", "surrogatepass")))
+
+    def peek(self) -> str:
+        """The next character that is not whitespace ("" at the end), without taking it."""
+        while True:
+            self.pos = _WHITESPACE.match(self.buffer, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.buffer):
+                return self.buffer[self.pos]
+            if not self.more():
+                return ""
+
+    def take(self, expected: str) -> None:
+        found = self.peek()
+        if found != expected:
+            raise self.invalid(f"Expecting '{expected}'" if found else "Unexpected end of the answer")
+        self.pos += 1
+
+    def value(self, *, max_chars: int | None = None) -> Any:
+        """The next JSON value, read whole; more of the file is read while it is cut short."""
+        self.peek()
+        size = CHUNK
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.buffer, self.pos)
+            except json.JSONDecodeError as exc:
+                if self.eof or not self._cut_short(exc):
+                    raise self.invalid(exc.msg, at=exc.pos) from exc
+            except RecursionError as exc:
+                raise JsonError("The data source's answer nests too deep to read.") from exc
+            except ValueError as exc:  # Python's limit on the digits of an integer it converts
+                raise JsonError(
+                    "The data source's answer has a number too long to be read as a number.", detail=str(exc)
+                ) from exc
+            else:
+                if end < len(self.buffer) or self.eof:  # a number at the very end may go on
+                    self.pos = end
+                    return value
+            if max_chars is not None and len(self.buffer) - self.pos > max_chars:
+                raise JsonError(
+                    f"A row of the data source's answer is larger than {max_chars // (1024 * 1024)} MB, "
+                    "more than a report reads."
+                )
+            self.more(size)
+            size = min(size * 2, 64 * CHUNK)  # a long value is read in growing steps: linear, not quadratic
+
+    def _cut_short(self, exc: json.JSONDecodeError) -> bool:
+        """Whether more text could make this a value: the error is at the end of what was read."""
+        return exc.msg.startswith("Unterminated string") or len(self.buffer) - exc.pos < _CUT_SHORT
+
+    def invalid(self, message: str, *, at: int | None = None) -> JsonError:
+        where = self.pos if at is None else at
+        read = self.buffer[:where]
+        offset = self.base + len(read.encode("utf-8", "surrogatepass"))
+        return JsonError(
+            f"The data source's answer is not valid JSON ({message} at byte {offset:,}).",
+            detail=self.buffer[max(0, where - 200) : where + 300],
+        )
+
+
+# --- the rows ---------------------------------------------------------------------------------
+
+
+class RowStream(Sequence):
+    """The rows of a list in a JSON file, read again from the file each time they are iterated.
+
+    Stands in the data where the list was: `len`, iteration, truth, an index and a forward
+    slice work as on the list (an index or a slice reads up to it). Reading the rows backwards
+    raises OutOfOrder: that would mean holding them all.
+    """
+
+    def __init__(self, file: IO[bytes], offset: int, count: int):
+        self.file = file
+        self.offset = offset  # of the list's "["
+        self.length = count
+        self.sorted_by: dict[Any, RowStream] = {}  # the rows in a layout's order, once sorted (layout.order)
+        self.columns: list[str] | None = None  # the rows' columns, once found (render.columns_of)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __bool__(self) -> bool:
+        return self.length > 0
+
+    def __iter__(self) -> Iterator[Any]:
+        text = _Text(self.file, self.offset)
+        text.take("[")
+        return _items(text)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.length)
+            if step < 0:
+                raise OutOfOrder()
+            return list(itertools.islice(self, start, stop, step))
+        position = index + self.length if index < 0 else index
+        if not 0 <= position < self.length:
+            raise IndexError("row index out of range")
+        return next(itertools.islice(self, position, None))
+
+    def __reversed__(self) -> Iterator[Any]:
+        raise OutOfOrder()
+
+    def __repr__(self) -> str:
+        return f"<RowStream of {self.length:,} rows>"
+
+
+def _items(text: _Text) -> Iterator[Any]:
+    """The values of a list whose "[" was taken, up to and with its "]"."""
+    if text.peek() == "]":
+        text.pos += 1
+        return
+    while True:
+        yield text.value(max_chars=MAX_ROW_CHARS)
+        found = text.peek()
+        text.pos += 1
+        if found == "]":
+            return
+        if found != ",":
+            text.pos -= 1
+            raise text.invalid("Expecting ',' delimiter" if found else "Unexpected end of the answer")
+
+
+# --- loading an answer: everything but the rows, and where they are ---------------------------
+
+
+def load(file: IO[bytes], records_path: str, *, max_depth: int, max_values: int) -> Any:
+    """The answer in `file` with the list at `records_path` replaced by a RowStream.
+
+    Reads the file once, to its end: every row is decoded (and dropped) so that a malformed
+    one fails here, with its byte offset, and not in the middle of sending. Where the answer
+    has no list at the records path, the value found there is kept as it is, and the caller's
+    check of the records path says what is wrong. `max_depth` and `max_values` are the limits
+    of REPORTING_MAX_JSON_DEPTH and _VALUES: depth is checked on every row, the number of
+    values on what is held (everything outside the rows).
+    """
+    file.seek(0)
+    text = _Text(file)
+    text.more()
+    if text.buffer.startswith("\ufeff"):
+        text.pos = 1
+    path = [part for part in records_path.split(".") if part]
+    loader = _Loader(text, file, max_depth=max_depth, max_values=max_values)
+    data = loader.along(path, depth=0)
+    if text.peek():
+        raise text.invalid("Extra data")
+    return data
+
+
+class _Loader:
+    def __init__(self, text: _Text, file: IO[bytes], *, max_depth: int, max_values: int):
+        self.text = text
+        self.file = file
+        self.max_depth = max_depth
+        self.max_values = max_values
+        self.values = 0
+
+    def along(self, path: list[str], *, depth: int) -> Any:
+        """The value at the text's position, read whole except along `path` to the rows."""
+        text = self.text
+        found = text.peek()
+        if not path and found == "[":
+            return self.rows(depth)
+        if path and found == "{":
+            text.pos += 1
+            return self._object(path, depth)
+        if path and found == "[" and path[0].isdigit():
+            text.pos += 1
+            return self._array(path, depth)
+        return self.held(depth)
+
+    def held(self, depth: int) -> Any:
+        """A value outside the rows: read whole and kept, within the limits."""
+        start = self.text.pos
+        value = self.text.value()
+        self._check(self.text.buffer[start : self.text.pos], depth, count=True)
+        return value
+
+    def _object(self, path: list[str], depth: int) -> dict[str, Any]:
+        text = self.text
+        result: dict[str, Any] = {}
+        if text.peek() == "}":
+            text.pos += 1
+            return result
+        while True:
+            if text.peek() != '"':
+                raise text.invalid("Expecting property name enclosed in double quotes")
+            key = text.value()
+            text.take(":")
+            # As json.loads, a key given twice keeps its last value.
+            result[key] = self.along(path[1:], depth=depth + 1) if key == path[0] else self.held(depth + 1)
+            self.values += 1
+            found = text.peek()
+            text.pos += 1
+            if found == "}":
+                return result
+            if found != ",":
+                text.pos -= 1
+                raise text.invalid("Expecting ',' delimiter")
+
+    def _array(self, path: list[str], depth: int) -> list[Any]:
+        text = self.text
+        result: list[Any] = []
+        if text.peek() == "]":
+            text.pos += 1
+            return result
+        while True:
+            if len(result) == int(path[0]):
+                result.append(self.along(path[1:], depth=depth + 1))
+            else:
+                result.append(self.held(depth + 1))
+            self.values += 1
+            found = text.peek()
+            text.pos += 1
+            if found == "]":
+                return result
+            if found != ",":
+                text.pos -= 1
+                raise text.invalid("Expecting ',' delimiter")
+
+    def rows(self, depth: int) -> RowStream:
+        """Check and count the rows of the list at the text's position; return them as a stream."""
+        text = self.text
+        offset = text.byte_offset()
+        text.pos += 1  # the "["
+        unchecked = [text.pos]  # where the rows not yet checked start in the buffer
+
+        def check(read: str) -> None:  # before the buffer drops what was read
+            self._check(read[unchecked[0] :], depth + 1, count=False)
+            unchecked[0] = 0
+
+        count = 0
+        text.before_drop = check
+        try:
+            for _row in _items(text):
+                count += 1
+        finally:
+            text.before_drop = None
+        self._check(text.buffer[unchecked[0] : text.pos], depth + 1, count=False)
+        return RowStream(self.file, offset, count)
+
+    def _check(self, span: str, depth: int, *, count: bool) -> None:
+        """The limits on JSON text read: its nesting (below `depth`), and what is held."""
+        if not span or span.isdigit():
+            return
+        shape = structure(span)
+        if count:
+            self.values += value_count(shape)
+            if self.values > self.max_values:
+                raise JsonError(
+                    f"The data source's answer has more than {self.max_values:,} values outside its rows; "
+                    "the limit is REPORTING_MAX_JSON_VALUES."
+                )
+        if depth + nesting_depth(shape, self.max_depth) > self.max_depth:
+            raise JsonError(
+                f"The data source's answer nests deeper than {self.max_depth} levels of lists and objects "
+                "(REPORTING_MAX_JSON_DEPTH), more than any report reads."
+            )
+
+
+# --- writing an answer out again ---------------------------------------------------------------
+
+
+def write(data: Any, out: IO[bytes], rows: Iterable[Any] | None = None) -> None:
+    """Write `data` as JSON to `out`, the RowStream in it as the list of `rows` (its own by default)."""
+    marker = f"\u2063rows-{id(out)}\u2063"
+    streams: list[RowStream] = []
+
+    def placeholder(value: Any) -> str:
+        if isinstance(value, RowStream):
+            streams.append(value)
+            return marker
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    text = json.dumps(data, ensure_ascii=False, default=placeholder)
+    before, _marker, after = text.partition(json.dumps(marker, ensure_ascii=False))
+    out.write(before.encode("utf-8", "surrogatepass"))
+    if streams:
+        rows = streams[0] if rows is None else rows
+        out.write(b"[")
+        batch: list[str] = []
+        for index, row in enumerate(rows):
+            batch.append(("," if index else "") + json.dumps(row, ensure_ascii=False))
+            if len(batch) >= 1000:
+                out.write("".join(batch).encode("utf-8", "surrogatepass"))
+                batch = []
+        out.write("".join(batch).encode("utf-8", "surrogatepass") + b"]")
+        out.write(after.encode("utf-8", "surrogatepass"))
+
+
+# --- sorting more rows than memory holds -------------------------------------------------------
+
+
+def sorted_rows(rows: Iterable[Any], key: Callable[[Any], Any], *, run_size: int = 20_000) -> RowStream:
+    """The rows sorted by `key` (a stable sort), as a RowStream over a temporary file.
+
+    An external merge sort: runs of at most `run_size` rows are sorted in memory and written to
+    temporary files, then merged into the result, so at most `run_size` rows are held at once.
+    """
+    numbered = enumerate(rows)
+    result = tempfile.TemporaryFile()  # noqa: SIM115 -- the RowStream owns it
+    count = 0
+    with contextlib.ExitStack() as spools:
+        runs: list[IO[bytes]] = []
+        while run := sorted(
+            ((key(row), index, row) for index, row in itertools.islice(numbered, run_size)), key=_first_two
+        ):
+            spool = spools.enter_context(tempfile.TemporaryFile())
+            for item in run:
+                pickle.dump(item, spool, protocol=pickle.HIGHEST_PROTOCOL)
+            spool.seek(0)
+            runs.append(spool)
+            count += len(run)
+        merged = (row for _key, _index, row in heapq.merge(*map(_unpickled, runs), key=_first_two))
+        write(RowStream(result, 0, count), result, merged)
+    return RowStream(result, 0, count)
+
+
+def _first_two(item: tuple[Any, int, Any]) -> tuple[Any, int]:
+    return item[0], item[1]
+
+
+def _unpickled(spool: IO[bytes]) -> Iterator[Any]:
+    """What was pickled to `spool`, one item after another: our own temporary file, written just before."""
+    while True:
+        try:
+            yield pickle.load(spool)
+        except EOFError:
+            return
