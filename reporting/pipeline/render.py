@@ -45,8 +45,10 @@ class RenderError(Exception):
         self.detail = detail
 
 
-# A file made larger than this goes to a temporary file, not memory (Attachment.spool).
+# A file made larger than this goes to a temporary file, not memory (Attachment.spool); one
+# up to IN_MEMORY_BYTES is kept as bytes (Attachment.content), larger ones stay in their spool.
 SPOOL_BYTES = 8 * 1024 * 1024
+IN_MEMORY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,10 @@ class Attachment:
 
 
 def spooled_attachment(filename: str, mimetype: str, write: Callable[[IO[bytes]], None]) -> Attachment:
-    """An attachment whose content `write` writes: kept in memory up to SPOOL_BYTES, else in a temporary file."""
+    """An attachment whose content `write` writes: in memory up to SPOOL_BYTES, else in a temporary file."""
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 -- the attachment owns it
     write(spool)
-    if spool.tell() <= SPOOL_BYTES:
+    if spool.tell() <= IN_MEMORY_BYTES:
         spool.seek(0)
         content = spool.read()
         spool.close()

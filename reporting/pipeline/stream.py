@@ -113,8 +113,8 @@ class _Text:
         self.eof = False
         self.before_drop: Callable[[str], None] | None = None
 
-    def more(self, size: int = CHUNK) -> bool:
-        """Add the next `size` bytes to the buffer, dropping what was read; False at the end."""
+    def more(self, size: int | None = None) -> bool:
+        """Add the next `size` bytes (a CHUNK) to the buffer, dropping what was read; False at the end."""
         if self.eof:
             return False
         if self.pos:
@@ -124,7 +124,7 @@ class _Text:
             self.base += len(read) if read.isascii() else len(read.encode("utf-8", "surrogatepass"))
             self.buffer, self.pos = self.buffer[self.pos :], 0
         self.file.seek(self.offset)
-        data = self.file.read(size)
+        data = self.file.read(size or CHUNK)
         self.offset += len(data)
         try:
             self.buffer += self.decode(data, final=not data)
@@ -162,7 +162,8 @@ class _Text:
                 value, end = _DECODER.raw_decode(self.buffer, self.pos)
             except json.JSONDecodeError as exc:
                 if self.eof or not self._cut_short(exc):
-                    raise self.invalid(exc.msg, at=exc.pos) from exc
+                    ended = self.eof and exc.pos >= len(self.buffer)
+                    raise self.invalid("Unexpected end of the answer" if ended else exc.msg, at=exc.pos) from exc
             except RecursionError as exc:
                 raise JsonError("The data source's answer nests too deep to read.") from exc
             except ValueError as exc:  # Python's limit on the digits of an integer it converts
@@ -272,10 +273,7 @@ def load(file: IO[bytes], records_path: str, *, max_depth: int, max_values: int)
     values on what is held (everything outside the rows).
     """
     file.seek(0)
-    text = _Text(file)
-    text.more()
-    if text.buffer.startswith("\ufeff"):
-        text.pos = 1
+    text = _Text(file, len(codecs.BOM_UTF8) if file.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8 else 0)
     path = [part for part in records_path.split(".") if part]
     loader = _Loader(text, file, max_depth=max_depth, max_values=max_values)
     data = loader.along(path, depth=0)

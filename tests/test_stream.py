@@ -1,0 +1,283 @@
+"""Streaming a large answer's rows (reporting.pipeline.stream): what json.loads would read, never all held.
+
+The reader is checked against json.loads on awkward JSON, with chunks small enough that every
+value, escape and multi-byte character is cut somewhere; and against what a hostile data
+source can send: truncated or malformed rows, deep nesting, a row too large, text not UTF-8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from decimal import Decimal
+
+import pytest
+
+from reporting.pipeline import conditions, fetch, layout, stream
+
+LIMITS = {"max_depth": 64, "max_values": 5_000_000}
+
+AWKWARD_ROWS = [
+    {"id": 1, "name": "Zoë \u00e9\u4e2d\U0001f600", "amount": -12.5e-3, "note": 'quote " and \\ backslash'},
+    {"id": 2, "name": "brackets ] } [ { and , commas", "amount": 12345678901234567890, "nested": {"a": [1, [2]]}},
+    {"id": 3, "name": '\\"', "amount": None, "flag": True, "escaped": "\u2028\t\n/\\/"},
+    {"id": 4, "name": "", "amount": 0, "list": [], "object": {}},
+    [1, "two", None],
+    "a row that is only text",
+    7,
+    None,
+]
+
+
+def loaded(text: str | bytes, records_path: str, **limits) -> tuple[object, stream.RowStream]:
+    body = io.BytesIO(text.encode() if isinstance(text, str) else text)
+    data = stream.load(body, records_path, **{**LIMITS, **limits})
+    return data, fetch.select_rows(data, records_path)
+
+
+@pytest.fixture(params=[1, 3, 7, 64, stream.CHUNK])
+def chunk(request, monkeypatch):
+    """Chunks of this many bytes: small ones cut every value somewhere."""
+    monkeypatch.setattr(stream, "CHUNK", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize(
+    ("document", "records_path"),
+    [
+        ({"as_of": "2026-11-20", "data": {"trades": AWKWARD_ROWS}, "after": {"total": 3}}, "data.trades"),
+        (AWKWARD_ROWS, ""),
+        ({"results": [{"skip": [1, 2]}, {"rows": AWKWARD_ROWS, "n": 8}]}, "results.1.rows"),
+        ({"data": {"trades": []}, "meta": None}, "data.trades"),
+    ],
+    ids=["nested", "root list", "through a list index", "no rows"],
+)
+@pytest.mark.parametrize("indent", [None, 2], ids=["compact", "indented"])
+def test_the_rows_and_the_rest_read_as_json_loads_reads_them(document, records_path, indent, chunk):
+    text = "\ufeff" + json.dumps(document, indent=indent, ensure_ascii=False)
+    expected = json.loads(text.removeprefix("\ufeff"))
+
+    data, rows = loaded(text, records_path)
+
+    assert list(rows) == fetch.select_rows(expected, records_path)
+    assert len(rows) == len(fetch.select_rows(expected, records_path))
+    out = io.BytesIO()
+    stream.write(data, out)
+    assert json.loads(out.getvalue()) == expected  # everything outside the rows is kept, in place
+
+
+def test_a_key_given_twice_keeps_its_last_value_as_json_loads_does():
+    data, rows = loaded('{"rows": [1, 2], "x": 1, "rows": [3, 4, 5]}', "rows")
+
+    assert list(rows) == [3, 4, 5]
+    assert data["x"] == 1
+
+
+def test_the_rows_are_read_by_index_slice_and_truth_and_not_backwards():
+    _data, rows = loaded(json.dumps({"r": list(range(10))}), "r")
+
+    assert (rows[0], rows[9], rows[-1], rows[-10]) == (0, 9, 9, 0)
+    assert rows[2:5] == [2, 3, 4] and rows[:3] == [0, 1, 2] and rows[::4] == [0, 4, 8]
+    assert bool(rows) and not loaded('{"r": []}', "r")[1]
+    with pytest.raises(IndexError):
+        rows[10]
+    with pytest.raises(stream.OutOfOrder):
+        reversed(rows)
+    with pytest.raises(stream.OutOfOrder):
+        rows[::-1]
+
+
+def test_two_readers_of_the_same_rows_do_not_disturb_each_other(chunk):
+    _data, rows = loaded(json.dumps({"r": [{"n": n} for n in range(50)]}), "r")
+
+    pairs = [(outer["n"], inner["n"]) for outer in rows for inner in rows if inner["n"] == outer["n"] + 1]
+
+    assert pairs == [(n, n + 1) for n in range(49)]
+
+
+# --- hostile answers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"data": {"trades": [{"a": 1}, {"a": 2', "Unexpected end of the answer"),
+        ('{"data": {"trades": [{"a": 1}, {"a": 2}', "Unexpected end of the answer"),
+        ('{"data": {"trades": [{"a": 1}, {"a" 2}, {"a": 3}]}}', "Expecting ':' delimiter"),
+        ('{"data": {"trades": [{"a": 1} {"a": 2}]}}', "Expecting ',' delimiter"),
+        ('{"data": {"trades": [{"a": 1}, ]}}', "Expecting value"),
+        ('{"data": {"trades": [1, 2]}} trailing', "Extra data"),
+        ('{"data": {"trades": [{"a": "unterminated}]}}', "Unterminated string"),
+        ("", "Unexpected end of the answer"),
+    ],
+)
+def test_malformed_json_is_refused_with_where_it_went_wrong(text, words, chunk):
+    with pytest.raises(stream.JsonError) as caught:
+        loaded(text, "data.trades")
+
+    assert caught.value.message.startswith("The data source's answer is not valid JSON (")
+    assert words in caught.value.message and "at byte" in caught.value.message
+
+
+def test_a_malformed_row_early_in_a_long_answer_is_refused_without_reading_the_rest(monkeypatch):
+    monkeypatch.setattr(stream, "CHUNK", 1024)
+    rows = ",".join(json.dumps({"n": n, "pad": "x" * 50}) for n in range(20_000))
+    text = '{"r": [{"n": -1, "bad" 1}, ' + rows + "]}"
+    body = io.BytesIO(text.encode())
+
+    with pytest.raises(stream.JsonError) as caught:
+        stream.load(body, "r", **LIMITS)
+
+    assert "Expecting ':' delimiter at byte 23" in caught.value.message
+    assert body.tell() < 10 * 1024  # stopped at the first chunks, not at the end of 1.2 MB
+
+
+def test_a_row_nesting_deeper_than_the_limit_is_refused():
+    deep = "[" * 70 + "]" * 70
+    with pytest.raises(stream.JsonError) as caught:
+        loaded('{"r": [1, ' + deep + "]}", "r")
+
+    assert "nests deeper than 64 levels" in caught.value.message
+
+
+def test_nesting_hidden_by_brackets_inside_strings_is_still_counted():
+    hidden = '{"x": "]", "y": ' * 40 + "1" + "}" * 40
+    with pytest.raises(stream.JsonError) as caught:
+        loaded('{"r": [' + hidden + "]}", "r", max_depth=20)
+
+    assert "nests deeper than 20 levels" in caught.value.message
+
+
+def test_a_row_nesting_past_pythons_own_limit_is_refused_in_words():
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(stream.JsonError) as caught:
+        loaded('{"r": [' + deep + "]}", "r", max_depth=200_000)
+
+    assert caught.value.message == "The data source's answer nests too deep to read."
+
+
+def test_a_row_larger_than_the_limit_is_refused(monkeypatch):
+    monkeypatch.setattr(stream, "MAX_ROW_CHARS", 1024 * 1024)
+    with pytest.raises(stream.JsonError) as caught:
+        loaded('{"r": [1, "' + "x" * (3 * 1024 * 1024) + '"]}', "r")
+
+    assert caught.value.message == "A row of the data source's answer is larger than 1 MB, more than a report reads."
+
+
+def test_too_many_values_outside_the_rows_are_refused_but_many_rows_are_not():
+    many_rows = {"r": [{"a": n, "b": n} for n in range(2_000)]}
+    assert len(loaded(json.dumps(many_rows), "r", max_values=1000)[1]) == 2_000
+
+    with pytest.raises(stream.JsonError) as caught:
+        loaded(json.dumps({"other": list(range(2_000)), "r": []}), "r", max_values=1000)
+
+    assert "more than 1,000 values outside its rows" in caught.value.message
+
+
+def test_text_that_is_not_utf8_is_refused_in_words():
+    with pytest.raises(stream.JsonError) as caught:
+        loaded(b'{"r": ["caf\xe9"]}', "r")
+
+    assert caught.value.message == "The data source's answer is not valid UTF-8 text."
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '{"data": {"other": []}}',
+            "The records path 'data.trades' was not found in the data: 'data' has no 'trades'.",
+        ),
+        (
+            '{"data": {"trades": {"a": 1}}}',
+            "The records path 'data.trades' points to an object, not to a list of rows.",
+        ),
+        ('{"data": "text"}', "The records path 'data.trades' was not found in the data: 'data' has no 'trades'."),
+    ],
+)
+def test_an_answer_of_another_shape_gets_the_records_path_error(text, message):
+    body = io.BytesIO(text.encode())
+    data = stream.load(body, "data.trades", **LIMITS)
+
+    with pytest.raises(fetch.FetchError) as caught:
+        fetch.select_rows(data, "data.trades")
+
+    assert caught.value.message == message
+
+
+def test_utf16_answers_are_not_streamed():
+    assert stream.streamable(b"{}")
+    assert stream.streamable("\ufeff{}".encode())
+    assert not stream.streamable("{}".encode("utf-16"))
+
+
+# --- what the limits count ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": "x\\\\", "b": [1, {"c": "]]]"}]}',
+        '["\\"[", "\\\\\\"{", {"k\\"": [[]]}]',
+        '{"a": "\u4e2d[\U0001f600", "b": [1, 2, 3]}',
+        "[1, 2, [3, [4, [5]]]]",
+    ],
+)
+def test_the_structure_is_what_the_strings_hide_taken_out(text):
+    regex_string = r'"[^"\\]*(?:\\.[^"\\]*)*"'  # the whole-string regex the limits used before
+    import re
+
+    bare = re.sub(regex_string, '""', text)
+    expected = re.sub(r"[^\[\]{},]", "", bare).replace("{", "[").replace("}", "]")
+
+    assert stream.structure(text).decode() == expected
+    assert stream.value_count(stream.structure(text)) == bare.count(",") + bare.count("[") + bare.count("{") + 1
+
+
+# --- sorting and hashing without holding the rows -----------------------------------------------
+
+
+def test_the_external_sort_is_the_stable_sort_of_the_layout():
+    generator = random.Random(7)
+    rows = [
+        {"n": n, "cls": generator.choice(["Bond", "Equity", None]), "v": generator.choice([1, 2.5, "3", None, "x"])}
+        for n in range(500)
+    ]
+    shape = layout.parse(
+        {
+            "columns": [{"field": "n"}, {"field": "cls"}, {"field": "v"}],
+            "sort": [{"field": "v", "descending": True}, {"field": "n", "descending": False}],
+            "subtotal_by": "cls",
+        }
+    )
+    _data, streamed = loaded(json.dumps({"r": rows}), "r")
+
+    in_memory = layout.order(rows, shape)
+    merged = stream.sorted_rows(streamed, layout._row_key(shape), run_size=37)  # 14 runs merged
+
+    assert list(merged) == in_memory
+    assert list(layout.order(streamed, shape)) == in_memory
+    assert layout.order(streamed, shape) is layout.order(streamed, shape)  # sorted once, then kept
+
+
+def test_the_layouts_order_is_what_it_was_before_one_key_replaced_several_sorts():
+    rows = [{"n": n, "v": v} for n, v in enumerate([3, None, "b", 1, "A", None, 3, Decimal("2.5"), "a"])]
+    shape = layout.parse({"columns": [{"field": "n"}, {"field": "v"}], "sort": [{"field": "v", "descending": True}]})
+
+    before = list(rows)  # the two stable sorts layout.order made before
+    before.sort(key=lambda row: layout._sort_key(row["v"]), reverse=True)
+    before.sort(key=lambda row: row["v"] is None)
+
+    assert layout.order(rows, shape) == before
+
+
+def test_the_rows_hash_is_the_same_streamed_and_as_one_list():
+    rows = AWKWARD_ROWS * 600  # several batches of a thousand
+    _data, streamed = loaded(json.dumps({"r": rows}), "r")
+    whole = json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+    assert conditions.rows_hash(streamed) == hashlib.sha256(whole.encode("utf-8", "surrogatepass")).hexdigest()
+    assert conditions.rows_hash(rows) == conditions.rows_hash(streamed)
+    assert conditions.rows_hash([]) == hashlib.sha256(b"[]").hexdigest()
