@@ -313,7 +313,7 @@ def _in_sandbox(render_it: Callable[[], str], *, what: str, syntax_error: str) -
 
 def columns_of(rows: Iterable[Any]) -> list[str]:
     """Column names in order of first appearance across the rows."""
-    if isinstance(rows, stream.RowStream):  # found once: reading them again takes a pass over the file
+    if isinstance(rows, stream.RowStream):  # found as they were loaded: reading them again takes a pass
         if rows.columns is None:
             rows.columns = _columns_of(rows)
         return list(rows.columns)
@@ -321,22 +321,10 @@ def columns_of(rows: Iterable[Any]) -> list[str]:
 
 
 def _columns_of(rows: Iterable[Any]) -> list[str]:
-    columns: dict[str, None] = {}
-    previous_keys = None
-    list_width = 0
+    columns = stream.Columns()
     for row in rows:
-        if isinstance(row, dict):
-            # Rows of an API mostly share their keys: a row with the keys of the one before adds none.
-            if row.keys() != previous_keys:
-                columns.update(dict.fromkeys(str(key) for key in row))
-                previous_keys = row.keys()
-        elif isinstance(row, list):
-            if len(row) > list_width:
-                columns.update(dict.fromkeys(f"column {index + 1}" for index in range(list_width, len(row))))
-                list_width = len(row)
-        else:
-            columns["value"] = None
-    return list(columns)
+        columns.add(row)
+    return columns.names()
 
 
 def rows_to_csv(rows: Sequence[Any], columns: list[str] | None = None) -> bytes:

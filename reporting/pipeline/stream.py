@@ -147,6 +147,11 @@ class _Text:
             if not self.more():
                 return ""
 
+    def peek_after(self, taken: int) -> str:
+        """Take `taken` characters, then `peek`."""
+        self.pos += taken
+        return self.peek()
+
     def take(self, expected: str) -> None:
         found = self.peek()
         if found != expected:
@@ -199,6 +204,32 @@ class _Text:
 # --- the rows ---------------------------------------------------------------------------------
 
 
+class Columns:
+    """Column names in order of first appearance across rows, added one row at a time: an
+    object's keys, "column N" for the items of a list, "value" for anything else."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, None] = {}
+        self._previous_keys: Any = None
+        self._list_width = 0
+
+    def add(self, row: Any) -> None:
+        if isinstance(row, dict):
+            # Rows of an API mostly share their keys: a row with the keys of the one before adds none.
+            if row.keys() != self._previous_keys:
+                self._names.update(dict.fromkeys(str(key) for key in row))
+                self._previous_keys = row.keys()
+        elif isinstance(row, list):
+            if len(row) > self._list_width:
+                self._names.update(dict.fromkeys(f"column {index + 1}" for index in range(self._list_width, len(row))))
+                self._list_width = len(row)
+        else:
+            self._names["value"] = None
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+
 class RowStream(Sequence):
     """The rows of a list in a JSON file, read again from the file each time they are iterated.
 
@@ -248,15 +279,30 @@ def _items(text: _Text) -> Iterator[Any]:
     if text.peek() == "]":
         text.pos += 1
         return
+    decode, whitespace = _DECODER.raw_decode, _WHITESPACE.match
     while True:
+        # The common case, at C speed: a whole value, then its comma, in the buffer as it is.
+        buffer, pos = text.buffer, text.pos
+        try:
+            value, end = decode(buffer, pos)
+        except (json.JSONDecodeError, RecursionError, ValueError):
+            end = len(buffer)  # cut short, or wrong: text.value() reads on, or says what is wrong
+        if end < len(buffer) - 1 and buffer[end] == ",":
+            text.pos = whitespace(buffer, end + 1).end()  # type: ignore[union-attr]
+            yield value
+            continue
+        if end < len(buffer) and buffer[end] == "]":
+            text.pos = end + 1
+            yield value
+            return
         yield text.value(max_chars=MAX_ROW_CHARS)
         found = text.peek()
-        text.pos += 1
         if found == "]":
+            text.pos += 1
             return
         if found != ",":
-            text.pos -= 1
             raise text.invalid("Expecting ',' delimiter" if found else "Unexpected end of the answer")
+        text.peek_after(1)
 
 
 # --- loading an answer: everything but the rows, and where they are ---------------------------
@@ -354,25 +400,39 @@ class _Loader:
                 raise text.invalid("Expecting ',' delimiter")
 
     def rows(self, depth: int) -> RowStream:
-        """Check and count the rows of the list at the text's position; return them as a stream."""
+        """Check and count the rows of the list at the text's position, find their columns; return them as a stream."""
         text = self.text
         offset = text.byte_offset()
         text.pos += 1  # the "["
-        unchecked = [text.pos]  # where the rows not yet checked start in the buffer
+        unchecked = text.pos  # where the rows not yet checked start in the buffer
+        containers = 0  # rows read since then that are objects or lists
 
-        def check(read: str) -> None:  # before the buffer drops what was read
-            self._check(read[unchecked[0] :], depth + 1, count=False)
-            unchecked[0] = 0
+        def check(span: str) -> None:
+            # A span with one bracket per object or list row nests no deeper than the rows: most answers.
+            # Any other (a nested value, a bracket inside a string) is counted properly.
+            if span.count("{") + span.count("[") != containers:
+                self._check(span, depth + 1, count=False)
+
+        def check_before_drop(read: str) -> None:
+            nonlocal unchecked, containers
+            check(read[unchecked:])
+            unchecked, containers = 0, 0
 
         count = 0
-        text.before_drop = check
+        columns = Columns()
+        text.before_drop = check_before_drop
         try:
-            for _row in _items(text):
+            for row in _items(text):
                 count += 1
+                columns.add(row)
+                if isinstance(row, dict | list):
+                    containers += 1
         finally:
             text.before_drop = None
-        self._check(text.buffer[unchecked[0] : text.pos], depth + 1, count=False)
-        return RowStream(self.file, offset, count)
+        check(text.buffer[unchecked : text.pos])
+        stream = RowStream(self.file, offset, count)
+        stream.columns = columns.names()
+        return stream
 
     def _check(self, span: str, depth: int, *, count: bool) -> None:
         """The limits on JSON text read: its nesting (below `depth`), and what is held."""
