@@ -382,10 +382,11 @@ def _cleaned_stream(
     clean_row = _row_cleaner(forms, request.drop_fields, records_path)
     dropped: set[str] = set()
     found = False
-    for row in rows:
-        _row, row_dropped, row_found = clean_row(row)
-        dropped |= row_dropped
-        found = found or row_found
+    if clean_row is not None:  # else there is nothing to look for in the rows: no pass over them
+        for row in rows:
+            _row, row_dropped, row_found = clean_row(row)
+            dropped |= row_dropped
+            found = found or row_found
     skeleton_dropped = drop_fields(data, request.drop_fields)
     held_found = [False]
     data = _redacted_data(data, forms, held_found) if forms else data
@@ -395,7 +396,7 @@ def _cleaned_stream(
     if not notes:
         return data, notes
     with tempfile.TemporaryFile() as cleaned:
-        stream.write(data, cleaned, (clean_row(row)[0] for row in rows))
+        stream.write(data, cleaned, rows if clean_row is None else (clean_row(row)[0] for row in rows))
         cleaned.seek(0)
         body.seek(0)
         body.truncate()
@@ -405,9 +406,9 @@ def _cleaned_stream(
 
 def _row_cleaner(
     forms: list[str], drop: tuple[str, ...], records_path: str
-) -> Callable[[Any], tuple[Any, set[str], bool]]:
+) -> Callable[[Any], tuple[Any, set[str], bool]] | None:
     """A function cleaning one row as `_cleaned` cleans the whole answer: the row, the entries
-    it dropped and whether it held the secret."""
+    it dropped and whether it held the secret. None when no row could need it."""
     # Keys are dropped everywhere; a dotted path through the rows from the first field of a row.
     # Lists on the way are passed through, as _drop_path does: the path names keys only.
     through_rows = [part for part in records_path.split(".") if part and not part.isdigit()]
@@ -419,6 +420,8 @@ def _row_cleaner(
         elif len(path) > len(through_rows) and path[: len(through_rows)] == through_rows:
             in_rows.append((entry, path[len(through_rows) :]))
     as_written = [json.dumps(form, ensure_ascii=False)[1:-1] for form in forms]
+    if not in_rows and not as_written:
+        return None
 
     def clean(row: Any) -> tuple[Any, set[str], bool]:
         dropped = {
