@@ -84,3 +84,14 @@ def test_a_chart_can_draw_other_rows_of_the_response():
     assert spec.to_dict()["rows"] == "summary.daily"
     with pytest.raises(ChartError, match=r"reads rows from 'summary\.daily', which is not in the data"):
         charts.rows_for(spec, {"summary": {}}, HOLDINGS)
+
+
+def test_a_line_has_one_point_a_date_the_sum_of_its_rows():
+    spec = ChartSpec(kind="line", x="date", y="value", title="Flows")
+    split = [{"date": f"2026-11-{day:02d}", "value": value} for day in range(1, 8) for value in (day, 10 * day)]
+    summed = [{"date": f"2026-11-{day:02d}", "value": 11 * day} for day in range(7, 0, -1)]
+
+    drawn = charts.draw(spec, split, period_label="November 2026").png
+
+    assert drawn == charts.draw(spec, summed, period_label="November 2026").png
+    assert drawn != charts.draw(spec, split[::2], period_label="November 2026").png

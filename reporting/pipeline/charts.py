@@ -136,7 +136,11 @@ def load_matplotlib() -> ModuleType:
 
 
 def _draw_line(axes, spec: ChartSpec, rows: Sequence[Any], named: dict[str, str]) -> None:
-    points = sorted((_as_date(spec.x, row), _as_number(spec.y, row)) for row in _with_fields(spec, rows))
+    # One point a date, the sum of its rows (as a bar sums its category's): held by date, not by row.
+    by_date: dict[date, float] = defaultdict(float)
+    for row in _with_fields(spec, rows):
+        by_date[_as_date(spec.x, row)] += _as_number(spec.y, row)
+    points = sorted(by_date.items())
     if not points:
         raise ChartError(f"The chart '{spec.title}' has no rows with both '{spec.x}' and '{spec.y}'.")
     xs, ys = zip(*points, strict=True)
