@@ -147,10 +147,23 @@ class _Text:
             if not self.more():
                 return ""
 
-    def peek_after(self, taken: int) -> str:
-        """Take `taken` characters, then `peek`."""
-        self.pos += taken
-        return self.peek()
+    def closes(self, closing: str) -> bool:
+        """After an item of a list or object: True at its closing bracket, False at a comma (either taken)."""
+        found = self.peek()
+        if found == closing:
+            self.pos += 1
+            return True
+        if found != ",":
+            raise self.invalid("Expecting ',' delimiter" if found else "Unexpected end of the answer")
+        self.pos += 1
+        return False
+
+    def empty(self, closing: str) -> bool:
+        """At the start of a list or object: whether it closes at once (its closing bracket then taken)."""
+        if self.peek() != closing:
+            return False
+        self.pos += 1
+        return True
 
     def take(self, expected: str) -> None:
         found = self.peek()
@@ -276,8 +289,7 @@ class RowStream(Sequence):
 
 def _items(text: _Text) -> Iterator[Any]:
     """The values of a list whose "[" was taken, up to and with its "]"."""
-    if text.peek() == "]":
-        text.pos += 1
+    if text.empty("]"):
         return
     decode, whitespace = _DECODER.raw_decode, _WHITESPACE.match
     while True:
@@ -296,13 +308,9 @@ def _items(text: _Text) -> Iterator[Any]:
             yield value
             return
         yield text.value(max_chars=MAX_ROW_CHARS)
-        found = text.peek()
-        if found == "]":
-            text.pos += 1
+        if text.closes("]"):
             return
-        if found != ",":
-            raise text.invalid("Expecting ',' delimiter" if found else "Unexpected end of the answer")
-        text.peek_after(1)
+        text.peek()  # past the whitespace, for the common case above
 
 
 # --- loading an answer: everything but the rows, and where they are ---------------------------
@@ -360,10 +368,8 @@ class _Loader:
     def _object(self, path: list[str], depth: int) -> dict[str, Any]:
         text = self.text
         result: dict[str, Any] = {}
-        if text.peek() == "}":
-            text.pos += 1
-            return result
-        while True:
+        closed = text.empty("}")
+        while not closed:
             if text.peek() != '"':
                 raise text.invalid("Expecting property name enclosed in double quotes")
             key = text.value()
@@ -371,33 +377,19 @@ class _Loader:
             # As json.loads, a key given twice keeps its last value.
             result[key] = self.along(path[1:], depth=depth + 1) if key == path[0] else self.held(depth + 1)
             self.values += 1
-            found = text.peek()
-            text.pos += 1
-            if found == "}":
-                return result
-            if found != ",":
-                text.pos -= 1
-                raise text.invalid("Expecting ',' delimiter")
+            closed = text.closes("}")
+        return result
 
     def _array(self, path: list[str], depth: int) -> list[Any]:
         text = self.text
         result: list[Any] = []
-        if text.peek() == "]":
-            text.pos += 1
-            return result
-        while True:
-            if len(result) == int(path[0]):
-                result.append(self.along(path[1:], depth=depth + 1))
-            else:
-                result.append(self.held(depth + 1))
+        closed = text.empty("]")
+        while not closed:
+            at_path = len(result) == int(path[0])
+            result.append(self.along(path[1:], depth=depth + 1) if at_path else self.held(depth + 1))
             self.values += 1
-            found = text.peek()
-            text.pos += 1
-            if found == "]":
-                return result
-            if found != ",":
-                text.pos -= 1
-                raise text.invalid("Expecting ',' delimiter")
+            closed = text.closes("]")
+        return result
 
     def rows(self, depth: int) -> RowStream:
         """Check and count the rows of the list at the text's position, find their columns; return them as a stream."""
