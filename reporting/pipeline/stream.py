@@ -291,13 +291,14 @@ def _items(text: _Text) -> Iterator[Any]:
     """The values of a list whose "[" was taken, up to and with its "]"."""
     if text.empty("]"):
         return
-    decode, whitespace = _DECODER.raw_decode, _WHITESPACE.match
+    # The decoder's own scanner (what raw_decode calls, less a Python frame a row).
+    scan, whitespace = _DECODER.scan_once, _WHITESPACE.match
     while True:
         # The common case, at C speed: a whole value, then its comma, in the buffer as it is.
         buffer, pos = text.buffer, text.pos
         try:
-            value, end = decode(buffer, pos)
-        except (json.JSONDecodeError, RecursionError, ValueError):
+            value, end = scan(buffer, pos)
+        except (StopIteration, json.JSONDecodeError, RecursionError, ValueError):
             end = len(buffer)  # cut short, or wrong: text.value() reads on, or says what is wrong
         if end < len(buffer) - 1 and buffer[end] == ",":
             text.pos = whitespace(buffer, end + 1).end()  # type: ignore[union-attr]
