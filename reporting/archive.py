@@ -184,20 +184,8 @@ def fail_queued_deliveries(deliveries: QuerySet, message: str) -> None:
 
 
 def snapshot_data(run: ReportRun) -> object | None:
-    """The archived data as parsed JSON, or None when nothing was fetched.
-
-    A large snapshot's rows are streamed from the archived file (fetch.parse_answer), which then
-    stays open for as long as the data is used.
-    """
+    """The archived data as parsed JSON, or None when nothing was fetched (a large answer's rows streamed)."""
     if not run.data_snapshot:
         return None
-    snapshot = run.data_snapshot.storage.open(str(run.data_snapshot.name), "rb")
-    records_path = run.report.records_path
-    try:
-        data = fetch.parse_answer(snapshot, records_path)
-    except BaseException:
-        snapshot.close()
-        raise
-    if fetch.streamed_rows(data, records_path) is None:
-        snapshot.close()
-    return data
+    with run.data_snapshot.storage.open(str(run.data_snapshot.name), "rb") as snapshot:
+        return fetch.parse_answer(snapshot, run.report.records_path)

@@ -88,7 +88,7 @@ def preview_draft(report: Report, *, period_day: date | None, whose: Recipient |
         fetch_for = values if whose and report.per_recipient_data == Report.PerRecipientData.FETCH else None
         request = stage_inputs.fetch_request_for(report, period, recipient=fetch_for)
         request_url = request.url
-        # A large answer's rows stream from `body` (fetch.parse_answer): it stays open until the email is made.
+        # A large answer's rows are streamed (fetch.parse_answer), as a run streams them.
         request = replace(request, records_path=report.records_path)
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as body:
             request_url, data = fetch.download(request, body)

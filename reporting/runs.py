@@ -440,9 +440,6 @@ def _fetch_stage(run: ReportRun) -> object:
         downloaded = fetch.download_for_archive(request, body)
         # Keep the bytes first: whatever happens next, what was fetched stays archived.
         run.data_snapshot.save("data.json", File(body), save=False)
-        # A large answer's rows stream from its file: from now on, from the archived copy.
-        if (streamed := fetch.streamed_rows(downloaded.data, report.records_path)) is not None:
-            streamed.file = run.data_snapshot.storage.open(str(run.data_snapshot.name), "rb")
     notes = run.notes
     for note in downloaded.notes:
         notes = noted(notes, note)

@@ -281,3 +281,19 @@ def test_the_rows_hash_is_the_same_streamed_and_as_one_list():
     assert conditions.rows_hash(streamed) == hashlib.sha256(whole.encode("utf-8", "surrogatepass")).hexdigest()
     assert conditions.rows_hash(rows) == conditions.rows_hash(streamed)
     assert conditions.rows_hash([]) == hashlib.sha256(b"[]").hexdigest()
+
+
+@pytest.mark.parametrize("batch", [1, 3, 1000])
+def test_rows_kept_in_batches_read_back_exactly_by_index_and_slice(monkeypatch, batch):
+    monkeypatch.setattr(stream, "BATCH", batch)
+    rows = [{"n": n, "lone": "\ud800", "big": 2**80, "f": 0.1 + n} for n in range(20)] + [None, True, "x", [1.5]]
+    text = json.dumps({"r": rows})  # the lone surrogate goes as the escape \ud800, as json.loads reads it
+
+    _data, kept = loaded(text, "r")
+
+    assert list(kept) == json.loads(text)["r"]
+    assert [kept[index] for index in range(-len(rows), len(rows))] == rows + rows
+    for start in range(0, 25, 4):
+        for stop in range(start, 26, 5):
+            assert kept[start:stop] == rows[start:stop]
+            assert kept[start:stop:3] == rows[start:stop:3]

@@ -687,12 +687,11 @@ def check_json_limits(text: str) -> None:
 
 
 def parse_answer(body: IO[bytes], records_path: str | None) -> Any:
-    """The answer in `body`, parsed: whole, or, when large, with its rows left in `body` to stream.
+    """The answer in `body`, parsed: whole, or, when large, with its rows streamed.
 
     An answer over REPORTING["STREAM_ABOVE_BYTES"] whose rows are at `records_path` gets a
-    RowStream there, which reads them from `body` as they are needed (reporting.pipeline.stream):
-    `body` must stay open while the data is used. Smaller answers, and answers not in UTF-8,
-    are parsed whole.
+    RowStream there, which keeps them on disk (reporting.pipeline.stream), never all in memory.
+    Smaller answers, and answers not in UTF-8, are parsed whole.
     """
     body.seek(0, io.SEEK_END)
     size = body.tell()
