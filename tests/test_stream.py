@@ -297,3 +297,25 @@ def test_rows_kept_in_batches_read_back_exactly_by_index_and_slice(monkeypatch, 
         for stop in range(start, 26, 5):
             assert kept[start:stop] == rows[start:stop]
             assert kept[start:stop:3] == rows[start:stop:3]
+
+
+@pytest.mark.parametrize(
+    ("late_row", "plain"),
+    [
+        ({"name": "Acme", "n": -5, "ok": True, "none": None}, True),
+        ({"name": '=HYPERLINK("http://x")', "n": 1}, False),
+        ({"name": "-1250.50", "n": 1}, False),
+        ({"name": "\tTab", "n": 1}, False),
+        ({"name": "@SUM(A1)", "n": 1}, False),
+        ({"name": {"nested": 1}, "n": 1}, False),
+        ({"=key": "x", "n": 1}, False),
+    ],
+)
+def test_the_csv_of_streamed_rows_converts_what_it_must_and_skips_the_check_when_nothing_needs_it(late_row, plain):
+    from reporting.pipeline import render
+
+    rows = [{"name": f"Position {n}", "n": n, "ok": False, "none": None} for n in range(3_000)] + [late_row]
+    _data, streamed = loaded(json.dumps({"r": rows}), "r")
+
+    assert streamed.plain is plain
+    assert render.rows_to_csv(streamed, render.columns_of(streamed)) == render.rows_to_csv(rows)

@@ -32,6 +32,9 @@ MAX_ROW_CHARS = 64 * 1024 * 1024
 _NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b'"[]{},')
 _REDUCED_STRING = re.compile(rb'"[^"]*"')
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+# A JSON string (a key too: erring on the safe side) that may start with a formula character:
+# one of them, or any escape (a tab, a return, or a \u escape of anything).
+_MAYBE_FORMULA = re.compile(r'"(?:[=+\-@]|\\)')
 _DECODER = json.JSONDecoder()
 # What more text can still turn into a value: a literal or number cut at the end of a chunk.
 _CUT_SHORT = 64
@@ -255,6 +258,10 @@ class RowStream(Sequence):
         self.length = count
         self.sorted_by: dict[Any, RowStream] = {}  # the rows in a layout's order, once sorted (layout.order)
         self.columns: list[str] | None = None  # the rows' columns, once found (render.columns_of)
+        # Every row an object of plain values, no text in it starting with a character that makes a
+        # spreadsheet read a formula ("=", "+", "-", "@", a tab or return), as far as its JSON text
+        # shows: then the CSV needs no cell converted (render.write_csv). False when not known.
+        self.plain = False
 
     def __len__(self) -> int:
         return self.length
@@ -432,12 +439,18 @@ class _Loader:
         text.pos += 1  # the "["
         unchecked = text.pos  # where the rows not yet checked start in the buffer
         containers = 0  # rows read since then that are objects or lists
+        objects = 0  # rows that are objects, of all
+        plain = True  # no text that may start with a formula character, no nested value: see RowStream.plain
 
         def check(span: str) -> None:
+            nonlocal plain
             # A span with one bracket per object or list row nests no deeper than the rows: most answers.
             # Any other (a nested value, a bracket inside a string) is counted properly.
             if span.count("{") + span.count("[") != containers:
+                plain = False
                 self._check(span, depth + 1, count=False)
+            elif plain and _MAYBE_FORMULA.search(span):
+                plain = False
 
         def check_before_drop(read: str) -> None:
             nonlocal unchecked, containers
@@ -451,13 +464,17 @@ class _Loader:
             for row in _items(text):
                 kept.add(row)
                 columns.add(row)
-                if isinstance(row, dict | list):
+                if isinstance(row, dict):
+                    containers += 1
+                    objects += 1
+                elif isinstance(row, list):
                     containers += 1
         finally:
             text.before_drop = None
         check(text.buffer[unchecked : text.pos])
         stream = kept.rows()
         stream.columns = columns.names()
+        stream.plain = plain and objects == stream.length
         return stream
 
     def _check(self, span: str, depth: int, *, count: bool) -> None:
