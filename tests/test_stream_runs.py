@@ -294,3 +294,13 @@ def test_a_streamed_runs_memory_does_not_grow_with_its_rows(httpserver, settings
 
     assert streamed_large < 1.25 * streamed_small  # four times the rows, about the same memory
     assert streamed_large < whole_large / 3  # the whole answer parsed, as before
+
+
+def test_a_value_read_through_the_streamed_rows_by_index_is_found(api, settings):
+    report = factories.report(
+        api, check_max_age_field="data.positions.3.as_of", check_max_age_hours=24 * 400, timezone="UTC"
+    )
+
+    run = run_with(settings, report, STREAMED)
+
+    assert run.status == ReportRun.Status.SENT, run.error

@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from reporting.pipeline.stream import RowStream
+
 
 @dataclass(frozen=True)
 class CheckSettings:
@@ -98,8 +100,8 @@ def value_at(data: Any, path: str) -> Any:
 def _field(node: Any, key: str) -> Any:
     if isinstance(node, dict):
         return node.get(key)
-    if isinstance(node, list) and key.isdigit() and int(key) < len(node):
-        return node[int(key)]
+    if isinstance(node, list | RowStream) and key.isdigit() and int(key) < len(node):
+        return node[int(key)]  # a large answer's rows too: "data.trades.0.as_of"
     return None
 
 
