@@ -46,7 +46,8 @@ from common import ROOT, ratio, table, write_result
 # Dropped and created by the benchmark; BENCH_THROUGHPUT_DATABASE names another.
 DATABASE = os.environ.get("BENCH_THROUGHPUT_DATABASE", "reporting_bench_throughput")
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
-BROKER_URL = "redis://127.0.0.1:6379/15"
+# BENCH_THROUGHPUT_BROKER names another Redis database (the queues' names are unique anyway).
+BROKER_URL = os.environ.get("BENCH_THROUGHPUT_BROKER", "redis://127.0.0.1:6379/15")
 EMAIL_WAIT_SECONDS = 900  # for the last email, the service's and the baseline's alike
 ROWS = 50
 SUBJECT = re.compile(rb"^Subject: (.*?)\r?$", re.MULTILINE)
