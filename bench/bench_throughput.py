@@ -413,7 +413,7 @@ def main() -> None:
 
 NOTES = """\
 **What the worker added** (issue 16): in a prefork pool process a run cost a third more CPU
-than in one plain process, all of it kernel time: ~6,500 page faults a run, against 4. CPython
+than in one plain process, most of it kernel time: ~6,500 page faults a run, against 4. CPython
 3.11 keeps Python frames in 16 KiB chunks and unmaps a chunk as soon as the frame that opened it
 returns (python/cpython#142183); a pool process runs a task ~35 frames deeper than a script
 does, which put a chunk's end inside the table's per-cell rendering: an mmap, a page fault and
