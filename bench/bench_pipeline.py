@@ -431,7 +431,9 @@ def service_breakdown(report_id: int, runs_count: int) -> Counter[str]:
     for owner, name, label in [
         (fetch, "fetch", "HTTP GET"),
         (fetch, "download", "HTTP GET"),
+        (fetch, "download_for_archive", "HTTP GET"),
         (fetch, "parse_json_file", "JSON parse"),
+        (fetch, "parse_answer", "JSON parse"),
         (fetch, "parse_json", "JSON parse"),
         (fetch, "select_rows", "rows, columns, context"),
         (render, "render", "rows, columns, context"),
