@@ -305,11 +305,12 @@ def _render_templates(baseline: Baseline, data, rows: list, columns: list[str]) 
     from django.utils import timezone
 
     from reporting.periods import period_containing
+    from reporting.pipeline import render
 
     shown = rows[:MAX_ROWS]
     context = {
         "report": baseline.report,
-        "period": period_containing("daily", DAY),
+        "period": render.period_values(period_containing("daily", DAY)),  # as the service gives templates
         "data": data,
         "rows": rows,
         "shown_rows": shown,
