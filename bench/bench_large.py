@@ -298,8 +298,11 @@ def body(found: Findings) -> str:
         [[label, result["status"], f"{result['seconds'] * 1000:.0f} ms", mb(result["peak"]), result["error"]]
          for label, result in found.refusals.items()],
     )  # fmt: skip
+    command = f"`.venv/bin/python bench/bench_large.py --rows {' '.join(map(str, found.rows))} --repeat {found.repeat}`"
     return "\n".join(
         [
+            f"Command: {command}. Subject, baselines and method: the docstring of bench/bench_large.py.",
+            "",
             f"**Time** (medians of {found.repeat} interleaved runs, each in a fresh process):",
             "",
             table(

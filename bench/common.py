@@ -119,11 +119,14 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 
 
 def write_result(name: str, title: str, body: str) -> Path:
-    """Print a benchmark's section and keep it for bench/RESULTS.md, with the commit it was measured on.
+    """Print a benchmark's section and keep it for bench/RESULTS.md, with its command and the commit it was measured on.
 
     A body that names its commits itself (a benchmark keeping figures from earlier runs) keeps its own line.
     """
     RESULTS_DIR.mkdir(exist_ok=True)
+    if "Command:" not in body:  # how to measure it again: this very command line
+        script = Path(sys.argv[0]).name
+        body = f"{body.strip()}\n\nCommand: `{' '.join(['.venv/bin/python', f'bench/{script}', *sys.argv[1:]])}`."
     if COMMIT_LINE not in body:
         body = f"{body.strip()}\n\n{COMMIT_LINE} `{COMMIT}`, {time.strftime('%Y-%m-%d %H:%M %Z')}, on {machine()}."
     text = f"## {title}\n\n{body.strip()}\n"
