@@ -104,6 +104,8 @@ def test_a_staff_user_defines_previews_runs_reads_and_resends_a_report(
     page.get_by_role("link", name="Run now…").click()
     page.click("input[type=submit][value='Run now']")
     page.get_by_role("link", name=re.compile(r"follow run #\d+")).click()
+    # On the run's page (not still the page before it, which has no progress panel either):
+    page.wait_for_url(re.compile(r"/admin/reporting/reportrun/\d+/change/"))
     # While the run works, its page shows a progress panel and reloads itself once the run has finished.
     page.wait_for_function(
         "() => !document.getElementById('run-progress')", timeout=30_000
