@@ -347,7 +347,7 @@ def download_for_archive(
     except FetchError as exc:
         exc.message, exc.detail = redact(exc.message, forms), redact(exc.detail, forms)
         raise
-    rows = streamed_rows(data, request.records_path)
+    rows = _streamed_rows(data, request.records_path)
     if rows is None:
         data, notes = _cleaned(data, forms, request.drop_fields)
         if notes:
@@ -359,7 +359,7 @@ def download_for_archive(
     return Downloaded(url=redact(url, forms), data=data, notes=tuple(notes))
 
 
-def streamed_rows(data: Any, records_path: str | None) -> stream.RowStream | None:
+def _streamed_rows(data: Any, records_path: str | None) -> stream.RowStream | None:
     """The RowStream at `records_path` in `data`, when its rows are streamed; None otherwise."""
     if records_path is None:
         return None
