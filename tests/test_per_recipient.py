@@ -744,3 +744,28 @@ def test_a_large_batch_of_parts_read_at_different_attempts_is_taken_in_one_state
     assert len([query for query in queries.captured_queries if query["sql"].startswith("UPDATE")]) == 1
     assert run.parts.filter(status=RunPart.Status.WORKING).count() == len(batch) - 1
     assert set(run.parts.filter(status=RunPart.Status.WORKING).values_list("pk", flat=True)) == taken
+
+
+def test_it_attaches_the_whole_csv_of_a_recipient_whose_file_is_over_a_megabyte(
+    httpserver, use_smtp, statement_template
+):
+    # A file over render.IN_MEMORY_BYTES stays in a temporary file (Attachment.spool), not in
+    # Attachment.content: the email sent straight after rendering read `content`, and was sent
+    # with an empty CSV.
+    many = [
+        {"client_id": "C001", "instrument": f"Bond {number:05d} " + "x" * 60, "market_value": number}
+        for number in range(15_000)
+    ]
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": many + ROWS[2:]})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+
+    run = run_everything(report)
+
+    assert run.status == Status.SENT, run.error
+    _filename, rows = csv_rows(received_by(use_smtp, "alice@example.com"))
+    assert len(rows) == 15_000
+    assert rows[-1]["instrument"].startswith("Bond 14999 ")
+    stored = run.parts.get(key="C001").attachments.get()
+    assert stored.size > 1024 * 1024 and not stored.linked
+    _filename, bob_rows = csv_rows(received_by(use_smtp, "bob@example.com"))
+    assert [row["instrument"] for row in bob_rows] == ["Initech"]

@@ -101,10 +101,10 @@ def build_message(
     html = email.html
     for attachment in email.attachments:
         if attachment.content_id:  # an image inside the HTML: a fresh Content-ID for each message
-            content_id = attach_inline_image(message, attachment.content, attachment.filename)
+            content_id = attach_inline_image(message, attachment.read(), attachment.filename)
             html = html.replace(f"cid:{attachment.content_id}", f"cid:{content_id}")
         else:
-            message.attach(attachment.filename, attachment.content, attachment.mimetype)
+            message.attach(attachment.filename, attachment.read(), attachment.mimetype)  # from its spool when large
     message.attach_alternative(html, "text/html")
     return message
 
