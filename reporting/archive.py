@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from django.core.exceptions import ValidationError
 from django.core.mail.backends.base import BaseEmailBackend
-from django.db.models import QuerySet
+from django.db.models import Case, F, Field, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from reporting.addresses import clean_addresses
@@ -15,6 +15,7 @@ from reporting.models import Delivery, ReportRun, RunPart
 from reporting.pipeline import deliver, fetch, render
 
 Status = ReportRun.Status
+SENDING = Delivery.Status.SENDING
 
 
 def send_deliveries(
@@ -23,15 +24,17 @@ def send_deliveries(
     *,
     after_each: Callable[[], None] | None = None,
     backend: BaseEmailBackend | None = None,
+    email: deliver.OutgoingEmail | None = None,
 ) -> None:
     """Send the archived email of `item` (a run, or one recipient's part) for each queued delivery.
 
     One connection for all: `backend` when the caller holds one open, else a new one.
     `after_each` is called after every message (the orchestrator renews its lease there).
+    `email`: the email as the caller has just archived it (else it is read from the archive).
     """
     if not deliveries:
         return
-    email = archived_email(item)
+    email = email or archived_email(item)
     if backend is not None:
         _send_each(email, deliveries, backend, after_each)
         return
@@ -45,34 +48,73 @@ def _send_each(
     backend: BaseEmailBackend,
     after_each: Callable[[], None] | None,
 ) -> None:
+    """Send each delivery this worker claims: claimed (queued → sending) before its message goes, recorded after.
+
+    What the server said of one message is recorded in the UPDATE that claims the next: N + 1
+    statements for N addresses, not 2N, and still never a message sent before its claim is committed.
+    """
+    sent: tuple[Delivery, dict[str, object]] | None = None  # sent, its outcome not written yet
     for delivery in deliveries:
-        # Claim the row: whoever turns it from queued to sending sends it.
-        if not Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.QUEUED).update(
-            status=Delivery.Status.SENDING
-        ):
-            continue
-        send_one(email, delivery, backend)
+        claimed = _claim(delivery, recording=sent)
+        sent = None
+        if not claimed:
+            continue  # another worker's, or no longer queued
+        sent = (delivery, _outcome(email, delivery, backend))
         if after_each is not None:
             after_each()
+    if sent is not None:
+        delivery, outcome = sent
+        _record_delivery(delivery, **outcome)
+
+
+def _claim(delivery: Delivery, *, recording: tuple[Delivery, dict[str, object]] | None) -> bool:
+    """Turn `delivery` from queued to sending (whoever does, sends it); with `recording`, write that too.
+
+    `recording` is (a delivery of the same run, sent, what to record of it). Both rows go with
+    their run, so the row count says whether the claim was won: 2 with it, 1 without.
+    """
+    if recording is None:
+        return bool(Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.QUEUED).update(status=SENDING))
+    done, fields = recording
+    for name, value in fields.items():
+        setattr(done, name, value)
+    fields = {**fields}
+    recorded_status = fields.pop("status")
+    changes = {
+        name: Case(When(pk=done.pk, then=Value(value, output_field=_field(name))), default=F(name))
+        for name, value in fields.items()
+    }
+    changes["status"] = Case(When(pk=done.pk, then=Value(recorded_status)), default=Value(SENDING))
+    both = Delivery.objects.filter(Q(pk=done.pk) | Q(pk=delivery.pk, status=Delivery.Status.QUEUED))
+    return both.update(**changes) == 2
+
+
+def _field(name: str) -> Field:
+    field = Delivery._meta.get_field(name)
+    assert isinstance(field, Field), name
+    return field
 
 
 def send_one(email: deliver.OutgoingEmail, delivery: Delivery, backend: BaseEmailBackend) -> None:
     """Send `email` for a delivery this worker holds ("sending"), and record what the server said."""
+    _record_delivery(delivery, **_outcome(email, delivery, backend))
+
+
+def _outcome(email: deliver.OutgoingEmail, delivery: Delivery, backend: BaseEmailBackend) -> dict[str, object]:
+    """Send `email` for `delivery`; what to record of it."""
     try:
         result = deliver.send(email, delivery.address, backend=backend)
     except deliver.DeliveryError as exc:
-        _record_delivery(delivery, status=Delivery.Status.FAILED, error=exc.message)
-    else:
-        _record_delivery(
-            delivery,
-            status=Delivery.Status.SENT,
-            message_id=result.message_id,
-            esp_status=result.esp_status,
-            sent_at=timezone.now(),
-        )
+        return {"status": Delivery.Status.FAILED, "error": exc.message}
+    return {
+        "status": Delivery.Status.SENT,
+        "message_id": result.message_id,
+        "esp_status": result.esp_status,
+        "sent_at": timezone.now(),
+    }
 
 
-def _record_delivery(delivery: Delivery, **fields) -> None:
+def _record_delivery(delivery: Delivery, **fields: object) -> None:
     for name, value in fields.items():
         setattr(delivery, name, value)
     Delivery.objects.filter(pk=delivery.pk).update(**fields)

@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from reporting import attachments, conf, destinations, logs, observability, parts, schedules
 from reporting.addresses import check_addresses, check_some_address_is_valid
-from reporting.archive import fail_queued_deliveries, send_deliveries, snapshot_data
+from reporting.archive import fail_queued_deliveries, send_deliveries, sender_of, snapshot_data
 from reporting.models import Delivery, Recipient, Report, ReportRun
 from reporting.periods import Period, period_for_slot
 from reporting.pipeline import checks, conditions, deliver, fetch, render
@@ -111,12 +111,14 @@ def start_scheduled_run(
 
 
 def open_scheduled_run(
-    *, report_id: int, started_at: datetime | None = None, trigger: str = Trigger.SCHEDULE
+    *, report_id: int, started_at: datetime | None = None, trigger: str = Trigger.SCHEDULE, savepoint: bool = True
 ) -> tuple[ReportRun | None, bool]:
     """Create the run for the schedule slot at or before `started_at`, once per period; (run, created).
 
     The run is the new one, or an existing one that has not finished; None when the report
     is disabled, unscheduled, fired on a day its schedule's rule skips, or its period's run has finished.
+    `savepoint=False`, inside the caller's transaction: two statements fewer, and a period that
+    has its run already raises IntegrityError, for the caller to look again outside that transaction.
     """
     report = Report.objects.select_related("periodic_task__crontab").get(pk=report_id)
     spec = schedules.spec_for(report)
@@ -136,8 +138,10 @@ def open_scheduled_run(
     period = period_for_slot(report.period_kind, slot, report_timezone(report))
     request = RunRequest(report_id=report.pk, period=period, trigger=trigger, scheduled_for=slot)
     try:
-        return create_run(request, report=report), True
+        return create_run(request, report=report, savepoint=savepoint), True
     except IntegrityError:
+        if not savepoint:
+            raise  # the caller's transaction cannot go on
         existing = ReportRun.objects.get(report=report, period_key=period.key, trigger__in=ReportRun.SCHEDULED_TRIGGERS)
         log.info("report %s period %s already has run %s (%s)", report_id, period.key, existing.pk, existing.status)
         # Not finished: a redelivered message after a crash, or a duplicate; the claim
@@ -149,18 +153,18 @@ def report_timezone(report: Report) -> ZoneInfo:
     return ZoneInfo(report.timezone)
 
 
-def create_run(request: RunRequest, *, report: Report | None = None) -> ReportRun:
+def create_run(request: RunRequest, *, report: Report | None = None, savepoint: bool = True) -> ReportRun:
     """Insert a queued run, with its deadline; IntegrityError when its scheduled period already has one.
 
     The run records the period, timezone and name as they are now, so that it reads and
     resends the same after the report is edited. `report` saves a query when the caller
-    has already loaded the request's report.
+    has already loaded the request's report. `savepoint=False`: no savepoint inside the caller's transaction.
     """
     report = report or Report.objects.get(pk=request.report_id)
     if report.is_per_recipient:
-        return _create_per_recipient_run(request, report)
+        return _create_per_recipient_run(request, report, savepoint=savepoint)
     recipients = request.recipients if request.recipients is not None else report.recipient_addresses()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=savepoint):
         return ReportRun.objects.create(**_run_fields(request, report), recipients=recipients)
 
 
@@ -185,7 +189,7 @@ def _run_fields(request: RunRequest, report: Report) -> dict:
     }
 
 
-def _create_per_recipient_run(request: RunRequest, report: Report) -> ReportRun:
+def _create_per_recipient_run(request: RunRequest, report: Report, *, savepoint: bool = True) -> ReportRun:
     """A run whose recipients each get their own report: the run, and one part per recipient, planned at once.
 
     `request.for_recipient_ids` limits it to those recipients; a test send makes their part
@@ -198,7 +202,7 @@ def _create_per_recipient_run(request: RunRequest, report: Report) -> ReportRun:
         address = request.recipients[0] if request.recipients else None
     addresses = [address] if address else [person.email for person in people]
     split_field = report.split_field.strip() if report.per_recipient_data == Report.PerRecipientData.SPLIT else ""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=savepoint):
         run = ReportRun.objects.create(
             **_run_fields(request, report), recipients=addresses, per_recipient=True, split_field=split_field
         )
@@ -268,9 +272,9 @@ def execute_run(*, run_id: int, final_attempt: bool | None = True) -> ReportRun:
 
 
 def _execute_run(*, run_id: int, final_attempt: bool | None) -> ReportRun:
-    if not _claim(run_id):
+    run = _claim(run_id)
+    if run is None:
         return ReportRun.objects.get(pk=run_id)
-    run = ReportRun.objects.select_related("report__data_source").get(pk=run_id)
     observability.run_started(run)
     if final_attempt is None:
         final_attempt = run.attempts > conf.REPORTING["FETCH_MAX_RETRIES"]
@@ -281,9 +285,12 @@ def _execute_run(*, run_id: int, final_attempt: bool | None) -> ReportRun:
         if run.per_recipient:
             _fan_out(run)
             return run
-        if run.rendered_at is None and not _fetch_check_render(run):
-            return run  # held by a data check: nothing rendered, nothing sent
-        _deliver_stage(run)
+        rendered = None
+        if run.rendered_at is None:
+            rendered = _fetch_check_render(run)
+            if rendered is None:
+                return run  # held by a data check, or skipped by its condition: nothing rendered, nothing sent
+        _deliver_stage(run, rendered)
     except fetch.FetchError as exc:
         if exc.permanent or final_attempt:
             _fail(run, exc.message, exc.detail)
@@ -321,12 +328,16 @@ def noted(notes: str, note: str) -> str:
     return notes if note in notes else f"{notes}\n{note}".strip()
 
 
-def _claim(run_id: int) -> bool:
-    """Take the run for this worker; False when it is finished, RunNotClaimed when held.
+def _claim(run_id: int) -> ReportRun | None:
+    """Take the run for this worker: the run, or None when it is finished; RunNotClaimed when held.
 
-    A run taken over from a worker that stopped (its lease ran out) says so in its notes.
+    A run waiting for its first or next attempt is taken in one UPDATE; a run taken over from a
+    worker that stopped (its lease ran out) says so in its notes.
     """
     now = timezone.now()
+    waiting = ReportRun.objects.filter(pk=run_id, status__in=(Status.QUEUED, Status.RETRYING), lease_expires_at=None)
+    if waiting.update(**_claimed_fields(now)):
+        return ReportRun.objects.select_related("report__data_source").get(pk=run_id)
     before = (
         ReportRun.objects.filter(pk=run_id)
         .values("status", "lease_expires_at", "attempts", "notes", "period_timezone")
@@ -337,25 +348,29 @@ def _claim(run_id: int) -> bool:
     claimable = Q(status__in=(Status.QUEUED, Status.RETRYING), lease_expires_at__isnull=True) | Q(
         status__in=ReportRun.WORKING, lease_expires_at__lt=now
     )
-    changes = {
-        "lease_expires_at": now + _lease(),
-        "deadline_at": now + _lease(),
-        "heartbeat_at": now,
-        "attempts": F("attempts") + 1,
-        "started_at": Coalesce("started_at", now),
-    }
+    changes = _claimed_fields(now)
     resumed = _resumed_note(before, now)
     if resumed:
         changes["notes"] = noted(before["notes"], resumed)
     if ReportRun.objects.filter(claimable, pk=run_id).update(**changes):
         if resumed:
             log.warning("run %s: %s", run_id, resumed)
-        return True
+        return ReportRun.objects.select_related("report__data_source").get(pk=run_id)
     run = ReportRun.objects.get(pk=run_id)
     if run.status in ReportRun.WORKING and run.lease_expires_at:
         raise RunNotClaimed(max(1.0, (run.lease_expires_at - now).total_seconds() + 1))
     log.info("run %s is %s; nothing to do", run_id, run.status)
-    return False
+    return None
+
+
+def _claimed_fields(now: datetime) -> dict[str, Any]:
+    return {
+        "lease_expires_at": now + _lease(),
+        "deadline_at": now + _lease(),
+        "heartbeat_at": now,
+        "attempts": F("attempts") + 1,
+        "started_at": Coalesce("started_at", now),
+    }
 
 
 _DOING = {
@@ -456,20 +471,28 @@ def _fetch_stage(run: ReportRun) -> object:
     except fetch.FetchError:
         _set(run, **fetched)  # the snapshot is kept, whatever is wrong with the rows
         raise
-    _set(run, row_count=len(rows), **fetched)
+    # Checked, then rendered, next: one UPDATE fewer than a status of its own.
+    _set(run, row_count=len(rows), status=Status.RENDERING, **fetched)
     return downloaded.data
 
 
-def _fetch_check_render(run: ReportRun) -> bool:
-    """Fetch the data (or read the archived snapshot), check it and render; False when a check holds the run.
+@dataclass(frozen=True)
+class _Rendered:
+    """The email just archived and, on a first attempt, its deliveries: sent without reading either back."""
+
+    email: deliver.OutgoingEmail
+    deliveries: list[Delivery] | None  # those queued to send; None: read them back (an earlier attempt's)
+
+
+def _fetch_check_render(run: ReportRun) -> _Rendered | None:
+    """Fetch the data (or read the archived snapshot), check it and render; None when the run ended here.
 
     The parsed data lives only in this call, so it is freed before sending.
     """
     data = snapshot_data(run) if run.data_snapshot else _fetch_stage(run)
     if not _fit_to_send(run, data):
-        return False
-    _render_stage(run, data)
-    return True
+        return None
+    return _render_stage(run, data)
 
 
 def _fit_to_send(run: ReportRun, data: object) -> bool:
@@ -542,7 +565,8 @@ def _fan_out(run: ReportRun) -> None:
         data = snapshot_data(run) if run.data_snapshot else _fetch_stage(run)
         if not _fit_to_send(run, data):  # held, or skipped with its recipients: judged on the whole answer
             return
-        _set(run, status=Status.RENDERING)
+        if run.status != Status.RENDERING:  # the fetch just set it
+            _set(run, status=Status.RENDERING)
         unmatched = parts.assign_rows(run, run.report, data)
         if unmatched:
             _set(run, notes=noted(run.notes, unmatched))
@@ -636,15 +660,16 @@ def _hold(run: ReportRun, failures: list[str]) -> None:
     _end(run, status=Status.HELD, error="\n".join(failures), error_detail="")
 
 
-def _render_stage(run: ReportRun, data: object | None) -> None:
-    _set(run, status=Status.RENDERING)
-    if data is None:
-        data = snapshot_data(run)
+def _render_stage(run: ReportRun, data: object) -> _Rendered:
+    if run.status != Status.RENDERING:  # the fetch sets it; not a run rendered from its archived data
+        _set(run, status=Status.RENDERING)
     request = render_request_for(run.report, run.period, data, test=run.trigger == Trigger.TEST)
     email = render.render(request)
     _check_fits("subject", email.subject, "rendered subject", "Shorten the subject template or the data it shows.")
     with transaction.atomic():
         email, linked = attachments.store(run, request, email, replace=not _first_attempt(run))
+        # Whom it goes to is recorded with it, in the same transaction.
+        queued = _record_deliveries(run) if _first_attempt(run) else None
         notes = noted(run.notes, linked) if linked else run.notes
         _set(
             run,
@@ -655,32 +680,60 @@ def _render_stage(run: ReportRun, data: object | None) -> None:
             notes=notes,
             status=Status.SENDING,  # what comes next; one UPDATE fewer
         )
+    outgoing = deliver.OutgoingEmail(
+        subject=email.subject, html=email.html, text=email.text, attachments=email.attachments, **sender_of(run)
+    )
+    return _Rendered(outgoing, queued)
 
 
-def _deliver_stage(run: ReportRun) -> None:
+def _record_deliveries(run: ReportRun) -> list[Delivery] | None:
+    """A first attempt's original delivery for each address (an invalid one failed, with why); those queued.
+
+    Each address once, whatever its case. None when the database does not return the new rows' ids.
+    """
+    created = Delivery.objects.bulk_create(_original_deliveries(run))
+    if any(delivery.pk is None for delivery in created):
+        return None
+    return [delivery for delivery in created if delivery.status == Delivery.Status.QUEUED]
+
+
+def _original_deliveries(run: ReportRun) -> list[Delivery]:
+    addresses = check_addresses(run.recipients)
+    return [Delivery(run=run, address=address, kind=Delivery.Kind.ORIGINAL) for address in addresses.valid] + [
+        Delivery(run=run, address=address[:254], kind=Delivery.Kind.ORIGINAL, status=Delivery.Status.FAILED, error=why)
+        for address, why in addresses.invalid.items()
+    ]
+
+
+def _deliver_stage(run: ReportRun, rendered: _Rendered | None) -> None:
+    """Send the email to each address not sent it yet, then to the destinations; the run ends.
+
+    `rendered`: the email this attempt archived (None: an earlier attempt's, read back from the archive).
+    """
+    queued = rendered.deliveries if rendered is not None else None
+    if queued is None:
+        queued = _deliveries_to_resume(run)
+    email = rendered.email if rendered is not None else None
+    send_deliveries(run, queued, email=email, after_each=lambda: _renew_lease(run))
+    # Then Slack, Teams and webhooks, by the same rules (reporting.destinations).
+    destinations.deliver_to_destinations(run, keep_alive=lambda: _set(run), first_attempt=_first_attempt(run))
+    _finish(run)
+
+
+def _deliveries_to_resume(run: ReportRun) -> list[Delivery]:
+    """The deliveries still to send after an earlier attempt (or when the first's were not returned).
+
+    Every address is checked before the first send: an invalid one is recorded as failed, with the
+    reason, and the others are sent. A delivery still "sending" is not sent again.
+    """
     if run.status != Status.SENDING:  # resumed: rendered by an earlier attempt
         _set(run, status=Status.SENDING)
-    # Every address is checked before the first send: an invalid one is recorded as failed,
-    # with the reason, and the others are sent (each address once, whatever its case).
-    addresses = check_addresses(run.recipients)
-    Delivery.objects.bulk_create(
-        [Delivery(run=run, address=address, kind=Delivery.Kind.ORIGINAL) for address in addresses.valid]
-        + [
-            Delivery(
-                run=run, address=address[:254], kind=Delivery.Kind.ORIGINAL, status=Delivery.Status.FAILED, error=why
-            )
-            for address, why in addresses.invalid.items()
-        ],
-        ignore_conflicts=True,
-    )
+    Delivery.objects.bulk_create(_original_deliveries(run), ignore_conflicts=True)
     originals = run.deliveries.filter(kind=Delivery.Kind.ORIGINAL)
     if not _first_attempt(run):
         # Still "sending" from an attempt whose worker died: the server may have taken it.
         originals.filter(status=Delivery.Status.SENDING).update(status=Delivery.Status.FAILED, error=INTERRUPTED)
-    send_deliveries(run, list(originals.filter(status=Delivery.Status.QUEUED)), after_each=lambda: _renew_lease(run))
-    # Then Slack, Teams and webhooks, by the same rules (reporting.destinations).
-    destinations.deliver_to_destinations(run, keep_alive=lambda: _set(run), first_attempt=_first_attempt(run))
-    _finish(run)
+    return list(originals.filter(status=Delivery.Status.QUEUED))
 
 
 def _first_attempt(run: ReportRun) -> bool:

@@ -386,3 +386,93 @@ def test_a_reports_recipients_are_its_own_and_its_lists_active_members_each_once
     [query] = queries.captured_queries
     # Matched by id in each link table, not by one join both ways (which read every recipient for each run).
     assert "LEFT OUTER JOIN" not in query["sql"]
+
+
+def test_each_message_is_recorded_in_the_update_that_claims_the_next(source, use_smtp):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    addresses = [f"r{number}@example.com" for number in range(5)]
+    report = factories.report(source, addresses=addresses)
+    run = manual_run(report)
+
+    with CaptureQueriesContext(connection) as queries:
+        runs.execute_run(run_id=run.pk)
+
+    statements = [query["sql"] for query in queries.captured_queries]
+    updates = [sql for sql in statements if sql.startswith('UPDATE "reporting_delivery"')]
+    assert len(updates) == len(addresses) + 1  # not two per address
+    deliveries = {d.address: d for d in run.deliveries.all()}
+    received = {use_smtp.recipients_of(message)[0]: message for message in use_smtp.messages}
+    assert sorted(received) == addresses
+    for address, delivery in deliveries.items():
+        assert delivery.status == Delivery.Status.SENT
+        assert delivery.message_id == received[address]["Message-ID"]
+        assert delivery.sent_at is not None
+    # Nothing read back before sending: neither the deliveries just recorded nor the email just archived.
+    assert not [sql for sql in statements if sql.startswith('SELECT "reporting_runattachment"')]
+    assert len(statements) <= 24, "\n".join(sql[:80] for sql in statements)
+
+
+def test_a_delivery_another_worker_claims_meanwhile_is_left_to_it_and_the_sent_one_recorded(
+    source, use_smtp, monkeypatch
+):
+    from reporting.pipeline import deliver
+
+    report = factories.report(source, addresses=["ann@example.com", "bob@example.com", "cy@example.com"])
+    run = manual_run(report)
+    real_send = deliver.send
+
+    def send_while_another_worker_takes_bob(email, address, *, backend):
+        if address == "ann@example.com":
+            Delivery.objects.filter(address="bob@example.com").update(status=Delivery.Status.SENDING)
+        return real_send(email, address, backend=backend)
+
+    monkeypatch.setattr(deliver, "send", send_while_another_worker_takes_bob)
+
+    runs.execute_run(run_id=run.pk)
+
+    assert sorted(use_smtp.recipients_of(message)[0] for message in use_smtp.messages) == [
+        "ann@example.com",
+        "cy@example.com",
+    ]
+    ann, bob, cy = (run.deliveries.get(address=a) for a in ("ann@example.com", "bob@example.com", "cy@example.com"))
+    assert ann.status == cy.status == Delivery.Status.SENT and ann.message_id and cy.message_id
+    assert bob.status == Delivery.Status.SENDING and not bob.message_id  # the other worker's to send and record
+
+
+def test_a_run_rendered_before_its_mail_server_was_reachable_sends_each_address_once(report, settings, use_smtp):
+    reachable = settings.EMAIL_PORT
+    settings.EMAIL_PORT = _unused_port()
+    run = manual_run(report)
+
+    with pytest.raises(runs.RunRetryLater):
+        runs.execute_run(run_id=run.pk, final_attempt=False)
+
+    run.refresh_from_db()
+    assert run.rendered_at is not None and run.status == ReportRun.Status.RETRYING
+    # Recorded with the email, queued: nobody was sent anything yet.
+    assert sorted(run.deliveries.values_list("address", "status")) == [
+        ("ann@example.com", Delivery.Status.QUEUED),
+        ("bob@example.com", Delivery.Status.QUEUED),
+    ]
+    settings.EMAIL_PORT = reachable
+
+    runs.execute_run(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == ReportRun.Status.SENT
+    assert sorted(use_smtp.recipients_of(message)[0] for message in use_smtp.messages) == [
+        "ann@example.com",
+        "bob@example.com",
+    ]
+    assert run.deliveries.count() == 2
+    assert run.attachments.count() == 1
+
+
+def _unused_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

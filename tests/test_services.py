@@ -127,3 +127,27 @@ def test_a_slot_beat_fires_late_is_not_mistaken_for_the_next_one(report):
     run = ReportRun.objects.get()
     assert run.scheduled_for == at(2026, 11, 21, 8, 0)
     assert run.period_label == "21 November 2026, 08:00 GMT"
+
+
+def test_a_slot_fired_twice_is_run_sent_and_audited_once(daily_at_7):
+    # The second message finds the period's run made: its INSERT fails inside the transaction
+    # that would audit it, and the run is looked up again outside it.
+    with time_machine.travel(at(2026, 11, 21, 7, 0, 2), tick=False):
+        tasks.run_scheduled_report(report_id=daily_at_7.pk)
+        tasks.run_scheduled_report(report_id=daily_at_7.pk)
+
+    run = ReportRun.objects.get()
+    assert run.status == ReportRun.Status.SENT
+    assert sorted(to for message in mail.outbox for to in message.to) == ["ann@example.com", "bob@example.com"]
+    assert AuditEvent.objects.filter(action=Action.SCHEDULED).count() == 1
+
+
+def test_a_slot_fired_again_while_its_run_waits_for_a_worker_works_on_that_run(daily_at_7):
+    with time_machine.travel(at(2026, 11, 21, 7, 0, 1), tick=False):
+        waiting = runs.start_scheduled_run(report_id=daily_at_7.pk)
+    with time_machine.travel(at(2026, 11, 21, 7, 0, 30), tick=False):
+        tasks.run_scheduled_report(report_id=daily_at_7.pk)
+
+    assert list(ReportRun.objects.values_list("pk", "status")) == [(waiting.pk, ReportRun.Status.SENT)]
+    assert len(mail.outbox) == 2
+    assert AuditEvent.objects.filter(action=Action.SCHEDULED).count() == 0  # made outside the service, by the test

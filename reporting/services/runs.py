@@ -8,7 +8,7 @@ from datetime import date, datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from reporting import audit, conf, logs, parts, runs
@@ -246,13 +246,23 @@ def send_part_anyway(*, part_id: int, actor: User) -> bool:
 
 def run_scheduled(*, report_id: int, fired_at: datetime | None) -> None:
     """The run of the slot beat fired at `fired_at` (default: now): created once per period, then worked on."""
-    with logs.log_context(report_id=report_id), transaction.atomic():
-        run, created = runs.open_scheduled_run(report_id=report_id, started_at=fired_at)
-        if created and run is not None:
-            summary = f"Beat started scheduled run #{run.pk} ({run.period_label})."
-            audit.record(actor=None, action=Action.SCHEDULED, summary=summary, run=run)
+    with logs.log_context(report_id=report_id):
+        run = _open_scheduled_run(report_id, fired_at)
     if run is not None:
         work_on_run(run_id=run.pk)
+
+
+def _open_scheduled_run(report_id: int, fired_at: datetime | None) -> ReportRun | None:
+    """The slot's run: made now and audited in the same transaction, or the one made before (still open)."""
+    try:
+        with transaction.atomic():
+            run, created = runs.open_scheduled_run(report_id=report_id, started_at=fired_at, savepoint=False)
+            if created and run is not None:
+                summary = f"Beat started scheduled run #{run.pk} ({run.period_label})."
+                audit.record(actor=None, action=Action.SCHEDULED, summary=summary, run=run)
+            return run
+    except IntegrityError:  # the period has its run already (beat fired twice, or the message came again)
+        return runs.open_scheduled_run(report_id=report_id, started_at=fired_at)[0]
 
 
 def run_scheduled_batch(*, report_ids: list[int], fired_at: datetime) -> None:
