@@ -101,14 +101,22 @@ def _write_rows(batch: list[tuple[Any, int, int]]) -> None:
 
 
 def assign_rows(run: ReportRun, report: Report, data: Any) -> str:
-    """Give each waiting part of a split run its own rows; a note on the rows that matched nobody ('' if none)."""
+    """Give each waiting part of a split run its own rows; a note on the rows that matched nobody ('' if none).
+
+    The parts are taken in the order of their keys, as the rows come sorted by them: one key's
+    rows are held at a time, not every recipient's.
+    """
     rows = fetch.select_rows(data, report.records_path)
-    waiting = run.parts.filter(status=Status.PENDING, data__isnull=True).exclude(key="")
-    keys = set(waiting.values_list("key", flat=True))
-    divided = split.split_rows(rows, run.split_field, keys)
+    pending = run.parts.filter(status=Status.PENDING, data__isnull=True).exclude(key="")
+    waiting: list[tuple[str, int]] = sorted(pending.values_list("key", "pk"))
+    divided = split.KeyOrder(rows, run.split_field, {key for key, _pk in waiting})
+    groups = iter(divided)
+    group = next(groups, None)
     batch: list[tuple[Any, int, int]] = []
-    for pk, key in waiting.values_list("pk", "key").iterator(chunk_size=_ASSIGN_BATCH):
-        mine = divided.rows_by_key.get(key, [])
+    for key, pk in waiting:
+        while group is not None and group[0] < key:  # the rows of the keys before this one
+            group = next(groups, None)
+        mine = group[1] if group is not None and group[0] == key else []
         data = _DATA.get_db_prep_save(split.data_with_rows(report.records_path, mine), connection)
         batch.append((data, len(mine), pk))
         if len(batch) == _ASSIGN_BATCH:

@@ -769,3 +769,37 @@ def test_it_attaches_the_whole_csv_of_a_recipient_whose_file_is_over_a_megabyte(
     assert stored.size > 1024 * 1024 and not stored.linked
     _filename, bob_rows = csv_rows(received_by(use_smtp, "bob@example.com"))
     assert [row["instrument"] for row in bob_rows] == ["Initech"]
+
+
+def test_the_rows_sorted_by_key_on_disk_go_to_the_same_recipients_as_the_rows_grouped_in_memory():
+    from reporting.pipeline import split
+
+    keys = {"C001", "c001", " C001", "C001 ", "7", "007", "C002", "nobody's rows"}
+    rows = [dict(row, n=index) for index, row in enumerate(HOSTILE_ROWS) if isinstance(row, dict)]
+    rows = rows * 3 + [{"client_id": "C002", "n": number} for number in range(50)] + ["a bare string row"]
+
+    divided = split.KeyOrder(rows, "client_id", keys)
+    grouped = dict(divided)
+
+    whole = split.split_rows(rows, "client_id", keys)
+    assert grouped == {key: mine for key, mine in whole.rows_by_key.items() if mine}
+    assert list(grouped) == sorted(grouped)  # key after key, as assign_rows takes the parts
+    assert divided.unmatched == whole.unmatched == 3 * 6 + 1
+    assert [row["n"] for row in grouped["C001"]] == [0, 0, 0]
+    assert [row["n"] for row in grouped["C002"]] == list(range(50))  # each key's rows in their order
+
+
+def test_two_recipients_with_the_same_key_both_get_its_rows_and_nobody_elses(httpserver, use_smtp, statement_template):
+    httpserver.expect_request("/api/positions").respond_with_json({"positions": ROWS})
+    report = split_report(factories.data_source(httpserver.url_for("/api/")), statement_template)
+    twin = Recipient.objects.create(email="twin@example.com", name="Twin", attributes={"client_id": "C002"})
+    report.recipient_lists.get().recipients.add(twin)
+
+    run = run_everything(report)
+
+    assert run.status == Status.SENT, run.error
+    for address in ("bob@example.com", "twin@example.com"):
+        _filename, rows = csv_rows(received_by(use_smtp, address))
+        assert [row["instrument"] for row in rows] == ["Initech"]
+    _filename, alice_rows = csv_rows(received_by(use_smtp, "alice@example.com"))
+    assert [row["instrument"] for row in alice_rows] == ["Acme Corp", "Globex"]

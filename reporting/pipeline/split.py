@@ -10,11 +10,15 @@ matches nobody. A row that matches nobody is sent to nobody and counted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from numbers import Number
+from operator import itemgetter
 from typing import Any
 from urllib.parse import quote
+
+from reporting.pipeline import stream
 
 _MISSING = object()
 
@@ -56,6 +60,31 @@ def split_rows(rows: Sequence[Any], field: str, keys: set[str]) -> Split:
         else:
             mine.append(row)
     return Split(rows_by_key=rows_by_key, unmatched=unmatched)
+
+
+class KeyOrder:
+    """The rows of each key asked for, key after key in sorted order: for dividing a whole answer among many.
+
+    The matched rows are sorted by key on disk (stream.sorted_rows, stable: each key's rows stay
+    in their order), so at most a sort run's rows and one key's rows are held, however large the
+    answer. Iterating gives (key, rows) for the keys that have rows; `unmatched` counts the rest.
+    """
+
+    def __init__(self, rows: Iterable[Any], field: str, keys: set[str]):
+        self.unmatched = 0
+        self._sorted = stream.sorted_rows(self._matched(rows, field, keys), key=itemgetter(0))
+
+    def _matched(self, rows: Iterable[Any], field: str, keys: set[str]) -> Iterator[tuple[str, Any]]:
+        for row in rows:
+            key = match_key(value_at(row, field))
+            if key is None or key not in keys:
+                self.unmatched += 1
+            else:
+                yield key, row
+
+    def __iter__(self) -> Iterator[tuple[str, list[Any]]]:
+        for key, pairs in itertools.groupby(self._sorted, key=itemgetter(0)):
+            yield key, [row for _key, row in pairs]
 
 
 def data_with_rows(records_path: str, rows: Sequence[Any]) -> Any:
