@@ -1,13 +1,13 @@
 """Throughput: 1,000 reports due at the same minute, 5 recipients each, on PostgreSQL + Redis.
 
-Subject: one real `celery worker` (prefork, one process per core) running the real
+Subject: one real `celery worker` (prefork, N processes; by default one per core) running the real
 service — the 1,000 reports published as beat publishes a burst of them (reporting.beat:
 `run_scheduled_reports` messages of `batch_size(1000)` = 5 reports each, 200 messages),
 each report creating its run, fetching from a loopback HTTP server, rendering, sending 5
 emails through a loopback SMTP server, and archiving.
 
 Baseline: the same fetch → render → CSV → send work for the same 1,000 reports in a
-plain `multiprocessing.Pool` of the same size, with no database or bookkeeping, fed
+plain `multiprocessing.Pool` of the same N, with no database or bookkeeping, fed
 through the same broker the same way: the same 200 messages of 5 reports, one Redis
 LPUSH each, which the pool's processes take one at a time (BRPOP), as the worker's
 processes take theirs (prefetch 1).
@@ -16,7 +16,10 @@ Measured from the first message published to the last email accepted by the SMTP
 server; both sides wait up to EMAIL_WAIT_SECONDS for their emails. Also checked: no
 address got a report twice or not at all.
 
-    .venv/bin/python bench/bench_throughput.py [--reports 1000] [--recipients 5]
+    .venv/bin/python bench/bench_throughput.py [--reports 1000] [--recipients 5] [--processes 2 4]
+
+`--processes` measures both sides at each pool size given, one pair after the other (the
+README's worker runs 4 processes by default; a plain pool of CPU-bound work, one per core).
 """
 
 from __future__ import annotations
@@ -166,7 +169,7 @@ def seed(reports: int, recipients: int, data_url: str) -> list[int]:
     return [report.pk for report in created]
 
 
-def run_subject(report_ids: list[int], sink: SmtpSink, smtp_port: int, expected: int) -> float:
+def run_subject(report_ids: list[int], sink: SmtpSink, smtp_port: int, expected: int, processes: int) -> float:
     queue = f"bench-{uuid.uuid4().hex[:10]}"
     env = {
         **os.environ,
@@ -183,7 +186,7 @@ def run_subject(report_ids: list[int], sink: SmtpSink, smtp_port: int, expected:
         "SECURE_SSL_REDIRECT": "false",
     }
     worker = subprocess.Popen(
-        [str(Path(sys.executable).parent / "celery"), "-A", "project", "worker", "--concurrency", str(os.cpu_count()),
+        [str(Path(sys.executable).parent / "celery"), "-A", "project", "worker", "--concurrency", str(processes),
          "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -301,7 +304,7 @@ def baseline_consumer(queue: str) -> int:
         done += 1
 
 
-def run_baseline(reports: int, recipients: int, data_url: str, sink: SmtpSink, smtp_port: int) -> float:
+def run_baseline(reports: int, recipients: int, data_url: str, sink: SmtpSink, smtp_port: int, processes: int) -> float:
     """The same jobs through the same broker in the same messages as the service's (as_beat_batches)."""
     import redis
     from django.db import connections
@@ -314,7 +317,6 @@ def run_baseline(reports: int, recipients: int, data_url: str, sink: SmtpSink, s
     queue = f"bench-baseline-{uuid.uuid4().hex[:10]}"
     client = redis.Redis.from_url(BROKER_URL)
     connections.close_all()  # not shared with the pool's forked processes
-    processes = os.cpu_count() or 1
     with Pool(processes, initializer=_init_baseline) as pool:
         pool.map(_noop, range(processes * 2))  # start the processes before the clock
         consuming = pool.map_async(baseline_consumer, [queue] * processes, chunksize=1)
@@ -358,6 +360,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reports", type=int, default=1000)
     parser.add_argument("--recipients", type=int, default=5)
+    parser.add_argument(
+        "--processes", type=int, nargs="+", default=[os.cpu_count() or 1], help="pool sizes, each for both sides"
+    )
     args = parser.parse_args()
     reports, recipients = args.reports, args.recipients
 
@@ -368,47 +373,48 @@ def main() -> None:
     smtp_port = free_port()
     smtp = Controller(sink, hostname="127.0.0.1", port=smtp_port)
     smtp.start()
+    measured = []  # (processes, baseline seconds, its duplicates and missing, service seconds, its …)
     try:
-        report_ids = prepare_database(reports, recipients, data_url)  # first: Django, for reporting.beat's batches
-        baseline = run_baseline(reports, recipients, data_url, sink, smtp_port)
-        base_dup, base_missing = exactly_once(sink, reports, recipients)
-        subject = run_subject(report_ids, sink, smtp_port, reports * recipients)
-        dup, missing = exactly_once(sink, reports, recipients)
+        for processes in args.processes:
+            report_ids = prepare_database(reports, recipients, data_url)  # first: Django, for reporting.beat's batches
+            baseline = run_baseline(reports, recipients, data_url, sink, smtp_port, processes)
+            base_checks = exactly_once(sink, reports, recipients)
+            subject = run_subject(report_ids, sink, smtp_port, reports * recipients, processes)
+            measured.append((processes, baseline, base_checks, subject, exactly_once(sink, reports, recipients)))
+            print(f"{processes} processes: baseline {baseline:.1f} s, service {subject:.1f} s", flush=True)
     finally:
         smtp.stop()
         data_server.shutdown()
+    write_result("throughput", f"Throughput: {reports:,} reports due at once", report(measured, reports, recipients))
 
+
+def report(measured: list, reports: int, recipients: int) -> str:
     emails = reports * recipients
 
-    def figures(name: str, elapsed: float, versus: str, duplicates: int, missing: int) -> list[object]:
-        return [
-            name,
-            f"{elapsed:.1f} s",
-            f"{reports / elapsed:.1f}",
-            f"{emails / elapsed:.1f}",
-            versus,
-            duplicates,
-            missing,
-        ]
+    def figures(name: str, elapsed: float, versus: str, checks: tuple[int, int]) -> list[object]:
+        return [name, f"{elapsed:.1f} s", f"{reports / elapsed:.1f}", f"{emails / elapsed:.1f}", versus, *checks]
 
-    rows = [
-        figures("baseline: process pool", baseline, "", base_dup, base_missing),
-        figures("service: celery worker", subject, ratio(baseline, subject), dup, missing),
-    ]
+    rows = []
+    for processes, baseline, base_checks, subject, checks in measured:
+        rows.append(figures(f"baseline: process pool of {processes}", baseline, "", base_checks))
+        rows.append(figures(f"service: celery worker of {processes}", subject, ratio(baseline, subject), checks))
     body = table(["", "elapsed", "runs/s", "emails/s", "throughput vs baseline", "duplicates", "missing"], rows)
-    met = "met" if baseline / subject >= TARGET and dup == 0 and missing == 0 else "MISSED"
+    batches = as_beat_batches(list(range(reports)))
     body += (
         f"\n\n{reports} reports due at the same minute, {recipients} recipients each, {ROWS} rows per report; "
-        f"one worker with {os.cpu_count()} processes against a pool of {os.cpu_count()}; PostgreSQL and Redis; "
-        f"a loopback HTTP data source and a loopback SMTP server (aiosmtpd) shared by both; "
-        f"both fed the same {len(as_beat_batches(report_ids))} broker messages of up to "
-        f"{len(as_beat_batches(report_ids)[0])} reports each (as beat sends such a burst), through Redis, "
-        f"and both given {EMAIL_WAIT_SECONDS} s for their emails. "
-        f"Target (issue 16): at least {TARGET:g}× the baseline's throughput, "
-        f"with no duplicate or missing email — **{met}**."
-        f"\n\n{NOTES}"
+        f"a worker of N prefork processes against a pool of N, for each N above, on {os.cpu_count()} cores; "
+        f"PostgreSQL and Redis; a loopback HTTP data source and a loopback SMTP server (aiosmtpd) shared by both; "
+        f"both fed the same {len(batches)} broker messages of up to {len(batches[0])} reports each "
+        f"(as beat sends such a burst), through Redis, and both given {EMAIL_WAIT_SECONDS} s for their emails."
     )
-    write_result("throughput", f"Throughput: {reports:,} reports due at once", body)
+    for processes, baseline, (base_dup, base_missing), subject, (dup, missing) in measured:
+        clean = dup == missing == base_dup == base_missing == 0
+        met = "met" if baseline / subject >= TARGET and clean else "MISSED"
+        body += (
+            f"\n- {processes} processes each: {ratio(baseline, subject)} the baseline's throughput "
+            f"(target, issue 16: at least {TARGET:g}×, with no duplicate or missing email: **{met}**)"
+        )
+    return body + f"\n\n{NOTES}"
 
 
 NOTES = """\
