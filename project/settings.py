@@ -194,6 +194,13 @@ if os.environ.get("DATABASE_URL"):
         )
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django understands: {exc}") from exc
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Parameters sent apart from the statement, so that psycopg prepares a statement a connection
+        # runs again and again (a run's bookkeeping): PostgreSQL parses and plans it once. Off behind
+        # a pooler that does not keep prepared statements (PgBouncer in transaction mode before 1.21).
+        DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env_bool(
+            "DATABASE_SERVER_SIDE_BINDING", True
+        )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- i18n / time ----------------------------------------------------------------------

@@ -56,6 +56,18 @@ def test_it_explains_a_database_url_it_cannot_read(tmp_path):
     assert "DATABASE_URL is not a database URL Django understands" in result.stderr
 
 
+@pytest.mark.parametrize(("setting", "expected"), [(None, "True"), ("false", "False")])
+def test_postgresql_binds_parameters_on_the_server_unless_told_not_to(tmp_path, setting, expected):
+    # So that psycopg prepares the statements a worker repeats for every run; off behind a pooler.
+    env = {"DATABASE_SERVER_SIDE_BINDING": setting} if setting else {}
+    shown = "from django.db import connection; print(connection.features.uses_server_side_binding)"
+    database = "postgres://reports@db.invalid:5432/reports"
+    result = manage("shell", "-c", shown, DATABASE_URL=database, REPORTING_VAR_DIR=str(tmp_path), **env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == expected
+
+
 @pytest.mark.parametrize(
     ("reader", "raw", "words"),
     [
