@@ -730,9 +730,15 @@ executing the archive's six statements per recipient, the worker's main process 
 batches) and, in split mode, the split phase (one process fetches, splits and writes every
 recipient's rows while the other waits: 1.8 s profiled for 10,000 recipients).
 
-**Memory.** Fetch mode is flat. In split mode the one process that splits holds the whole
-answer once, so its peak grows with the answer (about 80 MiB for 100,000 rows), not with the
-recipients as such; the other process and the main one stay flat.
+**Memory.** Fetch mode is flat. In split mode, an answer over 8 MB (10,000 recipients' is
+about 15 MB) is streamed from disk (issue 16), and since 8b1f267 the process that splits it no
+longer groups every recipient's rows in memory: the rows are sorted by key on disk (runs of
+20,000) and each recipient's are written as their key comes, so it holds one sort run and one
+key's rows however many recipients there are. Until then it held the whole answer once (about
+100 MiB more at 10,000 recipients than at 1,000).
+
+**Statements.** Parameters are bound on the server (`DATABASE_SERVER_SIDE_BINDING`, on by
+default since fd12be4), so psycopg prepares the part's statements once per worker connection.
 
 **Killed worker.** Redis gives a dead worker's unacknowledged messages back after the visibility
 timeout (30 s here, 7,200 s by default: in production the deadline sweep publishes the run again

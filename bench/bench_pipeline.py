@@ -617,9 +617,10 @@ and parsed from text decoded from it (see the large-reports section for memory).
 
 **What the extra time is.** Now the service does the baseline's work plus its
 bookkeeping: about 20 SQL statements per run (claim, status changes that renew the
-lease, the attachment row, the delivery row and its claim, the finish), writing the JSON
-snapshot and the CSV to the archive and reading the CSV back to send it (a resend sends
-exactly what was archived), rendering the path and query parameters as templates, and
+lease, the attachment row, the delivery row and its claim, the finish; prepared once per
+connection on PostgreSQL since fd12be4), writing the JSON snapshot and the CSV to the
+archive (a first attempt sends the email it has just archived; a resend reads it back, so
+it sends exactly what was archived), rendering the path and query parameters as templates, and
 the ORM's Python around all that. The rest is noise: this 2-core machine is shared, and
 the same templates take ±20% from one run to the next.
 """
