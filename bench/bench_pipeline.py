@@ -216,6 +216,10 @@ def setup_service(smtp_port: int, var_dir: str | None = None, *, migrate: bool =
     from django.conf import settings
     from django.core.management import call_command
 
+    from project.celery import load_rendering_libraries
+
+    load_rendering_libraries()  # as a worker does before its first task
+
     if migrate:
         call_command("migrate", verbosity=0)
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"

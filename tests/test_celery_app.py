@@ -4,6 +4,7 @@ import resource
 import sys
 import types
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from reporting import tasks
 from reporting.services import runs
 from tests.test_tasks import wait_for, worker  # noqa: F401 (a fixture)
 
+ROOT = Path(__file__).resolve().parents[1]
 CALLS = 500
 
 
@@ -87,3 +89,27 @@ def test_a_worker_runs_a_task_through_it(worker, monkeypatch):  # noqa: F811
     wait_for(lambda: seen)
 
     assert "call_with_stack_room" in seen[0]
+
+
+def test_a_worker_loads_the_urlconf_before_its_first_task():
+    # A linked file's address is reversed at its first run; the first reverse imports every URL's
+    # module (the admin, the API): done once, before the pool forks, not in each pool process's run.
+    import subprocess
+
+    started = """
+import os, sys
+os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+from celery import signals
+from project.celery import app
+import django
+django.setup()
+before = "project.urls" in sys.modules
+signals.worker_init.send(sender=None)
+print(before, "project.urls" in sys.modules, "reporting.api.urls" in sys.modules)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", started], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "True"]
