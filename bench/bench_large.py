@@ -360,17 +360,20 @@ external merge sort (runs of 20,000 rows). ijson (C backend) was measured first:
 100,000 rows, and it cannot hand back the rest of the answer without building events for
 every value.
 
-**Where the time goes beyond the plain pipeline**, from a profile of a 100,000-row run
-(cProfile, in one process): the one pass that reads the answer (decoding every row, as
-`json.loads` does, plus keeping them on disk, counting columns and checking nesting) costs
-about what `json.loads` does; the CSV pass then reads the kept rows back (about a quarter of
-decoding them); the email's templates are rendered twice, once more with the link to the
-archived CSV once its address is known (about 0.4 s, whatever the rows: most of the gap at
-100,000 rows); and the answer and the CSV are copied into the archive, which the plain
-pipeline does not keep. Each CSV cell is checked for text a spreadsheet would run as a formula
-unless the answer's text shows none can need it. What is left is Python's own time per row in
-the loops that feed the CSV writer; closing it further would mean writing the CSV in the same
-pass that reads the answer, before the checks and "Send only if" have judged the data.
+**Where the time goes beyond the plain pipeline**, from a py-spy profile of a 100,000-row run
+(`py-spy record --subprocesses -- python bench/bench_large.py --rows 100000 --repeat 1`): the
+one pass that reads the answer (decoding every row with the C scanner, keeping them on disk,
+counting columns and checking nesting) costs about twice `json.loads` (0.39 s against 0.19 s
+for 100,000 rows on this machine); the CSV pass then reads the kept rows back (0.1 s); and the
+answer and the CSV are copied into the archive, which the plain pipeline does not keep. Each
+CSV cell is checked for text a spreadsheet would run as a formula unless the answer's text
+shows none can need it. Until a1fcb17 a run that linked its CSV also paid ~0.4 s the first time
+in a process, importing every URL's module for the link's `reverse()` (taken before for a
+second rendering of the email's templates, which costs ~0.03 s); a worker now loads the URLconf
+before forking its pool, and this benchmark's service warms up as a worker does. What is left
+is Python's own time per row in the loops that decode the rows and feed the CSV writer: closing
+it would mean writing the CSV in the same pass that reads the answer, before the checks and
+"Send only if" have judged the data, or decoding in C outside the standard library.
 """
 
 
