@@ -476,3 +476,23 @@ def _unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_a_csv_over_a_megabyte_is_sent_whole_from_the_email_just_archived(httpserver, use_smtp):
+    # A first attempt sends the email it has just archived: a file over 1 MB is in its temporary
+    # file then (Attachment.spool), after the archive has copied it.
+    positions = [{"instrument": f"Bond {number:05d} " + "x" * 60, "quantity": number} for number in range(20_000)]
+    httpserver.expect_request("/api/positions").respond_with_json({"data": {"positions": positions}})
+    report = factories.report(factories.data_source(httpserver.url_for("/api/")), addresses=["ann@example.com"])
+
+    run = runs.execute_run(run_id=manual_run(report).pk)
+
+    assert run.status == ReportRun.Status.SENT, run.error
+    [message] = use_smtp.messages
+    [attachment] = message.iter_attachments()
+    rows = list(csv.DictReader(io.StringIO(attachment.get_content().lstrip("\ufeff"))))
+    assert len(rows) == 20_000 and rows[-1]["instrument"].startswith("Bond 19999 ")
+    stored = run.attachments.get()
+    assert stored.size > 1024 * 1024 and not stored.linked
+    with stored.file.open("rb") as archived:
+        assert archived.read().decode("utf-8") == attachment.get_content()  # the same bytes, BOM and all
