@@ -319,3 +319,82 @@ def test_the_csv_of_streamed_rows_converts_what_it_must_and_skips_the_check_when
 
     assert streamed.plain is plain
     assert render.rows_to_csv(streamed, render.columns_of(streamed)) == render.rows_to_csv(rows)
+
+
+# --- rows of objects, decoded a buffer at a time ----------------------------------------------
+
+FLAT_ROWS = [
+    {"id": n, "name": f"Position {n}", "amount": n * 1.5, "ok": n % 2 == 0, "none": None} for n in range(5_000)
+]
+REORDERED = {"amount": 0, "id": -1, "none": None, "ok": True, "name": "the same keys in another order"}
+
+
+@pytest.mark.parametrize(
+    "odd_row",
+    [
+        {"id": -1, "name": '}, {"id": 99}, {', "amount": 0, "ok": False, "none": None},  # a row boundary in a string
+        {"id": -1, "name": "] } ], [", "amount": 0, "ok": False, "none": None},
+        {"id": -1, "name": {"nested": {"deeper": [{"x": 1}, {"y": 2}]}}, "amount": 0, "ok": False, "none": None},
+        [1, "a row that is a list"],
+        "a row that is only text",
+        None,
+        REORDERED,
+        {"id": -1, "extra": "a column the other rows lack"},
+    ],
+    ids=["boundary in a string", "brackets in a string", "nested", "list", "text", "null", "reordered", "extra"],
+)
+@pytest.mark.parametrize("at", [0, 1_234, 4_999])
+@pytest.mark.parametrize("indent", [None, 2], ids=["compact", "indented"])
+def test_rows_of_objects_read_a_buffer_at_a_time_are_what_json_loads_reads(odd_row, at, indent, monkeypatch):
+    from reporting.pipeline import render
+
+    monkeypatch.setattr(stream, "CHUNK", 4096)  # many buffers, most cut inside a row
+    rows = [*FLAT_ROWS[:at], odd_row, *FLAT_ROWS[at:]]
+    text = json.dumps({"as_of": "x", "r": rows, "after": {"a": {}, "b": [{"c": 1}, {"d": 2}]}}, indent=indent)
+
+    data, streamed = loaded(text, "r")
+
+    assert list(streamed) == rows
+    assert data["after"] == {"a": {}, "b": [{"c": 1}, {"d": 2}]}
+    assert streamed.columns == render.columns_of(rows)
+    assert streamed.complete is (isinstance(odd_row, dict) and odd_row.keys() == FLAT_ROWS[0].keys())
+    assert render.rows_to_csv(streamed, streamed.columns) == render.rows_to_csv(rows)
+
+
+def test_a_malformed_row_among_many_is_refused_at_the_byte_json_loads_names():
+    good = ",".join(json.dumps(row) for row in FLAT_ROWS)
+    text = '{"r": [' + good + ', {"id": 1 "name": 2}, ' + good + "]}"
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(text)
+
+    with pytest.raises(stream.JsonError) as caught:
+        loaded(text, "r")
+
+    assert f"(Expecting ',' delimiter at byte {expected.value.pos:,})" in caught.value.message
+
+
+def test_a_row_nesting_too_deep_after_many_flat_ones_is_refused():
+    deep = '{"a": ' * 70 + "1" + "}" * 70
+    with pytest.raises(stream.JsonError) as caught:
+        loaded(json.dumps({"r": FLAT_ROWS})[:-2] + ", " + deep + ', {"id": 0}]}', "r")
+
+    assert "nests deeper than 64 levels" in caught.value.message
+
+
+def test_a_row_of_objects_nesting_past_pythons_own_limit_is_refused_in_words():
+    deep = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    with pytest.raises(stream.JsonError) as caught:
+        loaded('{"r": [{"id": 0}, ' + deep + ', {"id": 1}]}', "r", max_depth=200_000)
+
+    assert caught.value.message == "The data source's answer nests too deep to read."
+
+
+def test_the_csv_of_rows_with_one_column_each_has_one_cell_a_row():
+    from reporting.pipeline import render
+
+    rows = [{"only": f'text, with a comma and a quote " {n}'} for n in range(3_000)]
+    _data, streamed = loaded(json.dumps({"r": rows}), "r")
+
+    assert streamed.complete
+    assert render.rows_to_csv(streamed, streamed.columns) == render.rows_to_csv(rows)
+    assert render.rows_to_csv(streamed, streamed.columns).count(b"\r\n") == 3_001

@@ -12,6 +12,7 @@ import codecs
 import csv
 import io
 import json
+import operator
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -342,7 +343,12 @@ def write_csv(out: IO[bytes], rows: Iterable[Any], columns: list[str]) -> None:
         writer = csv.writer(text, lineterminator="\r\n")
         writer.writerow([_csv_value(column) for column in columns])  # names come from the API too
         if isinstance(rows, stream.RowStream) and rows.plain:  # no cell to convert: known from the answer's text
-            writer.writerows(list(map(row.get, columns)) for row in rows)
+            if rows.complete and len(columns) > 1:  # every row has every column: the cells at C speed
+                cells = operator.itemgetter(*columns)
+                for batch in rows.lists():
+                    writer.writerows(map(cells, batch))
+            else:
+                writer.writerows(list(map(row.get, columns)) for row in rows)
         else:
             writer.writerows(_csv_cells(row, columns) for row in rows)
 

@@ -224,19 +224,30 @@ class Columns:
         self._names: dict[str, None] = {}
         self._previous_keys: Any = None
         self._list_width = 0
+        # Every row so far an object with the same keys (in any order): each holds every column.
+        self.complete = True
 
     def add(self, row: Any) -> None:
         if isinstance(row, dict):
             # Rows of an API mostly share their keys: a row with the keys of the one before adds none.
-            if row.keys() != self._previous_keys:
+            if row.keys() != self._previous_keys:  # compared as sets
+                if self._previous_keys is not None:
+                    self.complete = False
                 self._names.update(dict.fromkeys(str(key) for key in row))
                 self._previous_keys = row.keys()
-        elif isinstance(row, list):
+            return
+        self.complete = False
+        if isinstance(row, list):
             if len(row) > self._list_width:
                 self._names.update(dict.fromkeys(f"column {index + 1}" for index in range(self._list_width, len(row))))
                 self._list_width = len(row)
         else:
             self._names["value"] = None
+
+    def add_objects(self, rows: list[dict[str, Any]]) -> None:
+        """`add` for each of `rows`, all objects, in loops at C speed: their distinct key orders first."""
+        for keys in dict.fromkeys(map(tuple, rows)):
+            self.add(dict.fromkeys(keys))
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -262,6 +273,8 @@ class RowStream(Sequence):
         # spreadsheet read a formula ("=", "+", "-", "@", a tab or return), as far as its JSON text
         # shows: then the CSV needs no cell converted (render.write_csv). False when not known.
         self.plain = False
+        # Every row an object with every column (the same keys): its cells can be taken at C speed.
+        self.complete = False
 
     def __len__(self) -> int:
         return self.length
@@ -273,9 +286,14 @@ class RowStream(Sequence):
         return self._from(0)
 
     def _from(self, first_batch: int) -> Iterator[Any]:
+        for batch in self.lists(first_batch):
+            yield from batch
+
+    def lists(self, first_batch: int = 0) -> Iterator[list[Any]]:
+        """The rows a batch at a time, each a list: for loops that take a whole batch at C speed."""
         for offset, size in self.batches[first_batch:]:
             self.file.seek(offset)  # each reader its own place: several may read at once
-            yield from marshal.loads(self.file.read(size))
+            yield marshal.loads(self.file.read(size))
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
@@ -315,41 +333,76 @@ class RowWriter:
         if len(self._batch) >= BATCH:
             self._flush()
 
+    def extend(self, rows: list[Any]) -> None:
+        batch = self._batch
+        batch.extend(rows)
+        if len(batch) >= BATCH:
+            self._batch = []
+            for start in range(0, len(batch) - BATCH + 1, BATCH):
+                self._write(batch[start : start + BATCH])
+            self._batch = batch[len(batch) // BATCH * BATCH :]
+
     def _flush(self) -> None:
         if self._batch:
-            written = marshal.dumps(self._batch)
-            self.batches.append((self.file.tell(), len(written)))
-            self.file.write(written)
-            self.count += len(self._batch)
+            self._write(self._batch)
             self._batch = []
+
+    def _write(self, batch: list[Any]) -> None:
+        written = marshal.dumps(batch)
+        self.batches.append((self.file.tell(), len(written)))
+        self.file.write(written)
+        self.count += len(batch)
 
     def rows(self) -> RowStream:
         self._flush()
         return RowStream(self.file, self.batches, self.count)
 
 
-def _items(text: _Text) -> Iterator[Any]:
-    """The values of a list whose "[" was taken, up to and with its "]"."""
+def _lists(text: _Text) -> Iterator[list[Any]]:
+    """The values of a list whose "[" was taken, up to and with its "]", several at a time.
+
+    Most answers are lists of objects: then all the rows in the buffer up to its last "},"
+    are decoded in one call of the decoder's C scanner, as the list "[" + those rows + "]".
+    That text is a list exactly when the cut falls between two rows (cut inside a row or a
+    string, it is not valid JSON), and then it holds the very values the rows' own list does.
+    When it is not, the rows are read one at a time from there on.
+    """
     if text.empty("]"):
         return
     # The decoder's own scanner (what raw_decode calls, less a Python frame a row).
     scan, whitespace = _DECODER.scan_once, _WHITESPACE.match  # type: ignore[attr-defined]
+    whole = True  # rows still taken a buffer at a time
     while True:
-        # The common case, at C speed: a whole value, then its comma, in the buffer as it is.
+        if whole and len(text.buffer) - text.pos < CHUNK // 2:
+            text.more()
         buffer, pos = text.buffer, text.pos
+        if whole:
+            cut = buffer.rfind("},", pos)
+            if cut > pos:
+                between = "[" + buffer[pos : cut + 1] + "]"
+                try:
+                    values, end = scan(between, 0)
+                except (StopIteration, json.JSONDecodeError, RecursionError, ValueError):
+                    end = 0
+                if end == len(between):
+                    text.pos = whitespace(buffer, cut + 2).end()  # type: ignore[union-attr]
+                    yield values
+                    continue
+            whole = False
+        # One value at a time, at C speed: a whole value, then its comma, in the buffer as it is.
         try:
             value, end = scan(buffer, pos)
         except (StopIteration, json.JSONDecodeError, RecursionError, ValueError):
             end = len(buffer)  # cut short, or wrong: text.value() reads on, or says what is wrong
         if end < len(buffer) - 1 and buffer[end] == ",":
             text.pos = whitespace(buffer, end + 1).end()  # type: ignore[union-attr]
-            yield value
+            yield [value]
             continue
         if end < len(buffer) and buffer[end] == "]":
             text.pos = end + 1
-            yield value
+            yield [value]
             return
-        yield text.value(max_chars=MAX_ROW_CHARS)
+        yield [text.value(max_chars=MAX_ROW_CHARS)]
         if text.closes("]"):
             return
         text.peek()  # past the whitespace, for the common case above
@@ -461,20 +514,27 @@ class _Loader:
         columns = Columns()
         text.before_drop = check_before_drop
         try:
-            for row in _items(text):
-                kept.add(row)
-                columns.add(row)
-                if isinstance(row, dict):
-                    containers += 1
-                    objects += 1
-                elif isinstance(row, list):
-                    containers += 1
+            for rows in _lists(text):
+                kept.extend(rows)
+                if len(rows) > 1 and set(map(type, rows)) == {dict}:  # most answers: objects only
+                    columns.add_objects(rows)
+                    containers += len(rows)
+                    objects += len(rows)
+                    continue
+                for row in rows:
+                    columns.add(row)
+                    if isinstance(row, dict):
+                        containers += 1
+                        objects += 1
+                    elif isinstance(row, list):
+                        containers += 1
         finally:
             text.before_drop = None
         check(text.buffer[unchecked : text.pos])
         stream = kept.rows()
         stream.columns = columns.names()
         stream.plain = plain and objects == stream.length
+        stream.complete = columns.complete and objects == stream.length
         return stream
 
     def _check(self, span: str, depth: int, *, count: bool) -> None:
