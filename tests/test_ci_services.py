@@ -69,6 +69,9 @@ def test_it_starts_an_installed_service_that_is_stopped_and_waits_for_it(tmp_pat
     """A stand-in `redis-server` on PATH listens on the port it is given, as the real one would."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    # The script waits with `sleep`: without it on PATH its 60 tries take milliseconds, fewer than a
+    # loaded machine needs to start the stand-in (seen failing under a parallel test run).
+    (bin_dir / "sleep").symlink_to(shutil.which("sleep") or "/bin/sleep")
     fake = bin_dir / "redis-server"
     pid_file = tmp_path / "fake-redis.pid"
     listener = (
