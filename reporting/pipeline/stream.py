@@ -244,10 +244,15 @@ class Columns:
         else:
             self._names["value"] = None
 
-    def add_objects(self, rows: list[dict[str, Any]]) -> None:
-        """`add` for each of `rows`, all objects, in loops at C speed: their distinct key orders first."""
-        for keys in dict.fromkeys(map(tuple, rows)):
+    def add_objects(self, rows: list[Any]) -> bool:
+        """`add` for each of `rows` if all are objects, in loops at C speed; False (nothing added) if not."""
+        try:
+            orders = dict.fromkeys(map(tuple, map(dict.keys, rows)))  # each distinct order of keys, once
+        except TypeError:  # dict.keys of a row that is not an object
+            return False
+        for keys in orders:
             self.add(dict.fromkeys(keys))
+        return True
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -516,8 +521,7 @@ class _Loader:
         try:
             for rows in _lists(text):
                 kept.extend(rows)
-                if len(rows) > 1 and set(map(type, rows)) == {dict}:  # most answers: objects only
-                    columns.add_objects(rows)
+                if len(rows) > 1 and columns.add_objects(rows):  # most answers: objects only
                     containers += len(rows)
                     objects += len(rows)
                     continue
