@@ -603,7 +603,9 @@ class ReportRun(models.Model):
     # Triggers that stand for "the" run of a period: at most one each per period.
     SCHEDULED_TRIGGERS = (Trigger.SCHEDULE, Trigger.CATCH_UP)
 
-    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="runs")
+    # No index of its own: the index on (report, -created_at) leads with report_id and serves every
+    # lookup by report (and the PROTECT check when a report is deleted).
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="runs", db_index=False)
     # What the run reports on, kept on the run itself: editing the report later (its name,
     # period or timezone) must not change how an archived run reads or resends.
     report_name = models.CharField(max_length=200, blank=True, help_text="The report's name when the run was made.")
@@ -620,7 +622,7 @@ class ReportRun(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED, db_index=True)
+    status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)  # indexed in Meta
     recipients = models.JSONField(default=list, help_text="The addresses this run is for.")
     per_recipient = models.BooleanField(
         default=False, editable=False, help_text="Each recipient got their own report: see the recipient reports."
@@ -698,6 +700,9 @@ class ReportRun(models.Model):
         indexes = [
             models.Index(fields=["report", "-created_at"]),
             models.Index(fields=["deadline_at"], condition=Q(deadline_at__isnull=False), name="run_deadline_idx"),
+            # A plain btree for status = / IN: db_index=True would add, on PostgreSQL, a second
+            # (varchar_pattern_ops) index for LIKE 'prefix%', which no query makes.
+            models.Index(fields=["status"], name="run_status_idx"),
         ]
 
     def __str__(self) -> str:
@@ -759,15 +764,14 @@ class RunPart(models.Model):
 
     OPEN = (Status.PENDING, Status.WORKING)
 
-    run = models.ForeignKey(ReportRun, on_delete=models.CASCADE, related_name="parts")
+    # No index of its own: the unique (run, address) and the index on (run, status) lead with run_id.
+    run = models.ForeignKey(ReportRun, on_delete=models.CASCADE, related_name="parts", db_index=False)
     recipient = models.ForeignKey(Recipient, null=True, blank=True, on_delete=models.SET_NULL, related_name="parts")
     address = models.EmailField(help_text="Where it is sent (for a test send: the staff member's own address).")
     recipient_name = models.CharField(max_length=200, blank=True)
     recipient_email = models.EmailField(blank=True, help_text="Whose report it is.")
     attributes = models.JSONField(default=dict, blank=True, help_text="The recipient's attributes when it was made.")
-    key = models.CharField(
-        max_length=500, blank=True, db_index=True, help_text="The attribute value their rows were matched on."
-    )
+    key = models.CharField(max_length=500, blank=True, help_text="The attribute value their rows were matched on.")
     status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     not_before = models.DateTimeField(null=True, blank=True, editable=False, help_text="Waiting to retry until.")
@@ -798,6 +802,7 @@ class RunPart(models.Model):
         indexes = [
             models.Index(fields=["run", "status"], name="part_run_status_idx"),
             models.Index(Upper("recipient_email"), name="part_recipient_email_upper_idx"),
+            models.Index(fields=["key"], name="part_key_idx"),  # plain btree, no LIKE (pattern_ops) twin
         ]
 
     def __str__(self) -> str:
@@ -975,8 +980,8 @@ class Delivery(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED, db_index=True)
-    message_id = models.CharField(max_length=300, blank=True, db_index=True)
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)  # indexed in Meta
+    message_id = models.CharField(max_length=300, blank=True)  # indexed in Meta
     esp_status = models.CharField("ESP status", max_length=50, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -997,8 +1002,17 @@ class Delivery(models.Model):
                 name="one_original_delivery_per_destination",
             ),
         ]
-        # The admin finds the runs sent to an address with address__iexact (UPPER(address)).
-        indexes = [models.Index(Upper("address"), name="delivery_address_upper_idx")]
+        # run_id keeps its own index: both unique constraints above are partial, so they serve
+        # only queries that repeat their condition, not run.deliveries.
+        indexes = [
+            # The admin finds the runs sent to an address with address__iexact (UPPER(address)).
+            models.Index(Upper("address"), name="delivery_address_upper_idx"),
+            # Plain btrees for = and IN (tracking events by message_id, the queues by status):
+            # db_index=True would add, on PostgreSQL, a varchar_pattern_ops twin of each for
+            # LIKE 'prefix%', which no query makes, and every insert and update would maintain it.
+            models.Index(fields=["status"], name="delivery_status_idx"),
+            models.Index(fields=["message_id"], name="delivery_message_id_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.to} ({self.get_status_display()})"
