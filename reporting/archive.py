@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from django.core.exceptions import ValidationError
 from django.core.mail.backends.base import BaseEmailBackend
-from django.db.models import Case, F, Field, Q, QuerySet, Value, When
+from django.db import connection, connections, router
+from django.db.models import Field, QuerySet
 from django.utils import timezone
 
 from reporting.addresses import clean_addresses
@@ -72,27 +73,44 @@ def _claim(delivery: Delivery, *, recording: tuple[Delivery, dict[str, object]] 
 
     `recording` is (a delivery of the same run, sent, what to record of it). Both rows go with
     their run, so the row count says whether the claim was won: 2 with it, 1 without.
+
+    Written as SQL: this statement runs once per message, and building it as an ORM update of
+    CASE expressions took more of a worker's time than PostgreSQL took to run it.
     """
-    if recording is None:
-        return bool(Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.QUEUED).update(status=SENDING))
-    done, fields = recording
-    for name, value in fields.items():
-        setattr(done, name, value)
-    fields = {**fields}
-    recorded_status = fields.pop("status")
-    changes = {
-        name: Case(When(pk=done.pk, then=Value(value, output_field=_field(name))), default=F(name))
-        for name, value in fields.items()
-    }
-    changes["status"] = Case(When(pk=done.pk, then=Value(recorded_status)), default=Value(SENDING))
-    both = Delivery.objects.filter(Q(pk=done.pk) | Q(pk=delivery.pk, status=Delivery.Status.QUEUED))
-    return both.update(**changes) == 2
+    table, pk, status = _DELIVERY_TABLE, _column("id"), _column("status")
+    where = f"{pk} = %s AND {status} = %s"
+    params: list[object] = [delivery.pk, Delivery.Status.QUEUED]
+    sets = [f"{status} = %s"]
+    values: list[object] = [SENDING]
+    if recording is not None:
+        done, fields = recording
+        for name, value in fields.items():
+            setattr(done, name, value)
+        sets, values = [], []
+        for name, value in fields.items():
+            otherwise = "%s" if name == "status" else _column(name)
+            sets.append(f"{_column(name)} = CASE WHEN {pk} = %s THEN %s ELSE {otherwise} END")
+            values += [done.pk, _prepared(name, value)] + ([SENDING] if name == "status" else [])
+        where = f"{pk} = %s OR ({where})"
+        params = [done.pk, *params]
+    alias = router.db_for_write(Delivery)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE {where}", [*values, *params])
+        return cursor.rowcount == (1 if recording is None else 2)
 
 
-def _field(name: str) -> Field:
+_DELIVERY_TABLE = connection.ops.quote_name(Delivery._meta.db_table)
+
+
+def _column(name: str) -> str:
+    return connection.ops.quote_name(Delivery._meta.get_field(name).column)  # type: ignore[union-attr]
+
+
+def _prepared(name: str, value: object) -> object:
+    """`value` as the database takes it for the field `name` (a datetime in UTC on SQLite)."""
     field = Delivery._meta.get_field(name)
     assert isinstance(field, Field), name
-    return field
+    return field.get_db_prep_save(value, connection=connections[router.db_for_write(Delivery)])
 
 
 def send_one(email: deliver.OutgoingEmail, delivery: Delivery, backend: BaseEmailBackend) -> None:

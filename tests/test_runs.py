@@ -229,6 +229,23 @@ def test_it_marks_a_run_partially_sent_when_one_address_is_refused(report, use_s
     assert run.deliveries.get(address="bob@example.com").status == Delivery.Status.FAILED
 
 
+def test_a_refused_address_is_recorded_with_its_error_in_the_update_that_claims_the_next(report, use_smtp):
+    use_smtp.refuse("ann@example.com", code=550, message="No such user")
+
+    run = runs.execute_run(run_id=manual_run(report).pk)
+
+    refused, sent = run.deliveries.order_by("pk")
+    assert (refused.address, refused.status, refused.message_id, refused.sent_at) == (
+        "ann@example.com",
+        Delivery.Status.FAILED,
+        "",
+        None,
+    )
+    assert "550" in refused.error and "No such user" in refused.error
+    assert (sent.address, sent.status, sent.error) == ("bob@example.com", Delivery.Status.SENT, "")
+    assert [m["To"] for m in use_smtp.messages] == ["bob@example.com"]
+
+
 def test_it_resumes_a_run_after_a_crash_without_sending_anyone_twice(report):
     run = manual_run(report)
     runs.execute_run(run_id=run.pk)
@@ -395,6 +412,7 @@ def test_each_message_is_recorded_in_the_update_that_claims_the_next(source, use
     addresses = [f"r{number}@example.com" for number in range(5)]
     report = factories.report(source, addresses=addresses)
     run = manual_run(report)
+    started = timezone.now()
 
     with CaptureQueriesContext(connection) as queries:
         runs.execute_run(run_id=run.pk)
@@ -408,7 +426,11 @@ def test_each_message_is_recorded_in_the_update_that_claims_the_next(source, use
     for address, delivery in deliveries.items():
         assert delivery.status == Delivery.Status.SENT
         assert delivery.message_id == received[address]["Message-ID"]
-        assert delivery.sent_at is not None
+        assert started <= delivery.sent_at <= timezone.now()  # the time as sent, read back in UTC
+        assert (delivery.error, delivery.esp_status) == ("", "")
+    assert [d.sent_at for d in sorted(deliveries.values(), key=lambda d: d.pk)] == sorted(
+        d.sent_at for d in deliveries.values()
+    )
     # Nothing read back before sending: neither the deliveries just recorded nor the email just archived.
     assert not [sql for sql in statements if sql.startswith('SELECT "reporting_runattachment"')]
     assert len(statements) <= 24, "\n".join(sql[:80] for sql in statements)
