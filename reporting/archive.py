@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.mail.backends.base import BaseEmailBackend
@@ -79,9 +80,9 @@ def _claim(delivery: Delivery, *, recording: tuple[Delivery, dict[str, object]] 
     """
     table, pk, status = _DELIVERY_TABLE, _column("id"), _column("status")
     where = f"{pk} = %s AND {status} = %s"
-    params: list[object] = [delivery.pk, Delivery.Status.QUEUED]
+    params: list[Any] = [delivery.pk, Delivery.Status.QUEUED]
     sets = [f"{status} = %s"]
-    values: list[object] = [SENDING]
+    values: list[Any] = [SENDING]
     if recording is not None:
         done, fields = recording
         for name, value in fields.items():
@@ -103,7 +104,9 @@ _DELIVERY_TABLE = connection.ops.quote_name(Delivery._meta.db_table)
 
 
 def _column(name: str) -> str:
-    return connection.ops.quote_name(Delivery._meta.get_field(name).column)  # type: ignore[union-attr]
+    field = Delivery._meta.get_field(name)
+    assert isinstance(field, Field) and field.column, name
+    return connection.ops.quote_name(field.column)
 
 
 def _prepared(name: str, value: object) -> object:
