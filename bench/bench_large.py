@@ -348,31 +348,35 @@ def body(found: Findings) -> str:
 NOTES = """
 **How.** An answer over `REPORTING_STREAM_ABOVE_BYTES` (8 MB) is written to a temporary file as
 it arrives and archived from it; then one pass over the file (`reporting.pipeline.stream.load`)
-builds everything outside the rows (which templates read as before), and decodes the rows one
-at a time with Python's own JSON decoder (its C scanner, in a tight loop), checking, counting and keeping them
-on disk in batches written with `marshal` (plain values only, read back exactly, about 0.1 s
-for 100,000 rows). A `RowStream` stands in the data for the list: each consumer (the CSV, the
-XLSX in openpyxl's write-only mode, the email's first rows, the layout's totals and subtotals,
-charts, checks, the "changed" fingerprint) reads the kept rows back a batch at a time. Files
-go to temporary files, not memory, and are archived from them; a sorted layout is sorted by an
-external merge sort (runs of 20,000 rows). ijson (C backend) was measured first: 0.62 s for
-100,000 rows, and it cannot hand back the rest of the answer without building events for
-every value.
+builds everything outside the rows (which templates read as before) and decodes the rows with
+Python's own JSON decoder (its C scanner). Most answers are lists of objects: then every row in
+the buffer (1 MB) up to its last "}," is decoded in one call, as the list "[" + those rows + "]",
+which is valid JSON exactly when the cut falls between two rows; otherwise (a nested object, a
+"}," inside a string) the rows are decoded one at a time from there on. Their columns are taken
+by batch (their distinct key orders) and they are kept on disk in batches of 1,000 written with
+`marshal` (plain values only, read back exactly). A `RowStream` stands in the data for the list:
+each consumer (the CSV, the XLSX in openpyxl's write-only mode, the email's first rows, the
+layout's totals and subtotals, charts, checks, the "changed" fingerprint) reads the kept rows
+back a batch at a time. Where every row holds every column and the answer's text shows no cell
+a spreadsheet could run as a formula, the CSV takes each batch's cells with `operator.itemgetter`
+into `csv.writer.writerows`: no Python code per row. Files go to temporary files, not memory,
+and are archived from them; a sorted layout is sorted by an external merge sort (runs of 20,000
+rows). ijson (C backend) was measured first: 0.62 s for 100,000 rows, and it cannot hand back
+the rest of the answer without building events for every value.
 
-**Where the time goes beyond the plain pipeline**, from a py-spy profile of a 100,000-row run
-(`py-spy record --subprocesses -- python bench/bench_large.py --rows 100000 --repeat 1`): the
-one pass that reads the answer (decoding every row with the C scanner, keeping them on disk,
-counting columns and checking nesting) costs about twice `json.loads` (0.39 s against 0.19 s
-for 100,000 rows on this machine); the CSV pass then reads the kept rows back (0.1 s); and the
-answer and the CSV are copied into the archive, which the plain pipeline does not keep. Each
-CSV cell is checked for text a spreadsheet would run as a formula unless the answer's text
-shows none can need it. Until a1fcb17 a run that linked its CSV also paid ~0.4 s the first time
-in a process, importing every URL's module for the link's `reverse()` (taken before for a
-second rendering of the email's templates, which costs ~0.03 s); a worker now loads the URLconf
-before forking its pool, and this benchmark's service warms up as a worker does. What is left
-is Python's own time per row in the loops that decode the rows and feed the CSV writer: closing
-it would mean writing the CSV in the same pass that reads the answer, before the checks and
-"Send only if" have judged the data, or decoding in C outside the standard library.
+**Where the time goes beyond the plain pipeline**, from a py-spy profile of a 3,000,000-row run
+(`py-spy record --subprocesses -r 50 -- python bench/bench_large.py --rows 3000000 --repeat 1`,
+on 89e03e9): of the service's time, reading the answer is about half and the CSV the other half.
+Beyond what `json.loads` and `csv.writer` do in the plain pipeline, the service pays for keeping
+the rows on disk and reading them back (`marshal`, about 15% of its time), the checks of the
+answer's text for nesting and formula characters (about 6%), and finding the columns (about 3%);
+copying the answer and the CSV into the archive is under 2%. On 100,000 rows, the second
+rendering of the email (its link to the archived CSV) and the run's bookkeeping add a fixed
+~0.05 s. Until a1fcb17 a run that linked its CSV also paid ~0.4 s the first time in a process,
+importing every URL's module for the link's `reverse()`; a worker now loads the URLconf before
+forking its pool, and this benchmark's service warms up as a worker does. Closing the rest
+would mean writing the CSV in the same pass that reads the answer, before the checks and "Send
+only if" have judged the data.
 """
 
 
