@@ -442,6 +442,19 @@ psycopg prepares each statement a worker connection repeats: PostgreSQL parses a
 once. Back to back with it off and on (2 processes, 1,000 reports, this machine): off 0.89× and
 0.87×, on 0.92× and 0.95×.
 
+**Where the remainder goes** (py-spy, `py-spy record --subprocesses -r 50 -- python
+bench/bench_throughput.py --reports 1000 --processes 2`, on 443a798): the worker's processes
+were sampled 6,340 times against the pool's 5,320 for the same work. Rendering the templates took
+the same on both sides (2,679 and 2,655 samples); the difference is the database: 27% of the
+worker's samples were in Django's ORM or psycopg, 9% of them waiting for PostgreSQL's answer
+(its own CPU, and the commit's flush to disk, on the same two cores) and 15% building queries
+in Python. The most expensive single statement to build was the UPDATE that claims a delivery
+and records the one before it (an ORM update of CASE expressions, once per email: ~4.7% of the
+worker's samples, a third of it waiting); it is now written as SQL (70673da). Also at
+443a798: six indexes no query uses are dropped from deliveries, runs and recipient reports
+(PostgreSQL's `varchar_pattern_ops` twins of `status`, `message_id` and `key`, and two foreign
+keys' indexes covered by a composite one); a delivery's write now maintains 10 indexes, a run's 8.
+
 **Pool size.** The README's worker runs 4 processes (`--concurrency 4`): a run waits on the
 database and the mail server, and more processes than cores fill those waits. The plain pool
 does CPU-bound work and is at its best with one process per core. Both are measured at both
