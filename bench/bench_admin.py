@@ -75,6 +75,8 @@ def recreate_database() -> None:
         admin.execute(f"CREATE DATABASE {DATABASE}")
 
 
+SCHEDULE_IDS_FROM = 1000  # the seeded schedules' ids start after this
+
 SEED_SQL = [
     # Data sources, recipients, recipient lists.
     f"""INSERT INTO reporting_datasource (id, name, base_url, auth_scheme, auth_header_name, secret_env_var,
@@ -90,10 +92,11 @@ SEED_SQL = [
     f"""INSERT INTO reporting_recipientlist_recipients (recipientlist_id, recipient_id)
         SELECT l, 1 + (l * 20 + m) % {RECIPIENTS}
         FROM generate_series(1, {RECIPIENT_LISTS}) l, generate_series(0, 19) m""",
-    # Schedules: one crontab and one periodic task per scheduled report, as save_schedule writes them.
+    # Schedules: one crontab and one periodic task per scheduled report, as save_schedule writes them
+    # (their ids after those of the service's own sweeps, which the migrations install).
     f"""INSERT INTO django_celery_beat_crontabschedule (id, minute, hour, day_of_week, day_of_month, month_of_year,
             timezone)
-        SELECT g, (g % 60)::text, (5 + g % 4)::text,
+        SELECT g + {SCHEDULE_IDS_FROM}, (g % 60)::text, (5 + g % 4)::text,
             CASE WHEN g % 10 IN (6, 7) THEN 'mon' ELSE '*' END,
             CASE WHEN g % 10 IN (8, 9) THEN '1' ELSE '*' END,
             CASE WHEN g % 10 = 9 THEN '1,4,7,10' ELSE '*' END,
@@ -101,8 +104,9 @@ SEED_SQL = [
         FROM generate_series(1, {REPORTS}) g WHERE g % 50 <> 0""",
     f"""INSERT INTO django_celery_beat_periodictask (id, name, task, args, kwargs, enabled, total_run_count,
             date_changed, description, crontab_id, one_off, headers)
-        SELECT g, 'Report ' || g || ': bench', 'reporting.tasks.run_scheduled_report', '[]',
-            '{{"report_id": ' || g || '}}', g % 25 <> 0, 0, now(), 'Runs the report.', g, false, '{{}}'
+        SELECT g + {SCHEDULE_IDS_FROM}, 'Report ' || g || ': bench', 'reporting.tasks.run_scheduled_report', '[]',
+            '{{"report_id": ' || g || '}}', g % 25 <> 0, 0, now(), 'Runs the report.', g + {SCHEDULE_IDS_FROM}, false,
+            '{{}}'
         FROM generate_series(1, {REPORTS}) g WHERE g % 50 <> 0""",
     # Reports: 60% daily, 20% weekly, 10% monthly, 10% quarterly; every 50th unscheduled, every 25th disabled.
     f"""INSERT INTO reporting_report (id, name, slug, description, path, query_params, records_path, period_kind,
@@ -116,7 +120,7 @@ SEED_SQL = [
                  ELSE 'quarterly' END,
             (ARRAY['Europe/London', 'America/New_York', 'Asia/Singapore', 'UTC'])[1 + g % 4],
             'reports/table.html', '{{{{ report.name }}}} — {{{{ period.label }}}}', true, g % 25 <> 0, now(), now(),
-            1 + g % {DATA_SOURCES}, NULL, CASE WHEN g % 50 <> 0 THEN g END, 100
+            1 + g % {DATA_SOURCES}, NULL, CASE WHEN g % 50 <> 0 THEN g + {SCHEDULE_IDS_FROM} END, 100
         FROM generate_series(1, {REPORTS}) g""",
     f"""INSERT INTO reporting_report_recipients (report_id, recipient_id)
         SELECT g, 1 + (g * 3 + k) % {RECIPIENTS} FROM generate_series(1, {REPORTS}) g, generate_series(0, 1) k""",
@@ -179,13 +183,53 @@ def seed() -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         # Rows are consistent by construction: skip the per-row foreign key triggers.
         cursor.execute("SET LOCAL session_replication_role = replica")
+        defaults = model_defaults(cursor.cursor.connection)
+        for statement in defaults["set"]:
+            cursor.execute(statement)
         for statement in SEED_SQL:
             step = time.perf_counter()
             cursor.execute(statement)
             print(f"  {cursor.rowcount:>9,} rows in {time.perf_counter() - step:5.1f} s: {statement.split()[2]}")
+        for statement in defaults["drop"]:
+            cursor.execute(statement)
         for name in SEQUENCED_TABLES:
             cursor.execute(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), (SELECT max(id) FROM {name}))")
     print(f"seeded in {time.perf_counter() - started:.0f} s")
+
+
+def model_defaults(context: object) -> dict[str, list[str]]:
+    """Each model's own defaults as its columns' defaults while seeding, and how to drop them again.
+
+    Django keeps defaults in Python, not in the table: a column added since SEED_SQL was written
+    would otherwise fail its NOT NULL. The rows seeded get what the ORM would have given them.
+    """
+    import json
+
+    from django.apps import apps
+    from django.db import models
+    from psycopg import sql
+
+    tables = {table for statement in SEED_SQL for table in [statement.split()[2]]}
+    statements: dict[str, list[str]] = {"set": [], "drop": []}
+    for model in apps.get_models():
+        if model._meta.db_table not in tables:
+            continue
+        for field in model._meta.concrete_fields:
+            if field.null or field.primary_key or field.has_db_default():
+                continue
+            default = field.get_default()  # "" for text without a default of its own, as the ORM saves it
+            if default is None:
+                continue
+            if isinstance(field, models.JSONField):
+                literal = sql.SQL("{}::jsonb").format(sql.Literal(json.dumps(default)))
+            else:
+                literal = sql.Literal(field.get_prep_value(default))
+            target = sql.SQL("ALTER TABLE {} ALTER COLUMN {}").format(
+                sql.Identifier(model._meta.db_table), sql.Identifier(field.column)
+            )
+            statements["set"].append(sql.SQL("{} SET DEFAULT {}").format(target, literal).as_string(context))
+            statements["drop"].append(sql.SQL("{} DROP DEFAULT").format(target).as_string(context))
+    return statements
 
 
 def vacuum_analyze() -> None:
@@ -254,8 +298,9 @@ def plain_admin_urls() -> str:
     from reporting.models import Report, ReportRun
 
     plain = admin.AdminSite(name="plain")
-    plain.register(Report)
-    plain.register(ReportRun, list_select_related=["report"])
+    # Django's own list template: the project's (admin/reporting/report/…) links to views only its admin has.
+    plain.register(Report, change_list_template="admin/change_list.html")
+    plain.register(ReportRun, list_select_related=["report"], change_list_template="admin/change_list.html")
     module = types.ModuleType("bench_admin_urls")
     module.urlpatterns = [path("admin/", admin.site.urls), path("plain/", plain.urls)]
     sys.modules[module.__name__] = module
