@@ -44,7 +44,13 @@ from reporting.archive import fail_queued_deliveries, send_deliveries, sender_of
 from reporting.models import Delivery, Recipient, Report, ReportRun
 from reporting.periods import Period, period_for_slot
 from reporting.pipeline import checks, conditions, deliver, fetch, render
-from reporting.stage_inputs import check_settings, fetch_request_for, period_for_day, render_request_for
+from reporting.stage_inputs import (
+    check_settings,
+    fetch_request_for,
+    period_for_day,
+    plain_csv_wanted,
+    render_request_for,
+)
 from reporting.timing import duration_in_words, local_time, retry_delay
 
 log = logging.getLogger(__name__)
@@ -442,7 +448,9 @@ _SPOOL_BYTES = 1024 * 1024  # a fetched answer up to this size stays in memory, 
 def _fetch_stage(run: ReportRun) -> object:
     report = run.report
     # A large answer's rows are streamed, not held (fetch.parse_answer).
-    request = replace(fetch_request_for(report, run.period), records_path=report.records_path)
+    request = replace(
+        fetch_request_for(report, run.period), records_path=report.records_path, csv_lines=plain_csv_wanted(report)
+    )
     # With its query string, as it is sent and then kept (requests encodes the parameters alike).
     full_url = f"{request.url}?{urlencode(request.params)}" if request.params else request.url
     _check_fits("request_url", full_url, "request URL", "Shorten the report's path or query parameters.")

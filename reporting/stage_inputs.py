@@ -94,6 +94,15 @@ def render_request_for(
     )
 
 
+def plain_csv_wanted(report: Report) -> bool:
+    """Whether the report's email attaches the plain CSV of its rows (no designed layout): a large
+    answer's CSV can then be written as its rows stream (fetch.FetchRequest.csv_lines)."""
+    try:
+        return report.attach_csv and layout_of(report) is None
+    except render.RenderError:  # the render stage says what is wrong with the layout
+        return False
+
+
 def layout_of(report: Report) -> layout.Layout | None:
     """The report's designed layout, or None; RenderError in words when what is stored is not valid."""
     try:

@@ -31,9 +31,11 @@ AWKWARD_ROWS = [
 ]
 
 
-def loaded(text: str | bytes, records_path: str, **limits) -> tuple[object, stream.RowStream]:
+def loaded(
+    text: str | bytes, records_path: str, *, csv_lines: bool = False, **limits
+) -> tuple[object, stream.RowStream]:
     body = io.BytesIO(text.encode() if isinstance(text, str) else text)
-    data = stream.load(body, records_path, **{**LIMITS, **limits})
+    data = stream.load(body, records_path, **{**LIMITS, **limits}, csv_lines=csv_lines)
     return data, fetch.select_rows(data, records_path)
 
 
@@ -311,13 +313,18 @@ def test_rows_kept_in_batches_read_back_exactly_by_index_and_slice(monkeypatch, 
         ({"=key": "x", "n": 1}, False),
     ],
 )
-def test_the_csv_of_streamed_rows_converts_what_it_must_and_skips_the_check_when_nothing_needs_it(late_row, plain):
+@pytest.mark.parametrize("csv_lines", [False, True], ids=["csv after", "csv while read"])
+def test_the_csv_of_streamed_rows_converts_what_it_must_and_skips_the_check_when_nothing_needs_it(
+    late_row, plain, csv_lines
+):
     from reporting.pipeline import render
 
     rows = [{"name": f"Position {n}", "n": n, "ok": False, "none": None} for n in range(3_000)] + [late_row]
-    _data, streamed = loaded(json.dumps({"r": rows}), "r")
+    _data, streamed = loaded(json.dumps({"r": rows}), "r", csv_lines=csv_lines)
 
     assert streamed.plain is plain
+    # The CSV written while the rows were read is kept only when no cell needed converting.
+    assert (streamed.csv_lines is not None) is (csv_lines and plain and late_row.keys() == rows[0].keys())
     assert render.rows_to_csv(streamed, render.columns_of(streamed)) == render.rows_to_csv(rows)
 
 
@@ -345,19 +352,21 @@ REORDERED = {"amount": 0, "id": -1, "none": None, "ok": True, "name": "the same 
 )
 @pytest.mark.parametrize("at", [0, 1_234, 4_999])
 @pytest.mark.parametrize("indent", [None, 2], ids=["compact", "indented"])
-def test_rows_of_objects_read_a_buffer_at_a_time_are_what_json_loads_reads(odd_row, at, indent, monkeypatch):
+@pytest.mark.parametrize("csv_lines", [False, True], ids=["csv after", "csv while read"])
+def test_rows_of_objects_read_a_buffer_at_a_time_are_what_json_loads_reads(odd_row, at, indent, csv_lines, monkeypatch):
     from reporting.pipeline import render
 
     monkeypatch.setattr(stream, "CHUNK", 4096)  # many buffers, most cut inside a row
     rows = [*FLAT_ROWS[:at], odd_row, *FLAT_ROWS[at:]]
     text = json.dumps({"as_of": "x", "r": rows, "after": {"a": {}, "b": [{"c": 1}, {"d": 2}]}}, indent=indent)
 
-    data, streamed = loaded(text, "r")
+    data, streamed = loaded(text, "r", csv_lines=csv_lines)
 
     assert list(streamed) == rows
     assert data["after"] == {"a": {}, "b": [{"c": 1}, {"d": 2}]}
     assert streamed.columns == render.columns_of(rows)
     assert streamed.complete is (isinstance(odd_row, dict) and odd_row.keys() == FLAT_ROWS[0].keys())
+    assert (streamed.csv_lines is not None) is (csv_lines and streamed.complete and streamed.plain)
     assert render.rows_to_csv(streamed, streamed.columns) == render.rows_to_csv(rows)
 
 
@@ -389,12 +398,69 @@ def test_a_row_of_objects_nesting_past_pythons_own_limit_is_refused_in_words():
     assert caught.value.message == "The data source's answer nests too deep to read."
 
 
-def test_the_csv_of_rows_with_one_column_each_has_one_cell_a_row():
+@pytest.mark.parametrize("csv_lines", [False, True], ids=["csv after", "csv while read"])
+def test_the_csv_of_rows_with_one_column_each_has_one_cell_a_row(csv_lines):
     from reporting.pipeline import render
 
     rows = [{"only": f'text, with a comma and a quote " {n}'} for n in range(3_000)]
-    _data, streamed = loaded(json.dumps({"r": rows}), "r")
+    _data, streamed = loaded(json.dumps({"r": rows}), "r", csv_lines=csv_lines)
 
     assert streamed.complete
     assert render.rows_to_csv(streamed, streamed.columns) == render.rows_to_csv(rows)
     assert render.rows_to_csv(streamed, streamed.columns).count(b"\r\n") == 3_001
+
+
+# --- the CSV written in the pass that reads the rows --------------------------------------------
+
+
+def test_the_csv_written_while_the_rows_are_read_is_the_csv_written_after(monkeypatch):
+    from reporting.pipeline import render
+
+    monkeypatch.setattr(stream, "CHUNK", 4096)  # the rows are read, and the CSV's bytes read back, in many steps
+    monkeypatch.setattr(stream, "CSV_TEXT_CHARS", 4096)  # the CSV's text is written out many times
+    rows = [{**row, "name": f'Zoë, "{row["name"]}" and\n中文 \U0001f600'} for row in FLAT_ROWS]
+    _data, after = loaded(json.dumps({"r": rows}), "r")
+    _data, while_read = loaded(json.dumps({"r": rows}), "r", csv_lines=True)
+
+    assert after.csv_lines is None and while_read.csv_lines is not None
+    written = render.rows_to_csv(while_read, while_read.columns)
+    assert written == render.rows_to_csv(after, after.columns) == render.rows_to_csv(rows)
+    assert written == render.rows_to_csv(while_read, while_read.columns)  # read again: the same
+    assert written.count(b"\r\n") == 1 + len(rows)
+    assert written.count(b"\n") == 1 + 2 * len(rows)  # each name holds a line break, quoted
+
+
+def test_the_csv_written_while_the_rows_are_read_is_not_used_for_other_columns():
+    from reporting.pipeline import render
+
+    _data, streamed = loaded(json.dumps({"r": FLAT_ROWS}), "r", csv_lines=True)
+
+    assert streamed.csv_lines is not None
+    assert render.rows_to_csv(streamed, ["name", "id"]) == render.rows_to_csv(FLAT_ROWS, ["name", "id"])
+
+
+def test_text_utf8_cannot_carry_fails_the_csv_as_before_and_not_the_reading():
+    from reporting.pipeline import render
+
+    text = json.dumps({"r": [*FLAT_ROWS, {**FLAT_ROWS[0], "name": "\ud800"}]})  # a lone surrogate, escaped
+
+    _data, streamed = loaded(text, "r", csv_lines=True)
+
+    assert streamed.length == len(FLAT_ROWS) + 1 and streamed.csv_lines is None
+    with pytest.raises(UnicodeEncodeError):
+        render.rows_to_csv(streamed, streamed.columns)
+    with pytest.raises(UnicodeEncodeError):
+        render.rows_to_csv(json.loads(text)["r"])
+
+
+def test_a_malformed_answer_read_with_its_csv_is_refused_and_leaves_no_file_open(monkeypatch):
+    opened = []
+    real = stream.tempfile.TemporaryFile
+    monkeypatch.setattr(stream.tempfile, "TemporaryFile", lambda *a, **k: opened.append(real(*a, **k)) or opened[-1])
+    good = ",".join(json.dumps(row) for row in FLAT_ROWS)
+
+    with pytest.raises(stream.JsonError):
+        loaded('{"r": [' + good + ', {"id": 1 "name": 2}]}', "r", csv_lines=True)
+
+    assert len(opened) == 2  # the rows' file and the CSV's
+    assert opened[1].closed

@@ -18,9 +18,9 @@ import pytest
 from django.core import mail
 from openpyxl import load_workbook
 
-from reporting import runs
+from reporting import runs, stage_inputs
 from reporting.models import DataSource, ReportRun
-from reporting.pipeline import render, xlsx
+from reporting.pipeline import render, stream, xlsx
 from reporting.preview import preview_draft
 from reporting.services import runs as run_services
 from tests import factories
@@ -304,3 +304,55 @@ def test_a_value_read_through_the_streamed_rows_by_index_is_found(api, settings)
     run = run_with(settings, report, STREAMED)
 
     assert run.status == ReportRun.Status.SENT, run.error
+
+
+PLAIN_ROWS = [
+    {"ticker": f"T{n:04}", "units": n, "market_value": n * 10.25, "active": n % 3 == 0, "note": None, "name": "Zoë"}
+    for n in range(1_500)
+]
+
+
+@pytest.fixture
+def plain_api(httpserver):
+    """An answer whose rows need no cell converted for a spreadsheet: its CSV is written as it is read."""
+    httpserver.expect_request("/api/positions").respond_with_json({"data": {"positions": PLAIN_ROWS}})
+    return factories.data_source(httpserver.url_for("/api/"))
+
+
+def test_a_plain_answers_csv_written_as_its_rows_stream_is_the_csv_of_the_whole_answer(
+    plain_api, settings, monkeypatch
+):
+    written_while_read = []
+    real_chunks = stream.RowStream.csv_chunks
+    monkeypatch.setattr(
+        stream.RowStream, "csv_chunks", lambda rows: written_while_read.append(rows) or real_chunks(rows)
+    )
+    report = factories.report(plain_api)
+
+    whole = seen(run_with(settings, report, WHOLE))
+    assert written_while_read == []
+    streamed = seen(run_with(settings, report, STREAMED))
+
+    assert len(written_while_read) == 1  # the CSV of this run was the one written while its rows were read
+    assert streamed == whole
+    [csv_file] = [content for name, content in streamed["files"].items() if name.endswith(".csv")]
+    lines = csv_file.decode("utf-8-sig").split("\r\n")
+    assert lines[0] == "ticker,units,market_value,active,note,name"
+    assert lines[1:3] == ["T0000,0,0.0,True,,Zoë", "T0001,1,10.25,False,,Zoë"]
+    assert len(lines) == 1 + 1_500 + 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "wanted"),
+    [
+        ({}, True),
+        ({"attach_csv": False, "attach_xlsx": True}, False),
+        ({"layout": LAYOUT}, False),  # its CSV is the layout's
+        ({"layout": {"columns": [{"nope": 1}]}}, False),  # the render stage says what is wrong
+    ],
+    ids=["plain csv", "no csv", "designed", "broken layout"],
+)
+def test_the_csv_is_written_as_the_rows_stream_only_for_a_report_attaching_a_plain_csv(plain_api, fields, wanted):
+    report = factories.report(plain_api, **fields)
+
+    assert stage_inputs.plain_csv_wanted(report) is wanted

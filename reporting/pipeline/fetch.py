@@ -98,6 +98,8 @@ class FetchRequest:
     drop_fields: tuple[str, ...] = ()
     # Where the rows are: a large answer's rows are then streamed, not held (reporting.pipeline.stream).
     records_path: str | None = None
+    # A large answer's CSV is written as its rows stream, for a report attaching a plain CSV of them.
+    csv_lines: bool = False
 
     @property
     def url(self) -> str:
@@ -401,7 +403,7 @@ def _cleaned_stream(
         body.seek(0)
         body.truncate()
         shutil.copyfileobj(cleaned, body)
-    return parse_answer(body, records_path), notes
+    return parse_answer(body, records_path, csv_lines=request.csv_lines), notes
 
 
 def _row_cleaner(
@@ -556,7 +558,7 @@ def _download(
         _check_status(response, reader)
         _read_capped(response, reader, request.max_bytes, body)
         _check_content_type(response)  # read to its end: urllib3 put its connection back in the pool
-    return response.url, parse_answer(body, request.records_path)
+    return response.url, parse_answer(body, request.records_path, csv_lines=request.csv_lines)
 
 
 def source_session(request: FetchRequest) -> requests.Session:
@@ -686,11 +688,12 @@ def check_json_limits(text: str) -> None:
         )
 
 
-def parse_answer(body: IO[bytes], records_path: str | None) -> Any:
+def parse_answer(body: IO[bytes], records_path: str | None, *, csv_lines: bool = False) -> Any:
     """The answer in `body`, parsed: whole, or, when large, with its rows streamed.
 
     An answer over REPORTING["STREAM_ABOVE_BYTES"] whose rows are at `records_path` gets a
-    RowStream there, which keeps them on disk (reporting.pipeline.stream), never all in memory.
+    RowStream there, which keeps them on disk (reporting.pipeline.stream), never all in memory;
+    with `csv_lines`, their CSV is written in the same pass (stream.RowStream.csv_lines).
     Smaller answers, and answers not in UTF-8, are parsed whole.
     """
     body.seek(0, io.SEEK_END)
@@ -706,6 +709,7 @@ def parse_answer(body: IO[bytes], records_path: str | None) -> Any:
             records_path,
             max_depth=conf.REPORTING.get("MAX_JSON_DEPTH", 64),
             max_values=conf.REPORTING.get("MAX_JSON_VALUES", 5_000_000),
+            csv_lines=csv_lines,
         )
     except stream.JsonError as exc:
         raise FetchError(exc.message, permanent=True, detail=exc.detail) from exc

@@ -12,7 +12,6 @@ import codecs
 import csv
 import io
 import json
-import operator
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -338,19 +337,40 @@ def rows_to_csv(rows: Sequence[Any], columns: list[str] | None = None) -> bytes:
 
 def write_csv(out: IO[bytes], rows: Iterable[Any], columns: list[str]) -> None:
     """`rows_to_csv`, written to `out` as the rows come."""
+    header = [_csv_value(column) for column in columns]  # names come from the API too
+    if isinstance(rows, stream.RowStream) and _cells_as_they_are(rows, columns):
+        out.write(codecs.BOM_UTF8)
+        if rows.csv_lines is not None:  # written as the answer was read
+            out.write(_csv_line(header).encode("utf-8"))
+            for chunk in rows.csv_chunks():
+                out.write(chunk)
+            return
+        lines = stream.CsvLines(out, columns)
+        lines.writer.writerow(header)
+        for batch in rows.lists():
+            lines.add(batch)
+        lines.flush()
+        return
     # Encoded as it is written: no second copy of the whole file as one str.
     with _text_on(out) as text:
         writer = csv.writer(text, lineterminator="\r\n")
-        writer.writerow([_csv_value(column) for column in columns])  # names come from the API too
+        writer.writerow(header)
         if isinstance(rows, stream.RowStream) and rows.plain:  # no cell to convert: known from the answer's text
-            if rows.complete and len(columns) > 1:  # every row has every column: the cells at C speed
-                cells = operator.itemgetter(*columns)
-                for batch in rows.lists():
-                    writer.writerows(map(cells, batch))
-            else:
-                writer.writerows(list(map(row.get, columns)) for row in rows)
+            writer.writerows(list(map(row.get, columns)) for row in rows)
         else:
             writer.writerows(_csv_cells(row, columns) for row in rows)
+
+
+def _cells_as_they_are(rows: stream.RowStream, columns: list[str]) -> bool:
+    """Whether each row's cells go into the CSV as they are, at C speed (stream.CsvLines): no cell to
+    convert (known from the answer's text), and every row an object with exactly these columns."""
+    return rows.plain and rows.complete and len(columns) > 1 and columns == rows.columns
+
+
+def _csv_line(cells: list[Any]) -> str:
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\r\n").writerow(cells)
+    return line.getvalue()
 
 
 def designed_csv(rows: Iterable[Any], layout: layout_module.Layout, locale: str, zone: ZoneInfo) -> bytes:

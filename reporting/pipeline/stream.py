@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import csv
 import heapq
+import io
 import itertools
 import json
 import marshal
+import operator
 import pickle
 import re
 import tempfile
@@ -280,6 +283,9 @@ class RowStream(Sequence):
         self.plain = False
         # Every row an object with every column (the same keys): its cells can be taken at C speed.
         self.complete = False
+        # The rows' CSV lines (no header), written as they were read when `load` was asked to: only
+        # when the rows are plain and complete, with `columns` as the CSV's columns (see CsvLines).
+        self.csv_lines: IO[bytes] | None = None
 
     def __len__(self) -> int:
         return self.length
@@ -299,6 +305,19 @@ class RowStream(Sequence):
         for offset, size in self.batches[first_batch:]:
             self.file.seek(offset)  # each reader its own place: several may read at once
             yield marshal.loads(self.file.read(size))
+
+    def csv_chunks(self) -> Iterator[bytes]:
+        """The bytes of `csv_lines`, a chunk at a time (several readers may read at once)."""
+        if self.csv_lines is None:
+            return
+        offset = 0
+        while True:
+            self.csv_lines.seek(offset)
+            chunk = self.csv_lines.read(CHUNK)
+            if not chunk:
+                return
+            offset += len(chunk)
+            yield chunk
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
@@ -363,6 +382,80 @@ class RowWriter:
         return RowStream(self.file, self.batches, self.count)
 
 
+CSV_TEXT_CHARS = 256 * 1024  # CSV text held before it is encoded and written out
+
+
+class CsvLines:
+    """CSV lines of rows that are objects holding every one of `columns`, written to `out` as UTF-8.
+
+    The cells are written as they are, with no Python code per row (`operator.itemgetter` into
+    `csv.writer.writerows`, into text encoded a chunk at a time): only for rows whose cells
+    need no converting, which render.write_csv knows (RowStream.plain). A row that is not an
+    object, or lacks a column, raises KeyError or TypeError.
+    """
+
+    def __init__(self, out: IO[bytes], columns: list[str]):
+        if len(columns) < 2:  # itemgetter of one name gives the cell, not a row of cells
+            raise ValueError("CsvLines needs at least two columns")
+        self.out = out
+        self.columns = columns
+        self.cells = operator.itemgetter(*columns)
+        self._start_text()
+
+    def _start_text(self) -> None:
+        # A new StringIO each time: one only written to keeps ASCII text at a byte a character.
+        self.text = io.StringIO()
+        self.writer = csv.writer(self.text, lineterminator="\r\n")
+
+    def add(self, rows: list[Any]) -> None:
+        self.writer.writerows(map(self.cells, rows))
+        if self.text.tell() >= CSV_TEXT_CHARS:
+            self.flush()
+
+    def flush(self) -> None:
+        self.out.write(self.text.getvalue().encode("utf-8"))
+        self._start_text()
+
+
+class _CsvDraft:
+    """The CSV lines of the rows, written in the pass that reads them: kept only if the rows turn
+    out plain and complete, which only the end of the pass tells (see `RowStream.csv_lines`)."""
+
+    def __init__(self) -> None:
+        self.lines: CsvLines | None = None
+        self.failed = False
+
+    def add(self, rows: list[Any]) -> None:
+        if self.failed:
+            return
+        try:
+            if self.lines is None:
+                if type(rows[0]) is not dict:
+                    raise TypeError("not an object")
+                self.lines = CsvLines(tempfile.TemporaryFile(), list(rows[0]))  # noqa: SIM115 -- see kept()
+            self.lines.add(rows)
+        except (KeyError, TypeError, ValueError, csv.Error):  # not plain rows: write_csv takes another way
+            self.discard()
+
+    def discard(self) -> None:
+        self.failed = True
+        if self.lines is not None:
+            self.lines.out.close()
+            self.lines = None
+
+    def kept(self, rows: RowStream) -> IO[bytes] | None:
+        """The file of CSV lines, if they are the CSV of `rows`; None (and the file gone) if not."""
+        if self.lines is not None and rows.plain and rows.complete and self.lines.columns == rows.columns:
+            try:
+                self.lines.flush()
+            except ValueError:  # text UTF-8 cannot carry (a lone surrogate): write_csv says so
+                self.discard()
+                return None
+            return self.lines.out
+        self.discard()
+        return None
+
+
 def _lists(text: _Text) -> Iterator[list[Any]]:
     """The values of a list whose "[" was taken, up to and with its "]", several at a time.
 
@@ -416,7 +509,7 @@ def _lists(text: _Text) -> Iterator[list[Any]]:
 # --- loading an answer: everything but the rows, and where they are ---------------------------
 
 
-def load(file: IO[bytes], records_path: str, *, max_depth: int, max_values: int) -> Any:
+def load(file: IO[bytes], records_path: str, *, max_depth: int, max_values: int, csv_lines: bool = False) -> Any:
     """The answer in `file` with the list at `records_path` replaced by a RowStream.
 
     Reads the file once, to its end: every row is decoded (and kept on disk, see RowWriter) so
@@ -425,12 +518,13 @@ def load(file: IO[bytes], records_path: str, *, max_depth: int, max_values: int)
     has no list at the records path, the value found there is kept as it is, and the caller's
     check of the records path says what is wrong. `max_depth` and `max_values` are the limits
     of REPORTING_MAX_JSON_DEPTH and _VALUES: depth is checked on every row, the number of
-    values on what is held (everything outside the rows).
+    values on what is held (everything outside the rows). With `csv_lines`, the rows' CSV lines
+    are written in the same pass, for when they turn out plain and complete (RowStream.csv_lines).
     """
     file.seek(0)
     text = _Text(file, len(codecs.BOM_UTF8) if file.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8 else 0)
     path = [part for part in records_path.split(".") if part]
-    loader = _Loader(text, max_depth=max_depth, max_values=max_values)
+    loader = _Loader(text, max_depth=max_depth, max_values=max_values, csv_lines=csv_lines)
     data = loader.along(path, depth=0)
     if text.peek():
         raise text.invalid("Extra data")
@@ -438,11 +532,12 @@ def load(file: IO[bytes], records_path: str, *, max_depth: int, max_values: int)
 
 
 class _Loader:
-    def __init__(self, text: _Text, *, max_depth: int, max_values: int):
+    def __init__(self, text: _Text, *, max_depth: int, max_values: int, csv_lines: bool = False):
         self.text = text
         self.max_depth = max_depth
         self.max_values = max_values
         self.values = 0
+        self.csv_lines = csv_lines
 
     def along(self, path: list[str], *, depth: int) -> Any:
         """The value at the text's position, read whole except along `path` to the rows."""
@@ -517,10 +612,13 @@ class _Loader:
 
         kept = RowWriter()
         columns = Columns()
+        draft = _CsvDraft() if self.csv_lines else None
         text.before_drop = check_before_drop
         try:
             for rows in _lists(text):
                 kept.extend(rows)
+                if draft is not None:
+                    draft.add(rows)
                 if len(rows) > 1 and columns.add_objects(rows):  # most answers: objects only
                     containers += len(rows)
                     objects += len(rows)
@@ -532,13 +630,19 @@ class _Loader:
                         objects += 1
                     elif isinstance(row, list):
                         containers += 1
+            check(text.buffer[unchecked : text.pos])
+        except BaseException:
+            if draft is not None:
+                draft.discard()  # its file now, not when collected
+            raise
         finally:
             text.before_drop = None
-        check(text.buffer[unchecked : text.pos])
         stream = kept.rows()
         stream.columns = columns.names()
         stream.plain = plain and objects == stream.length
         stream.complete = columns.complete and objects == stream.length
+        if draft is not None:
+            stream.csv_lines = draft.kept(stream)
         return stream
 
     def _check(self, span: str, depth: int, *, count: bool) -> None:
