@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import replace as dataclass_replace
 
 from django.core.files.base import File
 from django.db import transaction
@@ -12,7 +13,7 @@ from django.urls import reverse
 
 from reporting import conf
 from reporting.models import ReportRun, RunAttachment, RunPart
-from reporting.pipeline import render, xlsx
+from reporting.pipeline import render
 
 
 def too_large_to_attach(attachments: list[render.Attachment]) -> dict[int, str]:
@@ -52,7 +53,8 @@ def store(
     (`replace=False`: there are none to replace).
 
     Those too large to attach are linked instead: returns the email to archive and send (the
-    same, or rendered again with its links) and what was linked, in words ('' when nothing).
+    same, or, if it links to other files than it was rendered with, rendered again with its
+    links) and what was linked, in words ('' when nothing).
     """
     too_large = too_large_to_attach(email.attachments)
     with transaction.atomic() if replace else nullcontext():
@@ -71,46 +73,64 @@ def store(
                 content_id=attachment.content_id,
             )
             if stored.linked:
-                links.append(link_to(stored))
-    if links:
+                links.append(_link(stored.filename, stored.size, run_id=run.pk, part_id=part.pk if part else None))
+    if links != email.links:  # a PDF, made of the email, took the files over the limit: not foreseen
         email = render_with_links(request, email, links)
+    elif links:
+        email = dataclass_replace(email, attachments=[each for each in email.attachments if not _linked(each, links)])
     return email, " ".join(too_large.values())
 
 
-def link_to(attachment: RunAttachment) -> dict[str, str]:
-    """What the email says about a linked attachment: its name, size and address in the admin."""
-    path = reverse("admin:reporting_reportrun_attachment", args=[attachment.run_id, attachment.pk])
-    return {
-        "filename": attachment.filename,
-        "size": size_in_words(attachment.size),
-        "url": conf.REPORTING["SITE_URL"].rstrip("/") + path,
-    }
+Links = list[dict[str, str]]  # each a linked file's "filename", "size" (in words) and "url"
+
+
+def links_to_files(run_id: int, part_id: int | None = None) -> Callable[[list[render.Attachment]], Links]:
+    """What the email of a run (or of its recipient's part) links to, given its files: those too large
+    to attach, at the addresses `store` archives them at (render.RenderRequest.link_files)."""
+
+    def links(attachments: list[render.Attachment]) -> Links:
+        too_large = too_large_to_attach(attachments)
+        return [
+            _link(attachment.filename, attachment.size, run_id=run_id, part_id=part_id)
+            for index, attachment in enumerate(attachments)
+            if index in too_large
+        ]
+
+    return links
+
+
+def _link(filename: str, size: int, *, run_id: int, part_id: int | None) -> dict[str, str]:
+    """What the email says about a linked file: its name, size and address in the admin (by its name,
+    which stays the address of the run's file of that name when a later attempt archives it again)."""
+    if part_id is None:
+        path = reverse("admin:reporting_reportrun_file", args=[run_id, filename])
+    else:
+        path = reverse("admin:reporting_reportrun_part_file", args=[run_id, part_id, filename])
+    return {"filename": filename, "size": size_in_words(size), "url": conf.REPORTING["SITE_URL"].rstrip("/") + path}
+
+
+def _linked(attachment: render.Attachment, links: list[dict[str, str]]) -> bool:
+    return not attachment.content_id and any(link["filename"] == attachment.filename for link in links)
 
 
 def render_with_links(
     request: render.RenderRequest, first: render.RenderedEmail, links: list[dict[str, str]]
 ) -> render.RenderedEmail:
-    """The email rendered again, now that the archived files it links to have addresses."""
-    linked = {link["filename"] for link in links}
-    still_attached = [each for each in first.attachments if each.filename not in linked]
-    extra = {
-        "linked_attachments": links,
-        "attach_csv": any(each.mimetype == "text/csv" for each in still_attached),  # "the attached CSV has them all"
-        "attach_xlsx": any(each.mimetype == xlsx.MIMETYPE for each in still_attached),
-    }
+    """The email rendered again, now that the files it links to are known."""
+    still_attached = [each for each in first.attachments if not _linked(each, links)]
     # The files sent are those of the first rendering: its PDF, CSV and XLSX are not made again.
-    again = replace(
-        request, attach_csv=False, attach_xlsx=False, attach_pdf=False, context_extra={**request.context_extra, **extra}
+    again = dataclass_replace(
+        request,
+        attach_csv=False,
+        attach_xlsx=False,
+        attach_pdf=False,
+        link_files=None,
+        context_extra={**request.context_extra, **render.link_context(links, still_attached)},
     )
     email = render.render(again)
-    # A report's own text template may not include the generic link block: the links are added at its end.
-    missing = [link for link in links if link["url"] not in email.text]
-    text = email.text.rstrip("\n") + "\n\n" + "".join(map(_link_in_text, missing)) if missing else email.text
-    return replace(email, text=text, attachments=still_attached)
-
-
-def _link_in_text(link: dict[str, str]) -> str:
-    return f"{link['filename']} ({link['size']}) is too large to attach. Download it from the archive:\n{link['url']}\n"
+    return dataclass_replace(
+        email, text=render.with_links_in_text(email.text, links), attachments=still_attached, links=links
+    )
 
 
 def size_in_words(size: int) -> str:

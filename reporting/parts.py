@@ -18,7 +18,7 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import reduce
 from operator import or_
@@ -359,13 +359,16 @@ def _fetched(part: RunPart) -> dict:
 
 def _render(part: RunPart, run: ReportRun, report: Report) -> deliver.OutgoingEmail:
     """Render and archive the part's email and files; the email to send, as archived."""
-    request = render_request_for(
-        report,
-        run.period,
-        part.data,
-        recipient=recipient_values(part),
-        key=part.key,
-        test=run.trigger == ReportRun.Trigger.TEST,
+    request = replace(
+        render_request_for(
+            report,
+            run.period,
+            part.data,
+            recipient=recipient_values(part),
+            key=part.key,
+            test=run.trigger == ReportRun.Trigger.TEST,
+        ),
+        link_files=attachments.links_to_files(run.pk, part.pk),
     )
     email = render.render(request)
     if len(email.subject) > 998:

@@ -671,7 +671,10 @@ def _hold(run: ReportRun, failures: list[str]) -> None:
 def _render_stage(run: ReportRun, data: object) -> _Rendered:
     if run.status != Status.RENDERING:  # the fetch sets it; not a run rendered from its archived data
         _set(run, status=Status.RENDERING)
-    request = render_request_for(run.report, run.period, data, test=run.trigger == Trigger.TEST)
+    request = replace(
+        render_request_for(run.report, run.period, data, test=run.trigger == Trigger.TEST),
+        link_files=attachments.links_to_files(run.pk),
+    )
     email = render.render(request)
     _check_fits("subject", email.subject, "rendered subject", "Shorten the subject template or the data it shows.")
     with transaction.atomic():

@@ -5,16 +5,20 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from django.core.files.base import ContentFile
 from django.urls import reverse
 
-from reporting import runs
+from reporting import attachments, runs, stage_inputs
+from reporting.archive import snapshot_data
 from reporting.demo import data as demo
-from reporting.models import Delivery, ReportRun
+from reporting.models import Delivery, Report, ReportRun, RunAttachment, RunPart
+from reporting.pipeline import render
 from reporting.services import archive as services_archive
 from tests import factories
 
@@ -59,7 +63,7 @@ def test_a_csv_over_the_limit_is_archived_and_linked_instead_of_attached(big_rep
     assert run.status == ReportRun.Status.SENT
     [attachment] = run.attachments.all()
     assert attachment.linked and attachment.filename == "portfolio_2026-11-20.csv"
-    url = SITE + reverse("admin:reporting_reportrun_attachment", args=[run.pk, attachment.pk])
+    url = SITE + reverse("admin:reporting_reportrun_file", args=[run.pk, attachment.filename])
     assert len(use_smtp.messages) == 2
     for message in use_smtp.messages:
         assert list(message.iter_attachments()) == []
@@ -81,8 +85,8 @@ def test_the_link_needs_a_signed_in_user_with_the_view_permission(big_report, li
     limit(1 * MB)
     run = run_for(big_report)
     attachment = run.attachments.get()
-    path = urlsplit(re.search(r'href="([^"]+/attachment/[^"]+)"', run.body_html)[1]).path
-    assert path == reverse("admin:reporting_reportrun_attachment", args=[run.pk, attachment.pk])
+    path = urlsplit(re.search(r'href="([^"]+/files/[^"]+)"', run.body_html)[1]).path
+    assert path == reverse("admin:reporting_reportrun_file", args=[run.pk, attachment.filename])
 
     signed_out = client.get(path)
     client.force_login(factories.staff_user("sam"))
@@ -126,7 +130,7 @@ def test_a_resend_links_to_the_file_too(big_report, limit, use_smtp):
 
     [message] = use_smtp.messages_to("carol@example.com")
     assert list(message.iter_attachments()) == []
-    url = SITE + reverse("admin:reporting_reportrun_attachment", args=[run.pk, attachment.pk])
+    url = SITE + reverse("admin:reporting_reportrun_file", args=[run.pk, attachment.filename])
     assert url in message.get_body(("html",)).get_content()
     assert run.deliveries.get(kind=Delivery.Kind.RESEND).status == Delivery.Status.SENT
 
@@ -144,7 +148,7 @@ def test_a_report_with_its_own_text_template_gets_the_link_in_its_text_part(http
 
     run = run_for(report)
 
-    url = SITE + reverse("admin:reporting_reportrun_attachment", args=[run.pk, run.attachments.get().pk])
+    url = SITE + reverse("admin:reporting_reportrun_file", args=[run.pk, run.attachments.get().filename])
     [message] = use_smtp.messages
     text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert text.count(url) == 1 and "POSITIONS (" in text
@@ -172,3 +176,82 @@ def test_the_limit_is_read_from_the_environment():
     assert "REPORTING_MAX_ATTACHMENT_BYTES must be a whole number, not 'ten'." in read(
         REPORTING_MAX_ATTACHMENT_BYTES="ten"
     )
+
+
+def test_an_email_linking_its_csv_is_rendered_once(big_report, limit, monkeypatch):
+    rendered = []
+    real = render._render_file
+    monkeypatch.setattr(
+        render, "_render_file", lambda names, *a, **k: rendered.append(names[0]) or real(names, *a, **k)
+    )
+    limit(1 * MB)
+
+    run = run_for(big_report)
+
+    assert run.attachments.get().linked
+    assert rendered == ["reports/table.html", "reports/table.txt"]  # the body and the text part, once each
+    url = SITE + reverse("admin:reporting_reportrun_file", args=[run.pk, "portfolio_2026-11-20.csv"])
+    assert f'<a href="{url}"' in run.body_html and url in run.body_text
+    assert "attached CSV" not in run.body_text
+
+
+def test_the_link_serves_the_file_a_later_attempt_archived_again(big_report, limit, client):
+    limit(1 * MB)
+    run = run_for(big_report)
+    first = run.attachments.get()
+    link = urlsplit(re.search(r'href="([^"]+/files/[^"]+)"', run.body_html)[1]).path
+
+    # A later attempt of the run renders its files again and archives them in place of these.
+    request = replace(
+        stage_inputs.render_request_for(run.report, run.period, snapshot_data(run)),
+        link_files=attachments.links_to_files(run.pk),
+    )
+    email, _linked = attachments.store(run, request, render.render(request), replace=True)
+    again = run.attachments.get()
+    client.force_login(factories.staff_user("vic", "view_reportrun"))
+
+    assert again.pk != first.pk and again.linked
+    assert link in email.html  # the same address in the email of either attempt
+    response = client.get(link)
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content).decode("utf-8-sig").count("\r\n") == 12_001
+    assert client.get(reverse("admin:reporting_reportrun_attachment", args=[run.pk, first.pk])).status_code == 404
+
+
+def test_a_recipients_link_serves_their_file_and_not_the_runs_of_the_same_name(big_report, limit, client):
+    limit(1 * MB)
+    run = run_for(big_report)
+    run_file = run.attachments.get()
+    part = RunPart.objects.create(run=run, address="ann@example.com", recipient_email="ann@example.com", key="C1")
+    theirs = RunAttachment.objects.create(
+        run=run, part=part, filename=run_file.filename, mimetype="text/csv", size=3,
+        file=ContentFile(b"a\r\n", name=run_file.filename),
+    )  # fmt: skip
+    [link] = attachments.links_to_files(run.pk, part.pk)(
+        [render.Attachment(theirs.filename, b"x" * 2 * MB, "text/csv")]
+    )
+    client.force_login(factories.staff_user("vic", "view_reportrun"))
+
+    response = client.get(urlsplit(link["url"]).path)
+
+    assert link["url"] == SITE + f"/admin/reporting/reportrun/{run.pk}/parts/{part.pk}/files/{run_file.filename}"
+    assert b"".join(response.streaming_content) == b"a\r\n"
+    assert client.get(f"/admin/reporting/reportrun/{run.pk}/parts/{part.pk}/files/other.csv").status_code == 404
+
+
+def test_a_pdf_that_takes_the_files_over_the_limit_is_linked_in_an_email_rendered_again(
+    report, limit, use_smtp, monkeypatch
+):
+    pytest.importorskip("weasyprint")
+    Report.objects.filter(pk=report.pk).update(attach_pdf=True)
+    csv_size = encoded(run_for(report, date(2026, 11, 18)).attachments.get(mimetype="text/csv").size)
+    limit(csv_size + 1_000)  # the CSV fits; with the PDF, the files do not
+
+    run = run_for(report)
+
+    pdf_file = run.attachments.get(mimetype="application/pdf")
+    assert pdf_file.linked and not run.attachments.get(mimetype="text/csv").linked
+    url = SITE + reverse("admin:reporting_reportrun_file", args=[run.pk, pdf_file.filename])
+    assert f'<a href="{url}"' in run.body_html and url in run.body_text
+    message = use_smtp.messages_to("ann@example.com")[-1]
+    assert [each.get_filename() for each in message.iter_attachments()] == ["portfolio_2026-11-20.csv"]

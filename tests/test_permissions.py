@@ -201,6 +201,7 @@ def url(name: str, objects) -> str:
             objects["part_attachment" if name.startswith("reporting_runpart") else "attachment"].pk
         ),
         "part_id": lambda: objects["reporting", "runpart"].pk,
+        "filename": lambda: objects["part_attachment" if "part_id" in ADMIN_URLS[name] else "attachment"].filename,
         "delivery_id": lambda: objects["destination_delivery"].pk,
         "pk": lambda: objects[model].pk,
         "id": lambda: objects[model].pk,
@@ -311,6 +312,8 @@ OTHER_PAGES = {
     "reporting_report_design_sample": [403, 405, 403, 403, 302, 302],
     "reporting_report_design_preview": [403, 405, 403, 403, 302, 302],
     "reporting_reportrun_attachment": [200, 403, 200, 403, 302, 302],
+    "reporting_reportrun_file": [200, 403, 200, 403, 302, 302],  # what an email links to: the same file
+    "reporting_reportrun_part_file": [200, 403, 200, 403, 302, 302],
     "reporting_reportrun_email_html": [200, 403, 200, 403, 302, 302],
     "reporting_reportrun_resend": [403, 403, 200, 403, 302, 302],
     "reporting_reportrun_resend_destination": [403, 403, 200, 403, 302, 302],  # its confirmation page

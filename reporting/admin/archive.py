@@ -327,6 +327,13 @@ class ReportRunAdmin(admin.ModelAdmin):
                 wrap(self.attachment_view),
                 name="reporting_reportrun_attachment",
             ),
+            # What an email links to: the run's file of that name, whichever copy a re-render archived last.
+            path("<int:run_id>/files/<str:filename>", wrap(self.file_view), name="reporting_reportrun_file"),
+            path(
+                "<int:run_id>/parts/<int:part_id>/files/<str:filename>",
+                wrap(self.file_view),
+                name="reporting_reportrun_part_file",
+            ),
             path("<int:run_id>/email.html", wrap(self.email_html_view), name="reporting_reportrun_email_html"),
             path("<int:run_id>/resend/", wrap(self.resend_view), name="reporting_reportrun_resend"),
             path(
@@ -439,7 +446,16 @@ class ReportRunAdmin(admin.ModelAdmin):
     def attachment_view(self, request: HttpRequest, run_id: int, attachment_id: int) -> FileResponse:
         if not request.user.has_perm("reporting.view_reportrun"):
             raise PermissionDenied
-        attachment = get_object_or_404(RunAttachment, pk=attachment_id, run_id=run_id)
+        return self._file_response(get_object_or_404(RunAttachment, pk=attachment_id, run_id=run_id))
+
+    def file_view(self, request: HttpRequest, run_id: int, filename: str, part_id: int | None = None) -> FileResponse:
+        """A file of the run (or of one recipient's part) by its name: the address its email links to."""
+        if not request.user.has_perm("reporting.view_reportrun"):
+            raise PermissionDenied
+        # part_id None: the run's own file (part IS NULL), not a recipient's of the same name.
+        return self._file_response(get_object_or_404(RunAttachment, run_id=run_id, part_id=part_id, filename=filename))
+
+    def _file_response(self, attachment: RunAttachment) -> FileResponse:
         if not attachment.file:
             raise Http404("This file was removed by the retention of the archive.")
         return FileResponse(

@@ -114,6 +114,9 @@ class RenderRequest:
     subject_prefix: str = ""  # e.g. "[Test] " on a test send, so that nobody takes it for the real one
     layout: layout_module.Layout | None = None  # the designed layout: the table, its files' columns, the headline
     locale: str = formats.DEFAULT_LOCALE  # how the layout writes numbers, amounts and dates
+    # Given the files made (and the charts), those the email links to instead of attaching, each a
+    # {"filename", "size", "url"}: the email says so in its one rendering (attachments.links_to_files).
+    link_files: Callable[[list[Attachment]], list[dict[str, str]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class RenderedEmail:
     html: str
     text: str
     attachments: list[Attachment]  # files, then the charts' images (with a content_id)
+    links: list[dict[str, str]] = field(default_factory=list)  # the files it links to, from `link_files`
 
     @property
     def files(self) -> list[Attachment]:
@@ -168,6 +172,9 @@ def _render(request: RenderRequest) -> RenderedEmail:
         designed = layout_module.lay_out(
             request.layout, request.data, rows, shown=shown, locale=request.locale, zone=zone
         )
+    # The files first: the email says which of them it links to rather than attaches.
+    files = _files(request, rows, columns, zone)
+    links = request.link_files([*files, *(image for image, _title in images)]) if request.link_files else []
     context = {
         "report": dict(request.report),
         "period": period_values(request.period),
@@ -182,6 +189,7 @@ def _render(request: RenderRequest) -> RenderedEmail:
         "attach_xlsx": request.attach_xlsx,
         "charts": [{"cid": image.content_id, "title": title} for image, title in images],
         "designed": designed,
+        **(link_context(links, files) if links else {}),
         **request.context_extra,
     }
     if designed is not None and request.layout is not None and request.layout.intro:
@@ -189,8 +197,18 @@ def _render(request: RenderRequest) -> RenderedEmail:
     subject = request.subject_prefix + render_subject(request.subject_template, context)
     html = _render_file([request.template_name], context, "body", html=True)
     text_names = [_text_template_for(request.template_name), GENERIC_TEXT_TEMPLATE]
-    text = _render_file(text_names, context, "text part", html=False)
-    attachments = []
+    text = with_links_in_text(_render_file(text_names, context, "text part", html=False), links)
+    if request.attach_pdf:
+        document = _pdf(request, html, [image for image, _title in images])
+        files.append(Attachment(_filename(request, "pdf"), document, pdf.MIMETYPE))
+    return RenderedEmail(
+        subject=subject, html=html, text=text, attachments=[*files, *(image for image, _title in images)], links=links
+    )
+
+
+def _files(request: RenderRequest, rows: Sequence[Any], columns: list[str], zone: ZoneInfo) -> list[Attachment]:
+    """The CSV and XLSX the report attaches, as asked (the PDF is made of the email, later)."""
+    files = []
     layout = request.layout
     if request.attach_csv:
 
@@ -200,7 +218,7 @@ def _render(request: RenderRequest) -> RenderedEmail:
             else:
                 write_designed_csv(out, rows, layout, request.locale, zone)
 
-        attachments.append(spooled_attachment(_filename(request, "csv"), "text/csv", write_csv_file))
+        files.append(spooled_attachment(_filename(request, "csv"), "text/csv", write_csv_file))
     if request.attach_xlsx:
 
         def write_xlsx_file(out: IO[bytes]) -> None:
@@ -211,14 +229,32 @@ def _render(request: RenderRequest) -> RenderedEmail:
                 xlsx.write_designed_xlsx(out, rows, layout, locale=request.locale, sheet_title=title, zone=zone)
 
         try:
-            attachments.append(spooled_attachment(_filename(request, "xlsx"), xlsx.MIMETYPE, write_xlsx_file))
+            files.append(spooled_attachment(_filename(request, "xlsx"), xlsx.MIMETYPE, write_xlsx_file))
         except xlsx.TooManyRows as exc:
             raise RenderError(exc.message) from exc
-    if request.attach_pdf:
-        document = _pdf(request, html, [image for image, _title in images])
-        attachments.append(Attachment(_filename(request, "pdf"), document, pdf.MIMETYPE))
-    attachments.extend(image for image, _title in images)
-    return RenderedEmail(subject=subject, html=html, text=text, attachments=attachments)
+    return files
+
+
+def link_context(links: list[dict[str, str]], files: list[Attachment]) -> dict[str, Any]:
+    """What templates are told of the files linked rather than attached, and of those still attached."""
+    linked = {link["filename"] for link in links}
+    still_attached = [each for each in files if each.filename not in linked]
+    return {
+        "linked_attachments": links,
+        "attach_csv": any(each.mimetype == "text/csv" for each in still_attached),  # "the attached CSV has them all"
+        "attach_xlsx": any(each.mimetype == xlsx.MIMETYPE for each in still_attached),
+    }
+
+
+def with_links_in_text(text: str, links: list[dict[str, str]]) -> str:
+    """`text`, with the links its template left out added at its end: a report's own text template
+    may not include the generic link block."""
+    missing = [link for link in links if link["url"] not in text]
+    return text.rstrip("\n") + "\n\n" + "".join(map(_link_in_text, missing)) if missing else text
+
+
+def _link_in_text(link: dict[str, str]) -> str:
+    return f"{link['filename']} ({link['size']}) is too large to attach. Download it from the archive:\n{link['url']}\n"
 
 
 def chart_specs(raw: Any) -> tuple[charts_module.ChartSpec, ...]:
