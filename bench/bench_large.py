@@ -355,28 +355,30 @@ which is valid JSON exactly when the cut falls between two rows; otherwise (a ne
 "}," inside a string) the rows are decoded one at a time from there on. Their columns are taken
 by batch (their distinct key orders) and they are kept on disk in batches of 1,000 written with
 `marshal` (plain values only, read back exactly). A `RowStream` stands in the data for the list:
-each consumer (the CSV, the XLSX in openpyxl's write-only mode, the email's first rows, the
-layout's totals and subtotals, charts, checks, the "changed" fingerprint) reads the kept rows
-back a batch at a time. Where every row holds every column and the answer's text shows no cell
-a spreadsheet could run as a formula, the CSV takes each batch's cells with `operator.itemgetter`
-into `csv.writer.writerows`: no Python code per row. Files go to temporary files, not memory,
-and are archived from them; a sorted layout is sorted by an external merge sort (runs of 20,000
-rows). ijson (C backend) was measured first: 0.62 s for 100,000 rows, and it cannot hand back
-the rest of the answer without building events for every value.
+each consumer (the XLSX in openpyxl's write-only mode, the email's first rows, the layout's
+totals and subtotals, charts, checks, the "changed" fingerprint) reads the kept rows back a batch
+at a time. For a report that attaches the plain CSV of its rows, the CSV's lines are written in
+the same pass that reads them (`operator.itemgetter` into `csv.writer.writerows`, no Python code
+per row, the text encoded a chunk at a time): they are kept when the pass ends with every row an
+object with every column and no cell a spreadsheet could run as a formula (both known only at
+the end), and the CSV is then that header and those lines; otherwise they are dropped and the CSV
+is written from the kept rows as before. Files go to temporary files, not memory, and are
+archived from them; a sorted layout is sorted by an external merge sort (runs of 20,000 rows).
+The email is rendered once: the files are made first, and the email links to those too large to
+attach at their archive address by name (`/admin/reporting/reportrun/<run>/files/<name>`), known
+before they are archived; before 800edc5 it was rendered a second time once the archived
+files had ids (~0.05 s a run). ijson (C backend) was measured first: 0.62 s for 100,000 rows, and
+it cannot hand back the rest of the answer without building events for every value.
 
-**Where the time goes beyond the plain pipeline**, from a py-spy profile of a 3,000,000-row run
-(`py-spy record --subprocesses -r 50 -- python bench/bench_large.py --rows 3000000 --repeat 1`,
-on 89e03e9): of the service's time, reading the answer is about half and the CSV the other half.
-Beyond what `json.loads` and `csv.writer` do in the plain pipeline, the service pays for keeping
-the rows on disk and reading them back (`marshal`, about 15% of its time), the checks of the
-answer's text for nesting and formula characters (about 6%), and finding the columns (about 3%);
-copying the answer and the CSV into the archive is under 2%. On 100,000 rows, the second
-rendering of the email (its link to the archived CSV) and the run's bookkeeping add a fixed
-~0.05 s. Until a1fcb17 a run that linked its CSV also paid ~0.4 s the first time in a process,
-importing every URL's module for the link's `reverse()`; a worker now loads the URLconf before
-forking its pool, and this benchmark's service warms up as a worker does. Closing the rest
-would mean writing the CSV in the same pass that reads the answer, before the checks and "Send
-only if" have judged the data.
+**Where the time goes beyond the plain pipeline**, from a py-spy profile of a 100,000-row run
+(`py-spy record --subprocesses -r 250 -- python bench/bench_large.py --rows 100000 --repeat 3`)
+before this stop's changes: reading the answer with its checks was ~75% of the service's time,
+the CSV ~35% of it, then rendering the email twice (~13%, the second time ~9%), keeping the rows
+on disk (`marshal`, ~4%) and the run's bookkeeping and archive copies (a few %). On 1,000,000 rows
+reading the kept rows back for the CSV was ~7% of the service's time: it is gone where the CSV is
+written as the rows are read. What remains beyond the plain pipeline: the checks of the answer's
+text for nesting and formula characters (~0.3 s per 1,000,000 rows), keeping the rows on disk for
+the other consumers (~0.3 s per 1,000,000 rows), and archiving the answer and the CSV.
 """
 
 
