@@ -1,5 +1,6 @@
 import email
 import email.policy
+import re
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,29 @@ def test_it_writes_eml_files_to_the_folder_it_is_given(tmp_path):
     [path] = folder.glob("*.eml")
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     assert (message["To"], message["Subject"]) == ("ana@example.com", "Positions — May 2026")
+
+
+def test_each_message_has_boundaries_of_its_own_that_no_part_holds(use_smtp):
+    with_chart = OutgoingEmail(
+        subject=EMAIL.subject,
+        html=EMAIL.html + '<img src="cid:chart-1.png">' + "\n--===============" + "0" * 32 + "==\n",
+        text=EMAIL.text,
+        attachments=[
+            *EMAIL.attachments,
+            Attachment("chart-1.png", b"\x89PNG\r\n\x1a\n" + b"chart", "image/png", content_id="chart-1.png"),
+        ],
+    )
+    send_each(ADDRESSES[:2], with_chart)
+
+    boundaries = []
+    for message in use_smtp.messages:
+        multiparts = [part for part in message.walk() if part.is_multipart()]
+        assert [part.get_content_type() for part in multiparts] == ["multipart/mixed", "multipart/alternative"]
+        boundaries += [part.get_boundary() for part in multiparts]
+        assert text_of(message, "plain") == EMAIL.text
+        assert "--===============" + "0" * 32 + "==" in text_of(message, "html")  # a look-alike, kept as content
+        files = {part.get_filename(): part.get_payload(decode=True) for part in message.walk() if part.get_filename()}
+        assert files["positions_2026-05-01_2026-05-31.csv"] == CSV
+        assert files["chart-1.png"] == b"\x89PNG\r\n\x1a\nchart"
+    assert all(re.fullmatch(r"={15}[0-9a-f]{32}==", boundary) for boundary in boundaries)
+    assert len(set(boundaries)) == len(boundaries) >= 4  # none shared within a message or between two

@@ -7,10 +7,12 @@ builds messages and sends them one at a time over one connection.
 
 from __future__ import annotations
 
+import secrets
 import smtplib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from anymail.message import attach_inline_image
@@ -86,10 +88,27 @@ def send(email: OutgoingEmail, address: str, *, backend: BaseEmailBackend) -> Se
     return _result(message)
 
 
+class _Message(EmailMultiAlternatives):
+    """An email whose MIME boundaries are drawn when it is built, from 128 random bits.
+
+    Python's email generator otherwise makes each one up as it writes the message, and compiles
+    a regular expression of it to check that no part holds it: ~0.2 ms a message. A boundary of
+    128 bits drawn after the content exists cannot be in it but by a chance of 2**-128, which no
+    value from a data source can improve on: it cannot know the bits.
+    """
+
+    def message(self, **options: Any) -> Any:  # Django 6 adds a `policy` option
+        mime = super().message(**options)
+        for part in mime.walk():
+            if part.is_multipart():
+                part.set_boundary(f"==============={secrets.token_hex(16)}==")
+        return mime
+
+
 def build_message(
     email: OutgoingEmail, address: str, *, backend: BaseEmailBackend | None = None
 ) -> EmailMultiAlternatives:
-    message = EmailMultiAlternatives(
+    message = _Message(
         subject=email.subject,
         body=email.text,
         from_email=email.from_email or settings.DEFAULT_FROM_EMAIL,
