@@ -302,3 +302,44 @@ def test_sending_to_the_rest_twice_sends_them_theirs_once(httpserver, use_smtp, 
 
     assert ReportRun.objects.exclude(pk=run.pk).get() == first
     assert first.recipients == ["bob@example.com"]
+
+
+def test_each_word_of_the_run_list_search_names_a_report_a_period_or_a_recipient(admin_client, httpserver):
+    source = factories.data_source(httpserver.url_for("/api/"))
+    ledger = factories.report(source, name="Collections ledger", slug="coll-ledger")
+    desk = factories.report(source, name="Desk summary", slug="desk-1")
+
+    def run(report: Report, label: str, day: int, **fields) -> ReportRun:
+        return ReportRun.objects.create(
+            report=report,
+            period_start=datetime(2026, 11, day, tzinfo=UTC).date(),
+            period_end=datetime(2026, 11, day, tzinfo=UTC).date(),
+            period_key=f"{report.slug}-{day}",
+            period_label=label,
+            trigger=ReportRun.Trigger.MANUAL,
+            status=ReportRun.Status.SENT,
+            recipients=["ann@example.com"],
+            **fields,
+        )
+
+    october, november = run(ledger, "October 2026", 1), run(ledger, "November 2026", 2)
+    statements = run(desk, "November 2026", 3, per_recipient=True)
+    RunPart.objects.create(
+        run=statements, address="ann@example.com", recipient_email="ann@example.com", key="C001",
+        recipient_name="Alice Archer",
+    )  # fmt: skip
+    searches = {
+        "ledger": {october, november},  # the report's name
+        "COLL-LEDGER": {october, november},  # its slug, in any case
+        "november": {november, statements},  # the period
+        "ledger november": {november},  # every word matching
+        "c001": {statements},  # the value a recipient's rows were matched on, whole
+        "C00": set(),  # … not part of it
+        "archer november desk": {statements},  # a recipient's name, the period and the report
+        "archer october": set(),
+        "100%": set(),  # a wildcard of SQL's LIKE is a character like any other
+    }
+
+    for search, expected in searches.items():
+        response = admin_client.get(reverse("admin:reporting_reportrun_changelist"), {"q": search})
+        assert set(response.context["cl"].result_list) == expected, search
