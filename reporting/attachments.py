@@ -77,7 +77,7 @@ def store(
     if links != email.links:  # a PDF, made of the email, took the files over the limit: not foreseen
         email = render_with_links(request, email, links)
     elif links:
-        email = dataclass_replace(email, attachments=[each for each in email.attachments if not _linked(each, links)])
+        email = dataclass_replace(email, attachments=render.still_attached(email.attachments, links))
     return email, " ".join(too_large.values())
 
 
@@ -109,15 +109,11 @@ def _link(filename: str, size: int, *, run_id: int, part_id: int | None) -> dict
     return {"filename": filename, "size": size_in_words(size), "url": conf.REPORTING["SITE_URL"].rstrip("/") + path}
 
 
-def _linked(attachment: render.Attachment, links: list[dict[str, str]]) -> bool:
-    return not attachment.content_id and any(link["filename"] == attachment.filename for link in links)
-
-
 def render_with_links(
     request: render.RenderRequest, first: render.RenderedEmail, links: list[dict[str, str]]
 ) -> render.RenderedEmail:
     """The email rendered again, now that the files it links to are known."""
-    still_attached = [each for each in first.attachments if not _linked(each, links)]
+    attached = render.still_attached(first.attachments, links)
     # The files sent are those of the first rendering: its PDF, CSV and XLSX are not made again.
     again = dataclass_replace(
         request,
@@ -125,11 +121,11 @@ def render_with_links(
         attach_xlsx=False,
         attach_pdf=False,
         link_files=None,
-        context_extra={**request.context_extra, **render.link_context(links, still_attached)},
+        context_extra={**request.context_extra, **render.link_context(links, first.files)},
     )
     email = render.render(again)
     return dataclass_replace(
-        email, text=render.with_links_in_text(email.text, links), attachments=still_attached, links=links
+        email, text=render.with_links_in_text(email.text, links), attachments=attached, links=links
     )
 
 

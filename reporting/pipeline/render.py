@@ -235,14 +235,19 @@ def _files(request: RenderRequest, rows: Sequence[Any], columns: list[str], zone
     return files
 
 
+def still_attached(attachments: list[Attachment], links: list[dict[str, str]]) -> list[Attachment]:
+    """The attachments an email still carries when it links to `links`: the files not linked, and its images."""
+    linked = {link["filename"] for link in links}
+    return [each for each in attachments if each.content_id or each.filename not in linked]
+
+
 def link_context(links: list[dict[str, str]], files: list[Attachment]) -> dict[str, Any]:
     """What templates are told of the files linked rather than attached, and of those still attached."""
-    linked = {link["filename"] for link in links}
-    still_attached = [each for each in files if each.filename not in linked]
+    attached = still_attached(files, links)
     return {
         "linked_attachments": links,
-        "attach_csv": any(each.mimetype == "text/csv" for each in still_attached),  # "the attached CSV has them all"
-        "attach_xlsx": any(each.mimetype == xlsx.MIMETYPE for each in still_attached),
+        "attach_csv": any(each.mimetype == "text/csv" for each in attached),  # "the attached CSV has them all"
+        "attach_xlsx": any(each.mimetype == xlsx.MIMETYPE for each in attached),
     }
 
 
