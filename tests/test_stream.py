@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from reporting.pipeline import conditions, fetch, layout, stream
+from reporting.pipeline import conditions, fetch, layout, rowstore, stream
 
 LIMITS = {"max_depth": 64, "max_values": 5_000_000}
 
@@ -33,7 +33,7 @@ AWKWARD_ROWS = [
 
 def loaded(
     text: str | bytes, records_path: str, *, csv_lines: bool = False, **limits
-) -> tuple[object, stream.RowStream]:
+) -> tuple[object, rowstore.RowStream]:
     body = io.BytesIO(text.encode() if isinstance(text, str) else text)
     data = stream.load(body, records_path, **{**LIMITS, **limits}, csv_lines=csv_lines)
     return data, fetch.select_rows(data, records_path)
@@ -85,9 +85,9 @@ def test_the_rows_are_read_by_index_slice_and_truth_and_not_backwards():
     assert bool(rows) and not loaded('{"r": []}', "r")[1]
     with pytest.raises(IndexError):
         rows[10]
-    with pytest.raises(stream.OutOfOrder):
+    with pytest.raises(rowstore.OutOfOrder):
         reversed(rows)
-    with pytest.raises(stream.OutOfOrder):
+    with pytest.raises(rowstore.OutOfOrder):
         rows[::-1]
 
 
@@ -257,7 +257,7 @@ def test_the_external_sort_is_the_stable_sort_of_the_layout():
     _data, streamed = loaded(json.dumps({"r": rows}), "r")
 
     in_memory = layout.order(rows, shape)
-    merged = stream.sorted_rows(streamed, layout._row_key(shape), run_size=37)  # 14 runs merged
+    merged = rowstore.sorted_rows(streamed, layout._row_key(shape), run_size=37)  # 14 runs merged
 
     assert list(merged) == in_memory
     assert list(layout.order(streamed, shape)) == in_memory
@@ -287,7 +287,7 @@ def test_the_rows_hash_is_the_same_streamed_and_as_one_list():
 
 @pytest.mark.parametrize("batch", [1, 3, 1000])
 def test_rows_kept_in_batches_read_back_exactly_by_index_and_slice(monkeypatch, batch):
-    monkeypatch.setattr(stream, "BATCH", batch)
+    monkeypatch.setattr(rowstore, "BATCH", batch)
     rows = [{"n": n, "lone": "\ud800", "big": 2**80, "f": 0.1 + n} for n in range(20)] + [None, True, "x", [1.5]]
     text = json.dumps({"r": rows})  # the lone surrogate goes as the escape \ud800, as json.loads reads it
 
@@ -416,8 +416,9 @@ def test_the_csv_of_rows_with_one_column_each_has_one_cell_a_row(csv_lines):
 def test_the_csv_written_while_the_rows_are_read_is_the_csv_written_after(monkeypatch):
     from reporting.pipeline import render
 
-    monkeypatch.setattr(stream, "CHUNK", 4096)  # the rows are read, and the CSV's bytes read back, in many steps
-    monkeypatch.setattr(stream, "CSV_TEXT_CHARS", 4096)  # the CSV's text is written out many times
+    monkeypatch.setattr(stream, "CHUNK", 4096)  # the rows are read in many steps
+    monkeypatch.setattr(rowstore, "READ_BYTES", 4096)  # … and the CSV's bytes read back in many
+    monkeypatch.setattr(rowstore, "CSV_TEXT_CHARS", 4096)  # the CSV's text is written out many times
     rows = [{**row, "name": f'Zoë, "{row["name"]}" and\n中文 \U0001f600'} for row in FLAT_ROWS]
     _data, after = loaded(json.dumps({"r": rows}), "r")
     _data, while_read = loaded(json.dumps({"r": rows}), "r", csv_lines=True)

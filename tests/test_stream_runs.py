@@ -20,7 +20,7 @@ from openpyxl import load_workbook
 
 from reporting import runs, stage_inputs
 from reporting.models import DataSource, ReportRun
-from reporting.pipeline import render, stream, xlsx
+from reporting.pipeline import render, rowstore, xlsx
 from reporting.preview import preview_draft
 from reporting.services import runs as run_services
 from tests import factories
@@ -323,9 +323,9 @@ def test_a_plain_answers_csv_written_as_its_rows_stream_is_the_csv_of_the_whole_
     plain_api, settings, monkeypatch
 ):
     written_while_read = []
-    real_chunks = stream.RowStream.csv_chunks
+    real_chunks = rowstore.RowStream.csv_chunks
     monkeypatch.setattr(
-        stream.RowStream, "csv_chunks", lambda rows: written_while_read.append(rows) or real_chunks(rows)
+        rowstore.RowStream, "csv_chunks", lambda rows: written_while_read.append(rows) or real_chunks(rows)
     )
     report = factories.report(plain_api)
 

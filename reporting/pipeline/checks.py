@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from reporting.pipeline.stream import RowStream
+from reporting.pipeline.rowstore import RowStream
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
 from reporting import conf
-from reporting.pipeline import stream
+from reporting.pipeline import rowstore, stream
 
 USER_AGENT = "ScheduledReports/1.0"
 _CHUNK = 64 * 1024
@@ -361,7 +361,7 @@ def download_for_archive(
     return Downloaded(url=redact(url, forms), data=data, notes=tuple(notes))
 
 
-def _streamed_rows(data: Any, records_path: str | None) -> stream.RowStream | None:
+def _streamed_rows(data: Any, records_path: str | None) -> rowstore.RowStream | None:
     """The RowStream at `records_path` in `data`, when its rows are streamed; None otherwise."""
     if records_path is None:
         return None
@@ -369,11 +369,11 @@ def _streamed_rows(data: Any, records_path: str | None) -> stream.RowStream | No
         rows = select_rows(data, records_path)
     except FetchError:
         return None
-    return rows if isinstance(rows, stream.RowStream) else None
+    return rows if isinstance(rows, rowstore.RowStream) else None
 
 
 def _cleaned_stream(
-    data: Any, rows: stream.RowStream, body: IO[bytes], forms: list[str], request: FetchRequest
+    data: Any, rows: rowstore.RowStream, body: IO[bytes], forms: list[str], request: FetchRequest
 ) -> tuple[Any, list[str]]:
     """`_cleaned` of an answer whose rows stream from `body`: the rows are cleaned one at a time.
 
@@ -693,7 +693,7 @@ def parse_answer(body: IO[bytes], records_path: str | None, *, csv_lines: bool =
 
     An answer over REPORTING["STREAM_ABOVE_BYTES"] whose rows are at `records_path` gets a
     RowStream there, which keeps them on disk (reporting.pipeline.stream), never all in memory;
-    with `csv_lines`, their CSV is written in the same pass (stream.RowStream.csv_lines).
+    with `csv_lines`, their CSV is written in the same pass (rowstore.RowStream.csv_lines).
     Smaller answers, and answers not in UTF-8, are parsed whole.
     """
     body.seek(0, io.SEEK_END)
@@ -827,7 +827,7 @@ def select_rows(data: Any, records_path: str) -> Sequence[Any]:
             parent = ".".join(walked[:-1])
             where = f"'{parent}' has no '{key}'" if parent else f"the response has no '{key}'"
             raise FetchError(f"The records path '{records_path}' was not found in the data: {where}.", permanent=True)
-    if not isinstance(node, list | stream.RowStream):
+    if not isinstance(node, list | rowstore.RowStream):
         raise FetchError(
             f"The records path '{records_path or '(the whole response)'}' points to "
             f"{_json_kind(node)}, not to a list of rows.",

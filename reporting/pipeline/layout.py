@@ -21,7 +21,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from reporting.pipeline import formats, stream
+from reporting.pipeline import formats, rowstore
 from reporting.pipeline.formats import Format
 
 if TYPE_CHECKING:
@@ -286,17 +286,17 @@ def order(rows: Sequence[Any], layout: Layout) -> Sequence[Any]:
     """The rows in the layout's order: grouped by the subtotal field (in order of value), each
     group by the sort keys. Missing values last; numbers by value, text by text.
 
-    A large answer's streamed rows are sorted without holding them (stream.sorted_rows), once:
+    A large answer's streamed rows are sorted without holding them (rowstore.sorted_rows), once:
     the result is kept with them for the CSV, the XLSX and the email to read.
     """
     if not layout.sort and not layout.subtotal_by:
-        return rows if isinstance(rows, stream.RowStream) else list(rows)
+        return rows if isinstance(rows, rowstore.RowStream) else list(rows)
     key = _row_key(layout)
-    if not isinstance(rows, stream.RowStream):
+    if not isinstance(rows, rowstore.RowStream):
         return sorted(rows, key=key)
     memo = (layout.subtotal_by, tuple(layout.sort))
     if rows.sorted_by.get(memo) is None:
-        rows.sorted_by[memo] = stream.sorted_rows(rows, key)
+        rows.sorted_by[memo] = rowstore.sorted_rows(rows, key)
     return rows.sorted_by[memo]
 
 

@@ -27,7 +27,7 @@ from django.utils import timezone, translation
 
 from reporting.periods import Period
 from reporting.pipeline import charts as charts_module
-from reporting.pipeline import formats, pdf, sandbox, stream, xlsx
+from reporting.pipeline import formats, pdf, rowstore, sandbox, xlsx
 from reporting.pipeline import layout as layout_module
 
 GENERIC_TEXT_TEMPLATE = "reporting/email/report.txt"
@@ -340,7 +340,7 @@ def _in_sandbox(render_it: Callable[[], str], *, what: str, syntax_error: str) -
     """What `render_it` renders, or RenderError in words: a mistake, a limit, a layout not allowed."""
     try:
         return render_it()
-    except (sandbox.TemplateLimitError, stream.OutOfOrder) as exc:
+    except (sandbox.TemplateLimitError, rowstore.OutOfOrder) as exc:
         raise RenderError(exc.message) from exc
     except TemplateSyntaxError as exc:
         raise RenderError(syntax_error.format(exc)) from exc
@@ -355,7 +355,7 @@ def _in_sandbox(render_it: Callable[[], str], *, what: str, syntax_error: str) -
 
 def columns_of(rows: Iterable[Any]) -> list[str]:
     """Column names in order of first appearance across the rows."""
-    if isinstance(rows, stream.RowStream):  # found as they were loaded: reading them again takes a pass
+    if isinstance(rows, rowstore.RowStream):  # found as they were loaded: reading them again takes a pass
         if rows.columns is None:
             rows.columns = _columns_of(rows)
         return list(rows.columns)
@@ -363,7 +363,7 @@ def columns_of(rows: Iterable[Any]) -> list[str]:
 
 
 def _columns_of(rows: Iterable[Any]) -> list[str]:
-    columns = stream.Columns()
+    columns = rowstore.Columns()
     for row in rows:
         columns.add(row)
     return columns.names()
@@ -379,14 +379,14 @@ def rows_to_csv(rows: Sequence[Any], columns: list[str] | None = None) -> bytes:
 def write_csv(out: IO[bytes], rows: Iterable[Any], columns: list[str]) -> None:
     """`rows_to_csv`, written to `out` as the rows come."""
     header = [_csv_value(column) for column in columns]  # names come from the API too
-    if isinstance(rows, stream.RowStream) and _cells_as_they_are(rows, columns):
+    if isinstance(rows, rowstore.RowStream) and _cells_as_they_are(rows, columns):
         out.write(codecs.BOM_UTF8)
         if rows.csv_lines is not None:  # written as the answer was read
             out.write(_csv_line(header).encode("utf-8"))
             for chunk in rows.csv_chunks():
                 out.write(chunk)
             return
-        lines = stream.CsvLines(out, columns)
+        lines = rowstore.CsvLines(out, columns)
         lines.writer.writerow(header)
         for batch in rows.lists():
             lines.add(batch)
@@ -396,14 +396,14 @@ def write_csv(out: IO[bytes], rows: Iterable[Any], columns: list[str]) -> None:
     with _text_on(out) as text:
         writer = csv.writer(text, lineterminator="\r\n")
         writer.writerow(header)
-        if isinstance(rows, stream.RowStream) and rows.plain:  # no cell to convert: known from the answer's text
+        if isinstance(rows, rowstore.RowStream) and rows.plain:  # no cell to convert: known from the answer's text
             writer.writerows(list(map(row.get, columns)) for row in rows)
         else:
             writer.writerows(_csv_cells(row, columns) for row in rows)
 
 
-def _cells_as_they_are(rows: stream.RowStream, columns: list[str]) -> bool:
-    """Whether each row's cells go into the CSV as they are, at C speed (stream.CsvLines): no cell to
+def _cells_as_they_are(rows: rowstore.RowStream, columns: list[str]) -> bool:
+    """Whether each row's cells go into the CSV as they are, at C speed (rowstore.CsvLines): no cell to
     convert (known from the answer's text), and every row an object with exactly these columns."""
     return rows.plain and rows.complete and len(columns) > 1 and columns == rows.columns
 

@@ -49,7 +49,7 @@ from django.template.loaders import cached, filesystem
 from django.template.loaders.base import Loader
 
 from reporting import conf
-from reporting.pipeline import stream
+from reporting.pipeline import rowstore
 
 # Layouts a template may include or extend: the shipped email layouts and report bodies.
 LAYOUT_FOLDERS = ("reporting/email/", "reports/")
@@ -325,7 +325,7 @@ def _step(current: Any, bit: str) -> Any:
             return current[bit]
         if isinstance(current, GroupedResult) and bit in GroupedResult._fields:
             return getattr(current, bit)  # {% regroup %}'s groups: grouper and list
-        if isinstance(current, list | tuple | str | stream.RowStream):
+        if isinstance(current, list | tuple | str | rowstore.RowStream):
             return current[int(bit)]
         if isinstance(current, date | time_of_day | datetime) and bit in _DATE_PARTS:
             return getattr(current, bit)

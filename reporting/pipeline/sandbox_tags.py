@@ -18,7 +18,7 @@ from django.template.base import Node, Parser, Token
 from django.template.defaulttags import LoremNode
 from django.template.exceptions import TemplateSyntaxError
 
-from reporting.pipeline import stream
+from reporting.pipeline import rowstore
 from reporting.pipeline.sandbox import TemplateLimitError, check_length, check_size, current_budget
 
 MAX_LOREM = 1000  # words or paragraphs
@@ -36,8 +36,8 @@ def _in_order(compile_tag: Callable[[Parser, Token], Node]) -> Callable[[Parser,
         render = node.render
 
         def render_in_order(context: Any) -> str:
-            if isinstance(node.target.resolve(context, ignore_failures=True), stream.RowStream):  # type: ignore[attr-defined]
-                raise stream.OutOfOrder()
+            if isinstance(node.target.resolve(context, ignore_failures=True), rowstore.RowStream):  # type: ignore[attr-defined]
+                raise rowstore.OutOfOrder()
             return render(context)
 
         node.render = render_in_order  # type: ignore[method-assign]
@@ -176,8 +176,8 @@ def _bounded(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         budget = current_budget()
         if budget is not None:
             budget.tick()
-        if holds_all and isinstance(value, stream.RowStream):
-            raise stream.OutOfOrder()
+        if holds_all and isinstance(value, rowstore.RowStream):
+            raise rowstore.OutOfOrder()
         if check_arguments is not None:
             check_arguments(name, value, *args)
         return check_size(function(value, *args, **kwargs))

@@ -18,7 +18,7 @@ from operator import itemgetter
 from typing import Any
 from urllib.parse import quote
 
-from reporting.pipeline import stream
+from reporting.pipeline import rowstore
 
 _MISSING = object()
 
@@ -65,14 +65,14 @@ def split_rows(rows: Sequence[Any], field: str, keys: set[str]) -> Split:
 class KeyOrder:
     """The rows of each key asked for, key after key in sorted order: for dividing a whole answer among many.
 
-    The matched rows are sorted by key on disk (stream.sorted_rows, stable: each key's rows stay
+    The matched rows are sorted by key on disk (rowstore.sorted_rows, stable: each key's rows stay
     in their order), so at most a sort run's rows and one key's rows are held, however large the
     answer. Iterating gives (key, rows) for the keys that have rows; `unmatched` counts the rest.
     """
 
     def __init__(self, rows: Iterable[Any], field: str, keys: set[str]):
         self.unmatched = 0
-        self._sorted = stream.sorted_rows(self._matched(rows, field, keys), key=itemgetter(0))
+        self._sorted = rowstore.sorted_rows(self._matched(rows, field, keys), key=itemgetter(0))
 
     def _matched(self, rows: Iterable[Any], field: str, keys: set[str]) -> Iterator[tuple[str, Any]]:
         for row in rows:
