@@ -239,6 +239,23 @@ def test_a_recipients_link_serves_their_file_and_not_the_runs_of_the_same_name(b
     assert client.get(f"/admin/reporting/reportrun/{run.pk}/parts/{part.pk}/files/other.csv").status_code == 404
 
 
+def test_a_file_address_typed_by_hand_serves_only_a_file_archived_under_that_run_and_name(big_report, limit, client):
+    limit(1 * MB)
+    run, other = run_for(big_report), run_for(big_report, date(2026, 11, 19))
+    part = RunPart.objects.create(run=other, address="ann@example.com", recipient_email="ann@example.com", key="C1")
+    name = run.attachments.get().filename
+    client.force_login(factories.staff_user("vic", "view_reportrun"))
+    base = "/admin/reporting/reportrun"
+
+    assert client.get(f"{base}/{run.pk}/files/{name}").status_code == 200
+    assert client.get(f"{base}/{run.pk}/files/data.json").status_code == 404  # the snapshot: not a file of the email
+    # No route takes a "/" in a name: the admin's own pages answer, never a file.
+    climbing = client.get(f"{base}/{run.pk}/files/..%2F{run.pk}%2Fdata.json", follow=True)
+    assert not climbing.streaming and "Content-Disposition" not in climbing
+    assert client.get(f"{base}/{other.pk}/files/{name}").status_code == 404  # that run's file has its own date
+    assert client.get(f"{base}/{run.pk}/parts/{part.pk}/files/{name}").status_code == 404  # a part of another run
+
+
 def test_a_pdf_that_takes_the_files_over_the_limit_is_linked_in_an_email_rendered_again(
     report, limit, use_smtp, monkeypatch
 ):
